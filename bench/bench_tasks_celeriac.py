@@ -1,0 +1,19 @@
+"""The benchmark's celeriac app: one task, ``add``, on Redis (see bench/README.md).
+
+The broker is ``redis://127.0.0.1:6379/<BENCH_REDIS_DB>`` (default 10) and results go
+to the next database (default 11). ``bench_tasks_celery.py`` is the same app for Celery.
+"""
+
+import os
+
+from celeriac import Celery
+
+REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
+DB = int(os.environ.get("BENCH_REDIS_DB", "10"))
+
+app = Celery("bench_tasks_celeriac", broker=f"{REDIS}/{DB}", backend=f"{REDIS}/{DB + 1}")
+
+
+@app.task
+def add(x, y):
+    return x + y

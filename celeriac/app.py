@@ -1,0 +1,484 @@
+"""``Celery`` (alias ``App``): configuration, the task registry, sending, results."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable
+
+from . import _state, messages, signals
+from .backends import Backend, BackendOptions
+from .backends import connect as connect_backend
+from .brokers import Broker
+from .brokers import connect as connect_broker
+from .config import Settings, seconds
+from .control import Control
+from .exceptions import NotRegistered
+from .result import AsyncResult
+from .routing import TaskRouter
+from .retries import call_with_retry
+from .task import Task, annotate, make_task
+from .utils.pid import current_pid
+
+logger = logging.getLogger("celeriac.app")
+
+DEFAULT_SQLITE_FILE = "celeriac.sqlite3"
+_UNSET = object()
+
+
+class TaskRegistry(dict):  # type: ignore[type-arg]
+    """Tasks by name; shared tasks are found too, and a miss says what to check."""
+
+    def __missing__(self, name: str) -> Task[Any, Any]:
+        task = _state.shared_tasks.get(name)
+        if task is None:
+            raise NotRegistered(name)
+        return task
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        try:
+            return self[name]
+        except NotRegistered:
+            return default
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self, name) or name in _state.shared_tasks
+
+    def names(self) -> list[str]:
+        return sorted(set(self) | set(_state.shared_tasks))
+
+
+class _PerProcess:
+    """A value created on first use in each process (connections do not survive fork)."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._pid = -1
+        self._value: Any = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        pid = current_pid()
+        if self._pid != pid:
+            with self._lock:
+                if self._pid != pid:
+                    self._value = self._factory()
+                    self._pid = pid
+        return self._value
+
+    def reset(self) -> None:
+        self._pid = -1
+        self._value = None
+
+
+class Celery:
+    """The application: holds the configuration and the tasks.
+
+    Args:
+        main: name of the main module, used to name tasks defined in ``__main__``.
+        broker: broker URL (default: an SQLite file in the working directory).
+        backend: result backend URL (default: the same SQLite file, when the broker is
+            the default one).
+        include: modules to import when a worker starts.
+        task_cls: base class for ``@app.task`` (also settable later as ``app.Task``).
+        **settings: any setting, by its new or old name.
+    """
+
+    def __init__(self, main: str | None = None, broker: str | None = None,
+                 backend: str | None = None, include: Iterable[str] | None = None,
+                 *, config_source: Any = None, task_cls: type[Task[Any, Any]] | str | None = None,
+                 set_as_current: bool = True, namespace: str | None = None,
+                 autofinalize: bool = True, **settings: Any) -> None:
+        self.main = main
+        self.conf = Settings()
+        self.namespace = namespace
+        self.autofinalize = autofinalize
+        if broker:
+            self.conf.broker_url = broker
+        if backend:
+            self.conf.result_backend = backend
+        if include:
+            self.conf.include = list(include)
+        if settings:
+            self.conf.update(settings)
+        if config_source is not None:
+            self.config_from_object(config_source)
+        if isinstance(task_cls, str):
+            from .utils.imports import symbol_by_name
+
+            task_cls = symbol_by_name(task_cls)
+        self.Task: type[Task[Any, Any]] = task_cls or Task  # type: ignore[assignment]
+        self.tasks = TaskRegistry()
+        from .canvas import register_builtins
+
+        register_builtins(self)
+        self._finalized = False
+        self._autodiscover: list[tuple[Any, str]] = []
+        self._producer = _PerProcess(self._new_producer)
+        self._backend = _PerProcess(self._new_backend)
+        self._router: TaskRouter | None = None
+        self.on_configure = signals.Signal("on_configure")
+        self.on_after_configure = signals.Signal("on_after_configure")
+        self.on_after_finalize = signals.Signal("on_after_finalize")
+        self._configured = False
+        if set_as_current:
+            self.set_current()
+
+    # -- configuration -----------------------------------------------------------------
+    def config_from_object(self, obj: Any, silent: bool = False, force: bool = False,
+                           namespace: str | None = None) -> None:
+        """Load settings from a module (or its name), a class, an object or a dict."""
+        self.conf.config_from_object(obj, namespace=namespace or self.namespace, silent=silent)
+        self._router = None
+
+    def config_from_envvar(self, variable_name: str, silent: bool = False,
+                           force: bool = False) -> bool:
+        return self.conf.config_from_envvar(variable_name, silent=silent)
+
+    def add_defaults(self, mapping: Any) -> None:
+        for key, value in dict(mapping).items():
+            self.conf.setdefault(key, value)
+
+    def set_current(self) -> None:
+        _state.set_default_app(self)
+
+    set_default = set_current
+
+    @property
+    def broker_url(self) -> str:
+        url = self.conf.resolved_broker_url()
+        if not url:
+            url = f"sqlite:///{os.path.abspath(DEFAULT_SQLITE_FILE)}"
+        return url
+
+    @property
+    def result_backend_url(self) -> str:
+        url = self.conf.resolved_result_backend()
+        if url:
+            return url
+        broker = self.broker_url
+        scheme = broker.split("://", 1)[0]
+        # The embedded default keeps results beside the messages; an in-process broker
+        # keeps them in-process. Any other broker needs an explicit backend, as in Celery.
+        if scheme in ("sqlite", "sqla+sqlite"):
+            return "sqlite://" + broker.split("://", 1)[1]
+        if scheme == "memory":
+            return "memory://"
+        return "disabled://"
+
+    def _configure(self) -> None:
+        if not self._configured:
+            self._configured = True
+            self.on_configure.send(sender=self)
+            self.on_after_configure.send(sender=self, source=self.conf)
+
+    # -- tasks ------------------------------------------------------------------------
+    def task(self, *args: Any, **opts: Any) -> Any:
+        """Decorator that registers a function as a task: ``@app.task`` or ``@app.task(...)``."""
+        def create(fun: Callable[..., Any]) -> Task[Any, Any]:
+            base = opts.pop("base", None) or self.Task
+            name = opts.pop("name", None)
+            bind = opts.pop("bind", False)
+            opts.pop("shared", None)
+            opts.pop("lazy", None)
+            task = make_task(self, fun, base, name, bind, dict(opts))
+            self._annotate(task)
+            self.tasks[task.name] = task
+            return task
+
+        if len(args) == 1 and callable(args[0]):
+            return create(args[0])
+        if args:
+            raise TypeError("@app.task() takes only keyword arguments")
+        return create
+
+    def register_task(self, task: Task[Any, Any] | type[Task[Any, Any]]) -> Task[Any, Any]:
+        """Register a class-based task (``class MyTask(Task): name = ...; def run(...)``)."""
+        if isinstance(task, type):
+            task = task()
+        if not task.name:
+            task.name = f"{type(task).__module__}.{type(task).__name__}"
+        task.bind(self)
+        self._annotate(task)
+        self.tasks[task.name] = task
+        return task
+
+    def _annotate(self, task: Task[Any, Any]) -> None:
+        annotations = self.conf.task_annotations
+        task.__dict__["_celeriac_annotations"] = annotations
+        annotate(task, annotations)
+
+    def ensure_annotated(self, task: Task[Any, Any]) -> None:
+        """Apply ``task_annotations`` to ``task`` if they changed since it was annotated.
+
+        Annotations are applied when a task is registered, again to every task at
+        ``finalize()`` (worker start-up), and here at each call, so annotations
+        configured after the task was defined still count. A change is noticed when
+        the setting is assigned a new value, not when its dict is edited in place.
+        """
+        if task.__dict__.get("_celeriac_annotations", _UNSET) is not \
+                self.conf.task_annotations:
+            self._annotate(task)
+
+    def finalize(self, auto: bool = False) -> None:
+        """Import ``include``/``imports`` and autodiscovered modules (worker start-up)."""
+        if self._finalized:
+            return
+        self._finalized = True
+        self._configure()
+        self.loader_import_default_modules()
+        for packages, related_name in self._autodiscover:
+            self._discover(packages, related_name)
+        for task in list(self.tasks.values()):
+            self.ensure_annotated(task)
+        self.on_after_finalize.send(sender=self)
+
+    def loader_import_default_modules(self) -> list[Any]:
+        names = list(self.conf.imports or ()) + list(self.conf.include or ())
+        signals.import_modules.send(sender=self)
+        return [importlib.import_module(name) for name in names]
+
+    def autodiscover_tasks(self, packages: Any = None, related_name: str = "tasks",
+                           force: bool = False) -> None:
+        """Import ``<package>.<related_name>`` for each package (Django: INSTALLED_APPS).
+
+        ``packages`` may be a callable, called when discovery runs (worker start-up, or
+        now with ``force=True``). With no packages, Django's INSTALLED_APPS is used when
+        Django is configured.
+        """
+        if force:
+            self._discover(packages, related_name)
+        else:
+            self._autodiscover.append((packages, related_name))
+
+    def _discover(self, packages: Any, related_name: str) -> None:
+        if packages is None:
+            try:
+                from django.conf import settings  # type: ignore[import-not-found]
+
+                packages = list(settings.INSTALLED_APPS)
+            except Exception:
+                packages = []
+        if callable(packages):
+            packages = packages()
+        for package in packages:
+            name = f"{package}.{related_name}"
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if exc.name not in (name, package):
+                    raise
+
+    # -- periodic tasks ---------------------------------------------------------------
+    def add_periodic_task(self, schedule: Any, sig: Any, args: Any = (), kwargs: Any = (),
+                          name: str | None = None, **opts: Any) -> str:
+        """Add an entry to ``beat_schedule``: send ``sig`` on ``schedule``.
+
+        Args:
+            schedule: seconds, a timedelta, or a ``crontab``/``schedule``/``solar``.
+            sig: a signature (``add.s(2, 2)``) or a task name.
+            args, kwargs: arguments, when ``sig`` is a name.
+            name: the entry's key (default: the task's name and arguments).
+            **opts: ``apply_async`` options (``queue``, ``expires``, ``priority``...);
+                ``relative=True`` rounds interval schedules.
+
+        Returns:
+            The entry's key.
+        """
+        if isinstance(sig, str):
+            task, call_args, call_kwargs, options = sig, list(args or ()), dict(kwargs or {}), {}
+        else:
+            task = sig["task"] if isinstance(sig, dict) else sig.name
+            call_args = list(sig.get("args") or ()) if isinstance(sig, dict) else []
+            call_kwargs = dict(sig.get("kwargs") or {}) if isinstance(sig, dict) else {}
+            options = dict(sig.get("options") or {}) if isinstance(sig, dict) else {}
+        relative = bool(opts.pop("relative", False))
+        options.update(opts)
+        key = name or f"{task}({call_args!r}, {call_kwargs!r})"
+        entries = dict(self.conf.beat_schedule or {})
+        entries[key] = {"task": task, "schedule": schedule, "args": tuple(call_args),
+                        "kwargs": call_kwargs, "options": options, "relative": relative}
+        self.conf.beat_schedule = entries
+        return key
+
+    # -- sending ----------------------------------------------------------------------
+    @property
+    def router(self) -> TaskRouter:
+        if self._router is None:
+            conf = self.conf
+            self._router = TaskRouter(conf.task_routes, conf.task_queues,
+                                      conf.task_default_queue,
+                                      bool(conf.task_create_missing_queues))
+        return self._router
+
+    def producer_broker(self) -> Broker:
+        """This process's broker connection for publishing."""
+        return self._producer.get()
+
+    def _broker_options(self) -> dict[str, Any]:
+        conf = self.conf
+        options = dict(conf.broker_transport_options or {})
+        options.setdefault("dead_letter_queue", conf.broker_dead_letter_queue)
+        options.setdefault("lost_timeout", conf.worker_lost_timeout)
+        options.setdefault("max_redeliveries", conf.broker_max_redeliveries)
+        return options
+
+    def _new_producer(self) -> Broker:
+        return connect_broker(self.conf.resolved_broker_write_url() or self.broker_url,
+                              self._broker_options())
+
+    def connect_broker(self) -> Broker:
+        """A new broker connection (one per consumer)."""
+        return connect_broker(self.conf.resolved_broker_read_url() or self.broker_url,
+                              self._broker_options())
+
+    def send_task(self, name: str, args: Any = None, kwargs: dict[str, Any] | None = None,
+                  countdown: float | None = None, eta: datetime | None = None,
+                  task_id: str | None = None, expires: Any = None, link: Any = None,
+                  link_error: Any = None, group_id: str | None = None,
+                  group_index: int | None = None, retries: int = 0, chord: Any = None,
+                  reply_to: str | None = None, time_limit: float | None = None,
+                  soft_time_limit: float | None = None, root_id: str | None = None,
+                  parent_id: str | None = None, shadow: str | None = None,
+                  chain: Any = None, task: Task[Any, Any] | None = None,
+                  ignore_result: bool | None = None, priority: int | None = None,
+                  serializer: str | None = None, compression: str | None = None,
+                  headers: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
+        """Send a task by name; the task need not be registered in this process.
+
+        Takes ``apply_async``'s options. ``retry`` (default ``task_publish_retry``) and
+        ``retry_policy`` (default ``task_publish_retry_policy``) say how a publish that
+        fails for want of a broker connection is tried again before the error is raised.
+
+        Returns:
+            The task's ``AsyncResult``; with ``ignore_result=True`` its ``get()``
+            returns None at once, since nothing will be stored.
+        """
+        conf = self.conf
+        task_id = task_id or str(uuid.uuid4())
+        args = list(args or ())
+        kwargs = dict(kwargs or {})
+        now = datetime.now(timezone.utc)
+        if countdown is not None:
+            eta = now + timedelta(seconds=countdown)
+        elif eta is not None and eta.tzinfo is None:
+            eta = eta.replace(tzinfo=timezone.utc)
+        expires_at: datetime | None = None
+        expiration_ms = None
+        if expires is not None:
+            if isinstance(expires, datetime):
+                expires_at = expires if expires.tzinfo else expires.replace(tzinfo=timezone.utc)
+            else:
+                expires_at = now + timedelta(seconds=seconds(expires) or 0)
+            expiration_ms = max(0, int((expires_at - now).total_seconds() * 1000))
+        retry = options.pop("retry", None)
+        retry_policy = options.pop("retry_policy", None)
+        parent_task = _state.current_task.get()
+        if parent_task is not None and parent_id is None:
+            req = parent_task.request
+            if req.id != task_id:  # a task sending itself again (retry) is not its child
+                parent_id = req.id
+                root_id = root_id or req.root_id or req.id
+        route = self.router.route(name, args, kwargs, options, task)
+        if priority is None:
+            priority = route.options.get("priority", conf.task_default_priority)
+        message = messages.task_message(
+            name, task_id, args, kwargs,
+            queue=route.queue, exchange=route.exchange, routing_key=route.routing_key,
+            eta=eta, expires=expires_at, retries=retries, group_id=group_id,
+            group_index=group_index, root_id=root_id, parent_id=parent_id,
+            time_limit=time_limit, soft_time_limit=soft_time_limit, shadow=shadow,
+            ignore_result=ignore_result, priority=priority, reply_to=reply_to or "",
+            callbacks=_sig_list(link), errbacks=_sig_list(link_error), chain=chain,
+            chord=chord, headers=headers, serializer=serializer or conf.task_serializer,
+            compression=compression or conf.task_compression, expiration_ms=expiration_ms,
+        )
+        if retry is None:
+            retry = conf.task_publish_retry
+        policy = (retry_policy if retry_policy is not None
+                  else conf.task_publish_retry_policy) if retry else None
+        if signals.before_task_publish.receivers:
+            signals.before_task_publish.send(
+                sender=name, body=message.body, exchange=route.exchange,
+                routing_key=route.routing_key, headers=message.headers,
+                properties=message.properties, declare=[], retry_policy=policy)
+        due = eta.timestamp() if eta is not None and eta > now else None
+        payload = messages.encode_envelope(message)
+        broker = self.producer_broker()
+        if retry:
+            call_with_retry(lambda: broker.publish(route.queue, payload, priority or 0, eta=due),
+                            policy, what=f"publishing {name}[{task_id}]")
+        else:
+            broker.publish(route.queue, payload, priority or 0, eta=due)
+        if signals.after_task_publish.receivers:
+            signals.after_task_publish.send(sender=name, body=message.body,
+                                            headers=message.headers, exchange=route.exchange,
+                                            routing_key=route.routing_key)
+        result = AsyncResult(task_id, task_name=name, app=self)
+        result.ignored = bool(ignore_result)
+        return result
+
+    # -- results ----------------------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        """This process's result backend."""
+        return self._backend.get()
+
+    def _new_backend(self) -> Backend:
+        conf = self.conf
+        accept = conf.result_accept_content or conf.accept_content
+        from . import serialization
+
+        options = BackendOptions(
+            serializer=conf.result_serializer,
+            accept=serialization.accepted_content_types(accept) | frozenset(
+                {serialization.serializer(conf.result_serializer).content_type}),
+            expires=seconds(conf.result_expires),
+            extended=bool(conf.result_extended),
+            transport_options=dict(conf.result_backend_transport_options or {}),
+            store_attempts=_store_attempts(conf),
+        )
+        return connect_backend(self.result_backend_url, options)
+
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802
+        return AsyncResult(task_id, app=self, **kwargs)
+
+    # -- misc ---------------------------------------------------------------------------
+    @property
+    def control(self) -> Control:
+        """Remote control: ``app.control.revoke(task_id, terminate=False)``."""
+        return Control(self)
+
+    def close(self) -> None:
+        """Close this process's connections."""
+        for holder in (self._producer, self._backend):
+            if holder._pid == os.getpid() and holder._value is not None:
+                holder._value.close()
+            holder.reset()
+
+    def __repr__(self) -> str:
+        return f"<Celery {self.main or '__main__'} at {id(self):#x}>"
+
+
+def _store_attempts(conf: Settings) -> int:
+    # celeriac always retries a result write over connection errors for a while;
+    # Celery's result_backend_always_retry makes it retry as long as it says.
+    if not conf.result_backend_always_retry:
+        return 15
+    limit = conf.result_backend_max_retries
+    return 10**9 if limit in (None, float("inf")) else max(1, int(limit))
+
+
+def _sig_list(value: Any) -> list[Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return [dict(value)]
+    return [dict(v) for v in value]
+
+
+App = Celery

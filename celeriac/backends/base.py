@@ -1,0 +1,361 @@
+"""The contract every result backend implements, and the meta layout they share.
+
+A backend stores one meta document per task id, in Celery's layout::
+
+    {"status": "SUCCESS", "result": 8, "traceback": null, "children": [],
+     "date_done": "2026-11-21T15:00:00.000000+00:00", "task_id": "..."}
+
+Subclasses implement the storage primitives (``_set``, ``_get``, ``_delete``, and
+``_wait`` where the store can notify); everything else lives here.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback as tb_module
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .. import exceptions as _exc
+from .. import serialization, states
+from ..exceptions import (
+    BackendError,
+    RemoteError,
+    ResultNotSerializable,
+    TimeoutError,
+)
+
+# celeriac's public exceptions that have a twin of the same name in Celery. They are
+# stored under Celery's module so that a Celery client re-raises its own class (it
+# cannot import ``celeriac.exceptions`` unless celeriac is installed), and read back as
+# celeriac's class whichever side wrote them. Celery itself stores the last three under
+# ``billiard.exceptions`` (their real home); ``celery.exceptions`` re-exports all of them.
+_CELERY_MODULE = "celery.exceptions"
+_CELERY_TWINS: dict[str, type[BaseException]] = {
+    cls.__name__: cls for cls in (
+        _exc.NotRegistered, _exc.TaskRevokedError, _exc.MaxRetriesExceededError,
+        _exc.Reject, _exc.Ignore, _exc.Retry, _exc.ChordError,
+        _exc.TimeLimitExceeded, _exc.SoftTimeLimitExceeded, _exc.WorkerLostError,
+    )
+}
+_TWIN_MODULES = frozenset({_CELERY_MODULE, "billiard.exceptions"})
+
+
+GROUP_KEY_PREFIX = "celery-taskset-meta-"
+
+
+@dataclass(frozen=True, slots=True)
+class ChordPart:
+    """One header task's outcome, as the chord body's sender reads it."""
+
+    task_id: str
+    state: str
+    result: Any
+
+
+@dataclass
+class BackendOptions:
+    """What a backend needs from the app's configuration."""
+
+    serializer: str = "json"
+    accept: frozenset[str] | None = None  # content types; None = the serializer's only
+    expires: float | None = 86400.0
+    extended: bool = False
+    transport_options: dict[str, Any] = field(default_factory=dict)
+    #: tries for storing one result over connection errors (~10 s of back-off at 15)
+    store_attempts: int = 15
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """A network error of any client library (redis-py, socket, ...), by its type."""
+    if isinstance(exc, (ConnectionError, OSError)):
+        return True
+    return any(cls.__name__ in ("ConnectionError", "TimeoutError", "BusyLoadingError")
+               for cls in type(exc).__mro__)
+
+
+class Backend(ABC):
+    """Stores task states and results.
+
+    Args:
+        url: the backend URL.
+        options: serializer, expiry and the like, from the app's settings.
+    """
+
+    #: a backend that is the same object as the broker's store (rpc) may say so
+    persistent = True
+
+    def __init__(self, url: str, options: BackendOptions | None = None) -> None:
+        self.url = url
+        self.options = options or BackendOptions()
+        s = serialization.serializer(self.options.serializer)
+        self._serializer = s
+        self._accept = self.options.accept or frozenset({s.content_type})
+
+    # -- storage primitives ---------------------------------------------------------
+    @abstractmethod
+    def _set(self, task_id: str, data: bytes, expires: float | None, ready: bool) -> None:
+        """Store the encoded meta for ``task_id`` and wake anyone waiting for it."""
+
+    @abstractmethod
+    def _get(self, task_id: str) -> bytes | None:
+        """The encoded meta for ``task_id``, or None."""
+
+    @abstractmethod
+    def _delete(self, task_id: str) -> None:
+        """Forget ``task_id``."""
+
+    def _wait(self, task_id: str, timeout: float | None, interval: float) -> bytes | None:
+        """Block until ``task_id`` is ready or ``timeout`` passes; stores override."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = min(0.001, interval)
+        while True:
+            data = self._get(task_id)
+            if data is not None and self._decode(data).get("status") in states.READY_STATES:
+                return data
+            if deadline is not None and time.monotonic() >= deadline:
+                return data
+            time.sleep(pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, interval)
+
+    def close(self) -> None:
+        """Release connections."""
+
+    # -- meta encoding --------------------------------------------------------------
+    def _encode(self, meta: Any) -> bytes:
+        try:
+            return self._serializer.dumps(meta)
+        except Exception as exc:
+            raise ResultNotSerializable(
+                f"result of task {meta.get('task_id') if isinstance(meta, dict) else '?'} cannot be encoded with the "
+                f"{self._serializer.name!r} result serializer: {exc}"
+            ) from exc
+
+    def _decode(self, data: bytes) -> dict[str, Any]:
+        return serialization.loads(data, self._serializer.content_type, self._accept)
+
+    # -- storing --------------------------------------------------------------------
+    def store_result(self, task_id: str, result: Any, state: str, traceback: str | None = None,
+                     request: Any = None) -> dict[str, Any]:
+        """Record ``state`` and ``result`` for ``task_id``; returns the stored meta.
+
+        A result that cannot be encoded is stored as a FAILURE with
+        ``ResultNotSerializable`` so the caller learns why, instead of waiting forever.
+        """
+        meta = self._meta(task_id, result, state, traceback, request)
+        try:
+            data = self._encode(meta)
+        except ResultNotSerializable as exc:
+            meta = self._meta(task_id, self.prepare_exception(exc), states.FAILURE,
+                              None, request)
+            data = self._encode(meta)
+        self._store_with_retries(task_id, data, state in states.READY_STATES)
+        return meta
+
+    def _store_with_retries(self, task_id: str, data: bytes, ready: bool) -> None:
+        # A result store that blips (a dropped connection, a server restart) must not
+        # turn a task that succeeded into a failure: retry connection errors with a
+        # back-off before giving up. Anything else is raised at once.
+        attempts = self.options.store_attempts
+        pause = 0.01
+        for attempt in range(1, attempts + 1):
+            try:
+                self._set(task_id, data, self.options.expires, ready)
+                return
+            except Exception as exc:
+                if attempt >= attempts or not is_connection_error(exc):
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
+    def _meta(self, task_id: str, result: Any, state: str, traceback: str | None,
+              request: Any) -> dict[str, Any]:
+        if isinstance(result, BaseException):
+            result = self.prepare_exception(result)
+        meta: dict[str, Any] = {
+            "status": state,
+            "result": result,
+            "traceback": traceback,
+            "children": [],
+            "date_done": datetime.now(timezone.utc).isoformat(),
+            "task_id": task_id,
+        }
+        if request is not None:
+            group = getattr(request, "group", None)
+            parent = getattr(request, "parent_id", None)
+            if group:
+                meta["group_id"] = group
+            if parent:
+                meta["parent_id"] = parent
+            if self.options.extended:
+                meta.update(
+                    name=getattr(request, "task", None),
+                    args=getattr(request, "args", None),
+                    kwargs=getattr(request, "kwargs", None),
+                    worker=getattr(request, "hostname", None),
+                    retries=getattr(request, "retries", 0),
+                    queue=(getattr(request, "delivery_info", None) or {}).get("routing_key"),
+                )
+        return meta
+
+    def mark_as_started(self, task_id: str, request: Any = None, **meta: Any) -> None:
+        self.store_result(task_id, meta, states.STARTED, request=request)
+
+    def mark_as_done(self, task_id: str, result: Any, request: Any = None) -> None:
+        self.store_result(task_id, result, states.SUCCESS, request=request)
+
+    def mark_as_failure(self, task_id: str, exc: BaseException, traceback: str | None = None,
+                        request: Any = None) -> None:
+        if traceback is None and exc.__traceback__ is not None:
+            traceback = "".join(tb_module.format_exception(exc))
+        self.store_result(task_id, exc, states.FAILURE, traceback, request=request)
+
+    def mark_as_retry(self, task_id: str, exc: BaseException, traceback: str | None = None,
+                      request: Any = None) -> None:
+        self.store_result(task_id, exc, states.RETRY, traceback, request=request)
+
+    def mark_as_revoked(self, task_id: str, reason: str = "revoked", request: Any = None) -> None:
+        from ..exceptions import TaskRevokedError
+
+        self.store_result(task_id, TaskRevokedError(reason), states.REVOKED, request=request)
+
+    # -- reading --------------------------------------------------------------------
+    def get_task_meta(self, task_id: str) -> dict[str, Any]:
+        data = self._get(task_id)
+        if data is None:
+            return {"status": states.PENDING, "result": None, "traceback": None,
+                    "children": [], "task_id": task_id}
+        return self._decode(data)
+
+    def get_many_metas(self, task_ids: list[str]) -> list[dict[str, Any]]:
+        """The metas of many tasks at once (stores override to use one round trip)."""
+        return [self.get_task_meta(task_id) for task_id in task_ids]
+
+    def wait_for(self, task_id: str, timeout: float | None = None,
+                 interval: float = 0.5) -> dict[str, Any]:
+        """Block until the task is ready.
+
+        Raises:
+            TimeoutError: not ready within ``timeout`` seconds.
+        """
+        data = self._wait(task_id, timeout, interval)
+        meta = self._decode(data) if data is not None else None
+        if meta is None or meta.get("status") not in states.READY_STATES:
+            raise TimeoutError(f"task {task_id} not ready after {timeout} seconds")
+        return meta
+
+    def forget(self, task_id: str) -> None:
+        self._delete(task_id)
+
+    # -- groups and chords ----------------------------------------------------------
+    def _group_key(self, group_id: str) -> str:
+        return f"{GROUP_KEY_PREFIX}{group_id}"
+
+    def save_group(self, group_id: str, value: Any) -> None:
+        """Store a ``GroupResult.as_tuple()`` under the group id."""
+        data = self._encode({"result": value})
+        self._set(self._group_key(group_id), data, self.options.expires, True)
+
+    def restore_group(self, group_id: str) -> Any:
+        """The tuple saved by ``save_group``, or None."""
+        data = self._get(self._group_key(group_id))
+        return None if data is None else self._decode(data).get("result")
+
+    def delete_group(self, group_id: str) -> None:
+        self._delete(self._group_key(group_id))
+
+    def set_chord_size(self, group_id: str, size: int) -> None:
+        """Record how many header tasks the chord ``group_id`` waits for.
+
+        Called by the client before it sends the header. Backends without an atomic
+        counter cannot run chords.
+        """
+        raise NotImplementedError(f"the {type(self).__name__} cannot run chords")
+
+    def chord_part_return(self, group_id: str, index: int, task_id: str, state: str,
+                          result: Any) -> list[ChordPart] | None:
+        """Record one finished header task of chord ``group_id``.
+
+        The count is kept atomically in the store, so exactly one caller (the one
+        that records the last part) gets the parts back, in ``group_index`` order, and
+        must send the body; every other caller gets None. A part recorded twice (a
+        redelivered message) counts once.
+        """
+        raise NotImplementedError(f"the {type(self).__name__} cannot run chords")
+
+    def _chord_member(self, index: int, task_id: str, state: str, result: Any) -> bytes:
+        if isinstance(result, BaseException):
+            result = self.prepare_exception(result)
+        try:
+            return self._encode([1, task_id, state, result])  # Celery's ``.j`` member
+        except ResultNotSerializable as exc:
+            return self._encode([1, task_id, states.FAILURE, self.prepare_exception(exc)])
+
+    def _chord_parts(self, members: list[bytes]) -> list[ChordPart]:
+        parts = []
+        for data in members:
+            _, task_id, state, result = self._decode(data)
+            parts.append(ChordPart(task_id, state, result))
+        return parts
+
+    # -- exceptions -----------------------------------------------------------------
+    @staticmethod
+    def prepare_exception(exc: BaseException) -> dict[str, Any]:
+        cls = type(exc)
+        module = cls.__module__
+        if _CELERY_TWINS.get(cls.__name__) is cls:
+            module = _CELERY_MODULE  # interop: see _CELERY_TWINS
+        return {
+            "exc_type": cls.__qualname__,
+            "exc_message": _safe_args(exc),
+            "exc_module": module,
+        }
+
+    @staticmethod
+    def exception_to_python(info: Any) -> BaseException:
+        """Rebuild an exception from its stored dict; a stand-in when it cannot."""
+        if isinstance(info, BaseException):
+            return info
+        if not isinstance(info, dict) or "exc_type" not in info:
+            return RemoteError("Exception", None, info)
+        exc_type = info["exc_type"]
+        module = info.get("exc_module")
+        message = info.get("exc_message") or []
+        args = message if isinstance(message, (list, tuple)) else [message]
+        cls: Any = None
+        if module in _TWIN_MODULES and exc_type in _CELERY_TWINS:
+            # written by Celery, or by celeriac for Celery's sake: celeriac's own class
+            cls = _CELERY_TWINS[exc_type]
+        elif module:
+            # Only modules already imported, as Celery does: the module name comes from
+            # the result store, and importing whatever it names would run that module's
+            # top-level code in the client.
+            cls = sys.modules.get(module)
+            try:
+                for part in exc_type.split("."):
+                    cls = getattr(cls, part)
+            except AttributeError:
+                cls = None
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            return RemoteError(exc_type, module, message)
+        try:
+            return cls(*args)
+        except Exception:
+            return RemoteError(exc_type, module, message)
+
+
+def _safe_args(exc: BaseException) -> list[Any]:
+    out = []
+    for arg in exc.args:
+        try:
+            serialization._json_dumps(arg)
+            out.append(arg)
+        except Exception:
+            out.append(repr(arg))
+    return out
+
+
+__all__ = ["Backend", "BackendOptions", "BackendError", "ChordPart"]

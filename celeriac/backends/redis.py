@@ -1,0 +1,351 @@
+"""``redis://``: results in Celery's layout, ``celery-task-meta-<id>`` plus a PUBLISH.
+
+A waiting ``get()`` is woken by the PUBLISH on the key's channel, never by polling. Each
+process keeps one pub/sub connection and one reader thread for all of its waiters, as
+Celery's client does, so Celery clients and celeriac workers (and the reverse) mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from .. import states
+from ..utils.pid import current_pid
+from ..utils.redis import RedisConnector, process_lock
+from .base import GROUP_KEY_PREFIX, Backend, BackendOptions, ChordPart
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "celery-task-meta-"
+
+# One header task's completion, atomically (Celery 5.7's keys; see CELERY-WIRE 3.7).
+# KEYS: .j .t .s .d .c   ARGV: index, member, dedup token, expires, claim token
+# Returns the ordered members when this call completed the chord, else nil.
+_CHORD_PART = """
+if redis.call('GET', KEYS[5]) == 'done' then return nil end
+if redis.call('SISMEMBER', KEYS[4], ARGV[3]) == 1 then return nil end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[3])
+local count = redis.call('ZCOUNT', KEYS[1], '-inf', '+inf')
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then
+  for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
+end
+local size = tonumber(redis.call('GET', KEYS[3]) or '0')
+local extra = tonumber(redis.call('GET', KEYS[2]) or '0')
+if size > 0 and count >= size + extra then
+  if redis.call('SET', KEYS[5], ARGV[5], 'NX', 'EX', 300) then
+    return redis.call('ZRANGE', KEYS[1], 0, -1)
+  end
+end
+return nil
+"""
+
+# How long the reader waits for a message before checking whether it should stop.
+READ_INTERVAL = 1.0
+
+
+class _Slot:
+    """One waiting ``get()``: set once a ready result for its task arrived."""
+
+    __slots__ = ("data", "event")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.data: bytes | None = None
+
+
+class _Channel:
+    __slots__ = ("confirmed", "slots")
+
+    def __init__(self) -> None:
+        self.slots: list[_Slot] = []
+        self.confirmed = False
+
+
+class _Listener:
+    """The pub/sub connection of one process and the thread that reads it.
+
+    A waiter sends SUBSCRIBE and then GETs the key. A result published between that GET
+    and the server processing the SUBSCRIBE would be missed, so once a channel's
+    subscription is confirmed the reader GETs the key again for everyone registered by
+    then.
+    """
+
+    def __init__(self, backend: RedisBackend) -> None:
+        self.backend = backend
+        self.pid = os.getpid()
+        self.lock = threading.Lock()  # guards channels, inflight, conn and every send
+        self.channels: dict[bytes, _Channel] = {}
+        # SUBSCRIBE/UNSUBSCRIBE sent on the current connection and not yet answered: a
+        # subscription counts as confirmed only when none is pending, because a reply to
+        # an older SUBSCRIBE says nothing about a later UNSUBSCRIBE + SUBSCRIBE.
+        self.inflight: dict[bytes, int] = {}
+        self.conn: Any = None
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, name="celeriac-redis-results",
+                                       daemon=True)
+        self.thread.start()
+
+    # -- waiter side ---------------------------------------------------------------
+    def wait(self, key: bytes, timeout: float | None) -> bytes | None:
+        slot = _Slot()
+        with self.lock:
+            channel = self.channels.get(key)
+            if channel is None:
+                channel = self.channels[key] = _Channel()
+                self._send("SUBSCRIBE", key)
+            channel.slots.append(slot)
+        try:
+            # Look while the SUBSCRIBE travels, not before sending it: a result stored
+            # long ago returns now, and a fresh one costs one round trip less. One stored
+            # after this GET but before the subscription holds is caught by the reader's
+            # GET on confirmation.
+            data = self.backend._get_key(key)
+            if self.backend._is_ready(data):
+                return data
+            slot.event.wait(timeout)
+            return slot.data
+        finally:
+            self._leave(key, slot)
+
+    def _leave(self, key: bytes, slot: _Slot) -> None:
+        with self.lock:
+            channel = self.channels.get(key)
+            if channel is None or slot not in channel.slots:
+                return
+            channel.slots.remove(slot)
+            if not channel.slots:
+                del self.channels[key]
+                self._send("UNSUBSCRIBE", key)
+
+    def _send(self, command: str, *keys: bytes) -> None:
+        # Called with the lock held. Without a connection there is nothing to do: the
+        # reader subscribes to every channel when it (re)connects.
+        # A closed connection is left closed: redis-py would silently reconnect it on
+        # send, without the subscriptions the reader must restore.
+        if self.conn is None or not self.conn.is_connected:
+            return
+        for key in keys:
+            self.inflight[key] = self.inflight.get(key, 0) + 1
+        try:
+            self.conn.send_command(command, *keys, check_health=False)
+        except Exception:
+            logger.debug("result pub/sub send failed; the reader reconnects", exc_info=True)
+
+    # -- reader side ---------------------------------------------------------------
+    def _run(self) -> None:
+        pause = 0.1
+        while not self.stopped:
+            conn = self.conn
+            try:
+                if conn is None:
+                    self._connect()
+                    pause = 0.1
+                    continue
+                if not conn.is_connected:
+                    raise OSError("pub/sub connection closed")
+                if not conn.can_read(timeout=READ_INTERVAL):
+                    continue
+                reply = conn.read_response(disconnect_on_error=False)
+                self._handle(reply)
+            except Exception as exc:  # noqa: BLE001 - the reader must outlive any error
+                if self.stopped:
+                    break
+                logger.warning("result pub/sub connection failed: %r; reconnecting", exc)
+                self._drop(conn)
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    def _drop(self, conn: Any) -> None:
+        # The next connection subscribes to every channel again and re-reads each key,
+        # which also covers results published while no connection was listening.
+        with self.lock:
+            if self.conn is conn:
+                self.conn = None
+        if conn is not None:
+            _quiet(conn.disconnect)
+
+    def _connect(self) -> None:
+        conn = self.backend._redis.new_connection()
+        conn.connect()
+        with self.lock:
+            self.conn = conn
+            self.inflight.clear()
+            keys = list(self.channels)
+            for channel in self.channels.values():
+                channel.confirmed = False
+            if keys:
+                self._send("SUBSCRIBE", *keys)
+
+    def _handle(self, reply: Any) -> None:
+        if not isinstance(reply, list) or len(reply) < 3:
+            return
+        kind, key, data = reply[0], reply[1], reply[2]
+        if kind == b"message":
+            if self.backend._is_ready(data):
+                self._dispatch(key, data)
+        elif kind in (b"subscribe", b"unsubscribe"):
+            with self.lock:
+                pending = max(self.inflight.get(key, 0) - 1, 0)
+                self.inflight[key] = pending
+                if not pending:
+                    del self.inflight[key]
+                channel = self.channels.get(key)
+                if kind != b"subscribe" or pending or channel is None or channel.confirmed:
+                    return
+                channel.confirmed = True
+            stored = self.backend._get_key(key)
+            if stored is not None and self.backend._is_ready(stored):
+                self._dispatch(key, stored)
+
+    def _dispatch(self, key: bytes, data: bytes) -> None:
+        with self.lock:
+            channel = self.channels.pop(key, None)
+            if channel is None:
+                return
+            self._send("UNSUBSCRIBE", key)
+        for slot in channel.slots:
+            slot.data = data
+            slot.event.set()
+
+    def close(self) -> None:
+        self.stopped = True
+        with self.lock:
+            conn, self.conn = self.conn, None
+        if conn is not None and self.pid == os.getpid():
+            _quiet(conn.disconnect)
+
+
+def _quiet(fn: Any) -> None:
+    with contextlib.suppress(Exception):
+        fn()
+
+
+class RedisBackend(Backend):
+    """Celery's Redis result layout.
+
+    Transport options (``result_backend_transport_options``) honoured:
+    ``global_keyprefix`` and the connection options of :mod:`celeriac.utils.redis`.
+    """
+
+    def __init__(self, url: str, options: BackendOptions | None = None) -> None:
+        super().__init__(url, options)
+        transport = self.options.transport_options or {}
+        self._redis = RedisConnector(url, transport, "the Redis result backend")
+        self.prefix: str = transport.get("global_keyprefix") or ""
+        self._listener: _Listener | None = None
+        self._chord_script: Any = None
+
+    def key_for(self, task_id: str) -> bytes:
+        """The key (and pub/sub channel) of ``task_id``'s meta."""
+        return f"{self.prefix}{KEY_PREFIX}{task_id}".encode()
+
+    def _set(self, task_id: str, data: bytes, expires: float | None, ready: bool) -> None:
+        key = self.key_for(task_id)
+        pipe = self._redis.client().pipeline(transaction=False)
+        pipe.set(key, data, ex=max(int(expires), 1) if expires else None)
+        pipe.publish(key, data)
+        pipe.execute()
+
+    def _get(self, task_id: str) -> bytes | None:
+        return self._get_key(self.key_for(task_id))
+
+    def _get_key(self, key: bytes) -> bytes | None:
+        return self._redis.client().get(key)
+
+    def _delete(self, task_id: str) -> None:
+        self._redis.client().delete(self.key_for(task_id))
+
+    def _is_ready(self, data: bytes | None) -> bool:
+        if data is None:
+            return False
+        try:
+            return self._decode(data).get("status") in states.READY_STATES
+        except Exception:  # noqa: BLE001 - an undecodable meta is simply not ready
+            return False
+
+    def _wait(self, task_id: str, timeout: float | None, interval: float) -> bytes | None:
+        key = self.key_for(task_id)
+        got = self._get_listener().wait(key, timeout)
+        # On timeout, one last look: a result stored without a PUBLISH still counts.
+        return got if got is not None else self._get_key(key)
+
+    def get_many_metas(self, task_ids: list[str]) -> list[dict[str, Any]]:
+        client = self._redis.client()
+        metas: list[dict[str, Any]] = []
+        for start in range(0, len(task_ids), 1000):
+            ids = task_ids[start:start + 1000]
+            for task_id, data in zip(ids, client.mget([self.key_for(i) for i in ids])):
+                metas.append(self._decode(data) if data is not None else {
+                    "status": states.PENDING, "result": None, "traceback": None,
+                    "children": [], "task_id": task_id})
+        return metas
+
+    # -- groups and chords ----------------------------------------------------------
+    def group_key(self, group_id: str) -> bytes:
+        return f"{self.prefix}{GROUP_KEY_PREFIX}{group_id}".encode()
+
+    def save_group(self, group_id: str, value: Any) -> None:
+        key = self.group_key(group_id)
+        data = self._encode({"result": value})
+        expires = self.options.expires
+        pipe = self._redis.client().pipeline(transaction=False)
+        pipe.set(key, data, ex=max(int(expires), 1) if expires else None)
+        pipe.publish(key, data)
+        pipe.execute()
+
+    def restore_group(self, group_id: str) -> Any:
+        data = self._get_key(self.group_key(group_id))
+        return None if data is None else self._decode(data).get("result")
+
+    def delete_group(self, group_id: str) -> None:
+        self._redis.client().delete(self.group_key(group_id))
+
+    def set_chord_size(self, group_id: str, size: int) -> None:
+        key = self.group_key(group_id)
+        expires = self.options.expires
+        pipe = self._redis.client().pipeline(transaction=False)
+        pipe.delete(key + b".c")
+        pipe.set(key + b".s", size, ex=max(int(expires), 1) if expires else None)
+        pipe.execute()
+
+    def chord_part_return(self, group_id: str, index: int, task_id: str, state: str,
+                          result: Any) -> list[ChordPart] | None:
+        key = self.group_key(group_id)
+        member = self._chord_member(index, task_id, state, result)
+        client = self._redis.client()
+        if self._chord_script is None:
+            self._chord_script = client.register_script(_CHORD_PART)
+        keys = [key + b".j", key + b".t", key + b".s", key + b".d", key + b".c"]
+        members = self._chord_script(keys=keys, args=[
+            index, member, f"{task_id}:{index}", int(self.options.expires or 0),
+            f"{os.getpid()}:{task_id}"], client=client)
+        if not members:
+            return None
+        pipe = client.pipeline(transaction=True)
+        pipe.delete(*keys[:4])
+        pipe.set(keys[4], "done", ex=300)
+        pipe.execute()
+        return self._chord_parts(list(members))
+
+    def _get_listener(self) -> _Listener:
+        listener = self._listener
+        if listener is not None and listener.pid == current_pid():
+            return listener
+        with process_lock():
+            if self._listener is None or self._listener.pid != os.getpid():
+                # A child after fork has no reader thread; it starts its own.
+                self._listener = _Listener(self)
+            return self._listener
+
+    def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        self._redis.close()

@@ -1,0 +1,111 @@
+"""``sqlite:///path`` (also ``db+sqlite:///path``): results in the embedded SQLite file.
+
+There is no server to notify a waiter, so ``get()`` polls with a back-off that starts at
+one millisecond and grows to the ``interval`` the caller gave.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+from ..utils.sqlite import SQLiteFile
+from ..utils.urls import sqlite_path
+from .base import Backend, BackendOptions, ChordPart
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS celeriac_results (
+    task_id TEXT PRIMARY KEY,
+    meta BLOB NOT NULL,
+    expires REAL
+);
+CREATE TABLE IF NOT EXISTS celeriac_chords (
+    group_id TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    expires REAL
+);
+CREATE TABLE IF NOT EXISTS celeriac_chord_parts (
+    group_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    member BLOB NOT NULL,
+    PRIMARY KEY (group_id, idx)
+);
+"""
+
+
+class SQLiteBackend(Backend):
+    def __init__(self, url: str, options: BackendOptions | None = None) -> None:
+        super().__init__(url, options)
+        self.db = SQLiteFile(sqlite_path(url), SCHEMA)
+
+    def _set(self, task_id: str, data: bytes, expires: float | None, ready: bool) -> None:
+        deadline = time.time() + expires if expires else None
+        conn = self.db.connection()
+        self.db._retry(lambda: conn.execute(
+            "INSERT OR REPLACE INTO celeriac_results (task_id, meta, expires) VALUES (?, ?, ?)",
+            (task_id, data, deadline)))
+
+    def _get(self, task_id: str) -> bytes | None:
+        row = self.db.connection().execute(
+            "SELECT meta, expires FROM celeriac_results WHERE task_id = ?", (task_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        if row[1] is not None and row[1] < time.time():
+            self._delete(task_id)
+            return None
+        return bytes(row[0])
+
+    def _delete(self, task_id: str) -> None:
+        self.db.connection().execute("DELETE FROM celeriac_results WHERE task_id = ?", (task_id,))
+
+    def set_chord_size(self, group_id: str, size: int) -> None:
+        deadline = time.time() + self.options.expires if self.options.expires else None
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM celeriac_chord_parts WHERE group_id = ?", (group_id,))
+            conn.execute("INSERT OR REPLACE INTO celeriac_chords (group_id, size, done, expires)"
+                         " VALUES (?, ?, 0, ?)", (group_id, size, deadline))
+
+        self.db.write(write)
+
+    def chord_part_return(self, group_id: str, index: int, task_id: str, state: str,
+                          result: Any) -> list[ChordPart] | None:
+        member = self._chord_member(index, task_id, state, result)
+
+        def write(conn: sqlite3.Connection) -> list[bytes] | None:
+            added = conn.execute(
+                "INSERT OR IGNORE INTO celeriac_chord_parts (group_id, idx, member)"
+                " VALUES (?, ?, ?)", (group_id, index, member)).rowcount
+            if not added:
+                return None  # a redelivered part counts once
+            row = conn.execute(
+                "UPDATE celeriac_chords SET done = done + 1 WHERE group_id = ?"
+                " RETURNING done, size", (group_id,)).fetchone()
+            if row is None or row[0] != row[1]:
+                return None
+            rows = conn.execute("SELECT member FROM celeriac_chord_parts WHERE group_id = ?"
+                                " ORDER BY idx", (group_id,)).fetchall()
+            conn.execute("DELETE FROM celeriac_chord_parts WHERE group_id = ?", (group_id,))
+            conn.execute("DELETE FROM celeriac_chords WHERE group_id = ?", (group_id,))
+            return [bytes(r[0]) for r in rows]
+
+        members = self.db.write(write)
+        return None if members is None else self._chord_parts(members)
+
+    def cleanup(self) -> int:
+        """Delete expired results (and chords that never completed); returns how many."""
+        now = time.time()
+        conn = self.db.connection()
+        conn.execute("DELETE FROM celeriac_chord_parts WHERE group_id IN (SELECT group_id"
+                     " FROM celeriac_chords WHERE expires IS NOT NULL AND expires < ?)", (now,))
+        conn.execute("DELETE FROM celeriac_chords WHERE expires IS NOT NULL AND expires < ?",
+                     (now,))
+        return conn.execute(
+            "DELETE FROM celeriac_results WHERE expires IS NOT NULL AND expires < ?",
+            (now,)).rowcount
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,63 @@
+"""Broker transports, chosen by URL scheme.
+
+The scheme is the only string; each maps to a loader so that a transport's optional
+dependency is imported only when a URL asks for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..exceptions import UnknownTransport
+from ..utils.urls import scheme_of
+from .base import Broker, DeadLetter, Delivery
+
+
+def _memory() -> type[Broker]:
+    from .memory import MemoryBroker
+
+    return MemoryBroker
+
+
+def _sqlite() -> type[Broker]:
+    from .sqlite import SQLiteBroker
+
+    return SQLiteBroker
+
+
+def _redis() -> type[Broker]:
+    from .redis import RedisBroker
+
+    return RedisBroker
+
+
+TRANSPORTS: dict[str, Callable[[], type[Broker]]] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+    "sqla+sqlite": _sqlite,
+    "redis": _redis,
+    "rediss": _redis,
+    "redis+socket": _redis,
+}
+
+
+def broker_class(url: str) -> type[Broker]:
+    scheme = scheme_of(url)
+    try:
+        loader = TRANSPORTS[scheme]
+    except KeyError:
+        raise UnknownTransport("broker", scheme, list(TRANSPORTS)) from None
+    return loader()
+
+
+def connect(url: str, options: dict[str, Any] | None = None) -> Broker:
+    """Open a broker for ``url``.
+
+    Raises:
+        UnknownTransport: the scheme is not one of ``TRANSPORTS``.
+        MissingDependency: the transport's extra is not installed.
+    """
+    return broker_class(url)(url, options)
+
+
+__all__ = ["Broker", "Delivery", "DeadLetter", "TRANSPORTS", "connect", "broker_class"]

@@ -1,0 +1,176 @@
+"""The contract every broker transport implements.
+
+A transport moves opaque envelopes (kombu's JSON text) between named queues. Reliability
+lives here: a fetched message stays owned by its consumer until ``ack``; a consumer whose
+heartbeat stops has its messages handed back to their queues by whoever calls
+``heartbeat`` next.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A message fetched by one consumer and not yet acked.
+
+    Attributes:
+        tag: the transport's handle for ack/requeue.
+        queue: the queue (or priority sub-list) the message came from.
+        payload: the envelope text.
+    """
+
+    tag: Any
+    queue: str
+    payload: str
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A message set aside because it could not be run."""
+
+    queue: str
+    reason: str
+    payload: str
+    time: float
+
+
+def poison_reason(losses: int) -> str:
+    return (f"its worker was lost {losses} times while holding it; set aside as a "
+            "probable poison message (see broker_max_redeliveries)")
+
+
+def _nothing() -> None:
+    return None
+
+
+def new_consumer_id() -> str:
+    return f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+
+
+class Broker(ABC):
+    """A broker connection. One per process and thread family; fork-safe by re-creation.
+
+    Args:
+        url: the broker URL.
+        options: ``broker_transport_options`` plus celeriac settings the transport reads
+            (``dead_letter_queue``, ``lost_timeout``).
+    """
+
+    #: whether several processes can share this broker (memory:// cannot)
+    shared_between_processes = True
+
+    def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
+        self.url = url
+        self.options = options or {}
+        self.consumer_id = new_consumer_id()
+        self.dead_letter_queue: str = self.options.get("dead_letter_queue", "celeriac.dead")
+        self.lost_timeout: float = float(self.options.get("lost_timeout", 10.0))
+        #: a message whose consumer was lost this many times is dead-lettered
+        self.max_redeliveries: int = int(self.options.get("max_redeliveries") or 5)
+        #: messages this instance dead-lettered as poison since the caller last looked,
+        #: so that their tasks can be marked failed (the transport knows no backend)
+        self.poisoned: list[DeadLetter] = []
+
+    @abstractmethod
+    def publish(self, queue: str, payload: str, priority: int = 0,
+                eta: float | None = None) -> None:
+        """Put ``payload`` on ``queue``; with ``eta`` (epoch seconds) hold it until due."""
+
+    @abstractmethod
+    def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        """Take up to ``limit`` due messages for this consumer, waiting up to ``timeout``."""
+
+    @abstractmethod
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Remove messages for good."""
+
+    def ack_for(self, consumer_id: str, deliveries: Sequence[Delivery]) -> None:
+        """Ack on behalf of another consumer (a pool process that was killed)."""
+        own = self.consumer_id
+        self.consumer_id = consumer_id
+        try:
+            self.ack(deliveries)
+        finally:
+            self.consumer_id = own
+
+    def ack_nowait(self, deliveries: Sequence[Delivery]) -> Callable[[], None]:
+        """Send an ack and return a function that waits for the broker's reply.
+
+        The worker acks early ones this way: the broker has the ack before the task
+        runs, but the task need not wait a round trip for the answer. Transports that
+        cannot split the two ack here and return a no-op.
+        """
+        self.ack(deliveries)
+        return _nothing
+
+    @abstractmethod
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        """Give messages back to the front of their queues (unstarted work)."""
+
+    @abstractmethod
+    def defer(self, delivery: Delivery, eta: float) -> None:
+        """Atomically move a fetched message back into the broker to run at ``eta``."""
+
+    @abstractmethod
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Atomically move a fetched message to the dead-letter queue with ``reason``."""
+
+    @abstractmethod
+    def heartbeat(self) -> int:
+        """Mark this consumer alive; hand back messages of dead consumers.
+
+        Returns:
+            how many messages of dead consumers were returned to their queues.
+        """
+
+    @abstractmethod
+    def forget_consumer(self, consumer_id: str | None = None) -> int:
+        """Return the unacked messages of ``consumer_id`` (default: self) and drop it."""
+
+    @abstractmethod
+    def revoke(self, task_ids: Sequence[str], terminate: str | None, expires: float) -> None:
+        """Record revocations (kept ``expires`` seconds) that every worker will honour.
+
+        Args:
+            terminate: a signal name to stop the task with if it is running, or None.
+        """
+
+    @abstractmethod
+    def revoked(self, since: Any = None) -> tuple[Any, dict[str, str | None] | None]:
+        """``(version, {task id: terminate signal or None})``; the mapping is None when
+        the version is still ``since``, so an unchanged set costs one small read."""
+
+    @abstractmethod
+    def reserve_rate(self, key: str, interval: float) -> float:
+        """Reserve the next start time of a globally rate-limited task.
+
+        Start times handed out for ``key`` are at least ``interval`` seconds apart.
+        Returns the reserved time (epoch seconds; now or later).
+        """
+
+    @abstractmethod
+    def purge(self, queue: str) -> int:
+        """Delete every waiting message of ``queue``; returns how many."""
+
+    @abstractmethod
+    def size(self, queue: str) -> int:
+        """How many messages wait on ``queue`` (due or not)."""
+
+    @abstractmethod
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The messages set aside, newest first."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def safe_url(self) -> str:
+        from ..utils.urls import mask_password
+
+        return mask_password(self.url)

@@ -1,0 +1,196 @@
+"""``memory://``: queues inside one process, for tests and single-process apps.
+
+It is a real transport with the same ack/requeue/liveness contract as the others, so a
+test that passes here exercises the worker's real paths.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from typing import Any, Sequence
+
+from .base import Broker, DeadLetter, Delivery, poison_reason
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.queues: dict[str, deque[str]] = {}
+        self.delayed: list[tuple[float, int, str, str]] = []
+        self.unacked: dict[str, dict[int, Delivery]] = {}
+        self.heartbeats: dict[str, float] = {}
+        self.dead: list[DeadLetter] = []
+        self.losses: dict[str, int] = {}  # payload -> times its consumer was lost
+        self.revoked: dict[str, tuple[float, str | None]] = {}  # id -> (expires at, signal)
+        self.revoked_version = 0
+        self.rates: dict[str, float] = {}  # global rate limit key -> next free start
+        self.counter = itertools.count()
+
+
+_stores: dict[str, _Store] = {}
+_stores_lock = threading.Lock()
+
+
+def _store_for(url: str) -> _Store:
+    with _stores_lock:
+        return _stores.setdefault(url.split("?", 1)[0], _Store())
+
+
+class MemoryBroker(Broker):
+    shared_between_processes = False
+
+    def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
+        super().__init__(url, options)
+        self._s = _store_for(url)
+
+    def publish(self, queue: str, payload: str, priority: int = 0,
+                eta: float | None = None) -> None:
+        s = self._s
+        with s.cond:
+            if eta is not None and eta > time.time():
+                heapq.heappush(s.delayed, (eta, next(s.counter), queue, payload))
+            else:
+                s.queues.setdefault(queue, deque()).appendleft(payload)
+            s.cond.notify_all()
+
+    def _promote(self, now: float) -> None:
+        s = self._s
+        while s.delayed and s.delayed[0][0] <= now:
+            _, _, queue, payload = heapq.heappop(s.delayed)
+            s.queues.setdefault(queue, deque()).appendleft(payload)
+
+    def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        s = self._s
+        deadline = time.monotonic() + timeout
+        with s.cond:
+            while True:
+                self._promote(time.time())
+                out: list[Delivery] = []
+                mine = s.unacked.setdefault(self.consumer_id, {})
+                for name in queues:
+                    q = s.queues.get(name)
+                    while q and len(out) < limit:
+                        d = Delivery(next(s.counter), name, q.pop())
+                        mine[d.tag] = d
+                        out.append(d)
+                if out:
+                    return out
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return out
+                wait = remaining
+                if s.delayed:
+                    wait = min(wait, max(0.0, s.delayed[0][0] - time.time()))
+                s.cond.wait(wait)
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        s = self._s
+        with s.cond:
+            mine = s.unacked.get(self.consumer_id, {})
+            for d in deliveries:
+                mine.pop(d.tag, None)
+
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        s = self._s
+        with s.cond:
+            mine = s.unacked.get(self.consumer_id, {})
+            for d in reversed(deliveries):
+                if mine.pop(d.tag, None) is not None:
+                    s.queues.setdefault(d.queue, deque()).append(d.payload)
+            s.cond.notify_all()
+
+    def defer(self, delivery: Delivery, eta: float) -> None:
+        s = self._s
+        with s.cond:
+            # Only a message this consumer still owns: if it was declared lost, the
+            # message is back in the queue (or with another consumer) already.
+            if s.unacked.get(self.consumer_id, {}).pop(delivery.tag, None) is None:
+                return
+            heapq.heappush(s.delayed, (eta, next(s.counter), delivery.queue, delivery.payload))
+            s.cond.notify_all()
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        s = self._s
+        with s.cond:
+            if s.unacked.get(self.consumer_id, {}).pop(delivery.tag, None) is None:
+                return  # not ours any more (see defer)
+            s.dead.append(DeadLetter(delivery.queue, reason, delivery.payload, time.time()))
+
+    def heartbeat(self) -> int:
+        s = self._s
+        now = time.time()
+        with s.cond:
+            s.heartbeats[self.consumer_id] = now
+            dead = [c for c, t in s.heartbeats.items() if now - t > self.lost_timeout]
+        return sum(self.forget_consumer(c) for c in dead)
+
+    def forget_consumer(self, consumer_id: str | None = None) -> int:
+        s = self._s
+        consumer_id = consumer_id or self.consumer_id
+        with s.cond:
+            s.heartbeats.pop(consumer_id, None)
+            owned = s.unacked.pop(consumer_id, {})
+            returned = 0
+            for d in sorted(owned.values(), key=lambda d: d.tag, reverse=True):
+                losses = s.losses[d.payload] = s.losses.get(d.payload, 0) + 1
+                if losses >= self.max_redeliveries:
+                    dead = DeadLetter(d.queue, poison_reason(losses), d.payload, time.time())
+                    s.dead.append(dead)
+                    self.poisoned.append(dead)
+                    continue
+                s.queues.setdefault(d.queue, deque()).append(d.payload)
+                returned += 1
+            s.cond.notify_all()
+            return returned
+
+    def revoke(self, task_ids: Sequence[str], terminate: str | None, expires: float) -> None:
+        s = self._s
+        now = time.time()
+        with s.cond:
+            for task_id, (until, _) in list(s.revoked.items()):
+                if until < now:
+                    del s.revoked[task_id]
+            for task_id in task_ids:
+                s.revoked[task_id] = (now + expires, terminate)
+            s.revoked_version += 1
+
+    def revoked(self, since: Any = None) -> tuple[Any, dict[str, str | None] | None]:
+        s = self._s
+        with s.cond:
+            if since == s.revoked_version:
+                return since, None
+            return s.revoked_version, {k: sig for k, (_, sig) in s.revoked.items()}
+
+    def reserve_rate(self, key: str, interval: float) -> float:
+        s = self._s
+        with s.cond:
+            now = time.time()
+            start = max(now, s.rates.get(key, now))
+            s.rates[key] = start + interval
+            return start
+
+    def purge(self, queue: str) -> int:
+        s = self._s
+        with s.cond:
+            q = s.queues.pop(queue, deque())
+            # Delayed (eta) messages wait on the queue too: size() counts them, and
+            # leaving them would make purged work reappear when it comes due.
+            kept = [d for d in s.delayed if d[2] != queue]
+            dropped = len(s.delayed) - len(kept)
+            if dropped:
+                heapq.heapify(kept)
+                s.delayed = kept
+            return len(q) + dropped
+
+    def size(self, queue: str) -> int:
+        s = self._s
+        with s.cond:
+            return len(s.queues.get(queue, ())) + sum(1 for d in s.delayed if d[2] == queue)
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        with self._s.cond:
+            return list(reversed(self._s.dead[-limit:]))

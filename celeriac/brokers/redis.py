@@ -1,0 +1,559 @@
+"""``redis://``: kombu's Redis queue layout, with crash-safe delivery.
+
+Producers see exactly what kombu writes: the list named after the queue holds envelope
+text, ``LPUSH``ed, with priority sub-lists ``<queue>\\x06\\x16<step>``. So Celery producers
+and celeriac workers interoperate, and Celery workers can pop the same lists.
+
+Consumers never hold a message only in memory. A fetch moves messages, in one server-side
+script, from the queue lists into the consumer's own hash ``celeriac.unacked.<id>``; a
+blocking wait moves one message into the consumer's landing list with ``BLMOVE``. A
+consumer whose heartbeat in ``celeriac.consumers`` goes stale has both handed back to
+their queues by the next live consumer's heartbeat.
+
+ETA and countdown messages wait in the sorted set ``celeriac.delayed``, scored by due
+time, and every celeriac consumer's fetch moves the due ones to their queues. Only
+celeriac workers do that: a Celery worker never looks at the set. For a fleet where
+Celery workers must run what celeriac producers send with an eta, set the transport
+option ``delayed_delivery``:
+
+* ``'broker'`` (default): eta messages wait in ``celeriac.delayed`` until due; they
+  survive worker restarts and never trip a visibility timeout.
+* ``'queue'``: eta messages go straight onto the queue list with their ``eta`` header,
+  as Celery's producers do; the worker that takes one holds it until due (a Celery
+  worker in memory, a celeriac worker parks it in ``celeriac.delayed``).
+
+    app.conf.broker_transport_options = {'delayed_delivery': 'queue'}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Callable
+
+from ..exceptions import ImproperlyConfigured
+from ..utils.redis import RedisConnector, process_lock
+from .base import Broker, DeadLetter, Delivery, new_consumer_id, poison_reason
+
+DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
+DEFAULT_SEP = "\x06\x16"
+
+# values of the ``delayed_delivery`` transport option (see the module docstring)
+DELAYED_DELIVERY = ("broker", "queue")
+
+# Bounds the work one fetch does promoting due eta messages, so a burst of them cannot
+# stall the server; the rest are promoted by the following fetches.
+PROMOTE_BATCH = 1000
+
+# Only one list can be blocked on atomically. An idle consumer blocks on a plain queue
+# list (priority 0, where nearly all messages go, so those wake it at once) and looks at
+# the other queues' lists and the priority sub-lists again after this long: a message
+# there waits at most this much on an idle worker.
+ROTATE_INTERVAL = 0.05
+
+# Redis reads a blocking timeout in milliseconds and takes 0 as "forever".
+MIN_BLOCK = 0.01
+
+_SPLIT = """
+local function split(v)
+  local i = string.find(v, '\\n', 1, true)
+  if i then return string.sub(v, 1, i - 1), string.sub(v, i + 1) end
+end
+"""
+
+# KEYS: delayed, unacked, landing, landing-source, source lists...
+# ARGV: now, limit, first tag, consumer id, promote batch
+FETCH = _SPLIT + """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[5])
+for _, m in ipairs(due) do
+  local list, payload = split(m)
+  if list then redis.call('LPUSH', list, payload) end
+  redis.call('ZREM', KEYS[1], m)
+end
+local limit = tonumber(ARGV[2])
+local tag = tonumber(ARGV[3])
+local out, fields, n = {}, {}, 0
+-- Tags from the first one the client asks for are unknown to it: a reply lost after an
+-- earlier run of this fetch makes the client retry with the same first tag. Hand those
+-- messages out again (they are already in the hash) so none sits there unseen.
+while true do
+  local held = redis.call('HGET', KEYS[2], tag)
+  if not held then break end
+  local list, payload = split(held)
+  out[#out + 1] = tag
+  out[#out + 1] = list
+  out[#out + 1] = payload
+  tag = tag + 1
+  n = n + 1
+end
+local function take(list, payload)
+  out[#out + 1] = tag
+  out[#out + 1] = list
+  out[#out + 1] = payload
+  fields[#fields + 1] = tag
+  fields[#fields + 1] = list .. '\\n' .. payload
+  tag = tag + 1
+  n = n + 1
+end
+local src = redis.call('HGET', KEYS[4], ARGV[4])
+if src then
+  while n < limit do
+    local p = redis.call('RPOP', KEYS[3])
+    if not p then break end
+    take(src, p)
+  end
+  -- an empty landing list needs no record of where it came from
+  if redis.call('LLEN', KEYS[3]) == 0 then redis.call('HDEL', KEYS[4], ARGV[4]) end
+end
+for i = 5, #KEYS do
+  if n >= limit then break end
+  local got = redis.call('RPOP', KEYS[i], limit - n)
+  if got then for _, p in ipairs(got) do take(KEYS[i], p) end end
+end
+for i = 1, #fields, 1000 do
+  redis.call('HSET', KEYS[2], unpack(fields, i, math.min(i + 999, #fields)))
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+table.insert(out, 1, first[2] or '')
+return out
+"""
+
+# KEYS: unacked; ARGV: tags in delivery order
+REQUEUE = _SPLIT + """
+local n = 0
+for i = #ARGV, 1, -1 do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  if v then
+    local list, payload = split(v)
+    if list then redis.call('RPUSH', list, payload); n = n + 1 end
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return n
+"""
+
+# KEYS: unacked, delayed; ARGV: tag, eta
+DEFER = """
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], v)
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS: unacked, dead list; ARGV: tag, record
+DEAD_LETTER = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then redis.call('LPUSH', KEYS[2], ARGV[2]) end
+"""
+
+# KEYS: consumers, landing-source; ARGV: mode, consumer id, lost timeout,
+# unacked key prefix, landing key prefix
+# KEYS: consumers, landing-source, dead-letter list
+# ARGV: mode, consumer id, lost timeout, unacked prefix, landing prefix,
+#       loss-counter prefix, max redeliveries, poison reason format
+# Returns {messages returned, poisoned record...}.
+RELEASE = _SPLIT + """
+local now
+do
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local poisoned = {}
+-- Count how often a message's holder was lost; past the bound it is set aside
+-- instead of returned, so one message that kills every worker cannot stop the queue.
+local function hand_back(list, payload)
+  local counter = ARGV[6] .. redis.sha1hex(payload)
+  local losses = redis.call('INCR', counter)
+  redis.call('EXPIRE', counter, 86400)
+  if losses >= tonumber(ARGV[7]) then
+    redis.call('DEL', counter)
+    local record = cjson.encode({queue = list, reason = string.format(ARGV[8], losses),
+                                 time = now, payload = payload})
+    redis.call('LPUSH', KEYS[3], record)
+    poisoned[#poisoned + 1] = record
+    return 0
+  end
+  redis.call('RPUSH', list, payload)
+  return 1
+end
+local function release(id)
+  local n = 0
+  local landing = ARGV[5] .. id
+  local src = redis.call('HGET', KEYS[2], id)
+  if src then
+    -- newest first, so the oldest ends up next in line
+    while true do
+      local p = redis.call('LPOP', landing)
+      if not p then break end
+      n = n + hand_back(src, p)
+    end
+  end
+  local flat = redis.call('HGETALL', ARGV[4] .. id)
+  local items = {}
+  for i = 1, #flat, 2 do items[#items + 1] = {tonumber(flat[i]) or 0, flat[i + 1]} end
+  table.sort(items, function(a, b) return a[1] > b[1] end)
+  for _, item in ipairs(items) do
+    local list, payload = split(item[2])
+    if list then n = n + hand_back(list, payload) end
+  end
+  redis.call('DEL', ARGV[4] .. id)
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[1], id)
+  return n
+end
+local n = 0
+if ARGV[1] ~= 'beat' then
+  n = release(ARGV[2])
+else
+  redis.call('ZADD', KEYS[1], now, ARGV[2])
+  local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[3])))
+  for _, id in ipairs(dead) do n = n + release(id) end
+end
+table.insert(poisoned, 1, n)
+return poisoned
+"""
+
+# KEYS: delayed, lists...; counts the lists' messages and the delayed ones bound for them
+SIZE = _SPLIT + """
+local n = 0
+local mine = {}
+for i = 2, #KEYS do
+  n = n + redis.call('LLEN', KEYS[i])
+  mine[KEYS[i]] = true
+end
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local list = split(m)
+  if list and mine[list] then n = n + 1 end
+end
+return n
+"""
+
+
+# KEYS: delayed, lists...; deletes the lists and the delayed messages bound for them
+# (purged eta tasks must not come back when they fall due)
+PURGE = _SPLIT + """
+local n = 0
+local mine = {}
+for i = 2, #KEYS do
+  n = n + redis.call('LLEN', KEYS[i])
+  redis.call('DEL', KEYS[i])
+  mine[KEYS[i]] = true
+end
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local list = split(m)
+  if list and mine[list] then
+    redis.call('ZREM', KEYS[1], m)
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+# KEYS: the rate key; ARGV: interval seconds. Hands out start times at least interval
+# apart, on the server's clock, for every worker sharing the limit.
+RESERVE_RATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local start = math.max(now, tonumber(redis.call('GET', KEYS[1]) or now))
+local interval = tonumber(ARGV[1])
+redis.call('SET', KEYS[1], tostring(start + interval), 'PX',
+           math.ceil((start + interval - now) * 1000) + 60000)
+return tostring(start - now)
+"""
+
+
+class _Process:
+    """What a broker holds per process: the client, its scripts, the tag counter."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.fetch = client.register_script(FETCH)
+        self.requeue = client.register_script(REQUEUE)
+        self.defer = client.register_script(DEFER)
+        self.dead_letter = client.register_script(DEAD_LETTER)
+        self.release = client.register_script(RELEASE)
+        self.size = client.register_script(SIZE)
+        self.purge = client.register_script(PURGE)
+        self.reserve_rate = client.register_script(RESERVE_RATE)
+        self.next_tag = 1
+        self.rotor = 0
+        self.declared: set[str] = set()
+        self.fetch_lock = threading.Lock()
+
+
+class RedisBroker(Broker):
+    """The Redis transport; see the module docstring for the key layout.
+
+    Transport options honoured: ``priority_steps``, ``sep``, ``global_keyprefix``,
+    ``delayed_delivery`` (module docstring), and the connection options of
+    :mod:`celeriac.utils.redis`.
+    """
+
+    def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
+        super().__init__(url, options)
+        self._redis = RedisConnector(url, self.options, "the Redis broker")
+        steps = self.options.get("priority_steps") or DEFAULT_PRIORITY_STEPS
+        self.priority_steps = sorted({int(s) for s in steps})
+        self.sep: str = self.options.get("sep") or DEFAULT_SEP
+        self.prefix: str = self.options.get("global_keyprefix") or ""
+        delayed = self.options.get("delayed_delivery") or "broker"
+        if delayed not in DELAYED_DELIVERY:
+            raise ImproperlyConfigured(
+                f"broker transport option delayed_delivery={delayed!r}; choose one of: "
+                f"{', '.join(DELAYED_DELIVERY)}")
+        #: eta messages wait in the delayed set (False: on the queue, as with Celery)
+        self.delay_in_broker = delayed == "broker"
+        p = self.prefix
+        self._delayed = p + "celeriac.delayed"
+        self._consumers = p + "celeriac.consumers"
+        self._landing_source = p + "celeriac.landing-source"
+        self._dead = p + self.dead_letter_queue
+        self._revoked = p + "celeriac.revoked"
+        self._revoked_signals = p + "celeriac.revoked-terminate"
+        self._revoked_version = p + "celeriac.revoked-version"
+        self._proc: _Process | None = None
+        # (pid, consumer id) last put to use, to tell a forked child it needs its own id
+        self._claim = (os.getpid(), self.consumer_id)
+
+    # -- per-process state ---------------------------------------------------------
+    def _p(self) -> _Process:
+        client = self._redis.client()
+        proc = self._proc
+        if proc is not None and proc.client is client:
+            return proc
+        with process_lock():
+            if self._proc is None or self._proc.client is not client:
+                # A forked child is a different consumer: sharing the parent's id would
+                # mix both processes' messages in one unacked hash and landing list.
+                pid = os.getpid()
+                if self._claim[0] != pid and self._claim[1] == self.consumer_id:
+                    self.consumer_id = new_consumer_id()
+                self._claim = (pid, self.consumer_id)
+                self._proc = _Process(client)
+            return self._proc
+
+    def _unacked(self, consumer_id: str | None = None) -> str:
+        return f"{self.prefix}celeriac.unacked.{consumer_id or self.consumer_id}"
+
+    def _landing(self) -> str:
+        return f"{self.prefix}celeriac.landing.{self.consumer_id}"
+
+    # -- naming --------------------------------------------------------------------
+    def _step(self, priority: int | None) -> int:
+        p = min(max(int(priority or 0), 0), 9)
+        below = [s for s in self.priority_steps if s <= p]
+        return below[-1] if below else self.priority_steps[0]
+
+    def list_name(self, queue: str, priority: int | None = 0) -> str:
+        """kombu's list for ``queue`` at ``priority`` (without the key prefix)."""
+        return self._step_list(queue, self._step(priority))
+
+    def _step_list(self, queue: str, step: int) -> str:
+        return f"{queue}{self.sep}{step}" if step else queue
+
+    def _lists(self, queue: str) -> list[str]:
+        return [self.prefix + self._step_list(queue, s) for s in self.priority_steps]
+
+    def _strip(self, key: bytes) -> str:
+        name = key.decode("utf-8", "surrogateescape")
+        return name[len(self.prefix):] if self.prefix and name.startswith(self.prefix) else name
+
+    # -- producing -----------------------------------------------------------------
+    def publish(self, queue: str, payload: str, priority: int = 0,
+                eta: float | None = None) -> None:
+        client = self._p().client
+        key = self.prefix + self.list_name(queue, priority)
+        if eta is not None and self.delay_in_broker and eta > time.time():
+            client.zadd(self._delayed, {f"{key}\n{payload}": eta})
+        else:
+            client.lpush(key, payload)
+
+    def declare_queue(self, queue: str) -> None:
+        """Write kombu's binding so Celery producers publishing to the exchange find it."""
+        member = f"{queue}{self.sep}{self.sep}{queue}"
+        pipe = self._p().client.pipeline(transaction=False)
+        pipe.sadd(f"{self.prefix}_kombu.binding.{queue}", member)
+        pipe.sadd(f"{self.prefix}_kombu.binding_permanent.{queue}", member)
+        pipe.execute()
+
+    # -- consuming -----------------------------------------------------------------
+    def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        if limit <= 0:
+            return []
+        proc = self._p()
+        deadline = time.monotonic() + max(timeout, 0.0)
+        sources = [self.prefix + self._step_list(q, s)
+                   for s in self.priority_steps for q in queues]
+        waits_on = [self.prefix + self._step_list(q, self.priority_steps[0]) for q in queues]
+        if not sources:
+            time.sleep(max(timeout, 0.0))
+            return []
+        # One consumer has one landing list; two threads blocking on it at once would
+        # confuse which list its message came from.
+        with proc.fetch_lock:
+            for q in queues:
+                if q not in proc.declared:
+                    self.declare_queue(q)
+                    proc.declared.add(q)
+            while True:
+                out, next_due = self._take(proc, sources, limit)
+                if out:
+                    return out
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                wait = remaining
+                if next_due is not None:
+                    wait = min(wait, next_due - time.time())
+                    if wait <= 0:
+                        continue
+                if len(sources) > 1:
+                    wait = min(wait, ROTATE_INTERVAL)
+                limit_block = self._redis.block_limit()
+                if limit_block is not None:
+                    wait = min(wait, limit_block)
+                source = waits_on[proc.rotor % len(waits_on)]
+                proc.rotor += 1
+                pipe = proc.client.pipeline(transaction=False)
+                pipe.hset(self._landing_source, self.consumer_id, source)
+                pipe.blmove(source, self._landing(), round(max(wait, MIN_BLOCK), 3),
+                            "RIGHT", "LEFT")
+                try:
+                    pipe.execute()
+                except (self._redis.redis.ConnectionError, self._redis.redis.TimeoutError):
+                    # Whatever the server did is safe: a moved message waits in the
+                    # landing list for the next script. If the server is really gone,
+                    # that script call raises.
+                    pass
+
+    def _take(self, proc: _Process, sources: list[str],
+              limit: int) -> tuple[list[Delivery], float | None]:
+        keys = [self._delayed, self._unacked(), self._landing(), self._landing_source]
+        reply = proc.fetch(keys=keys + sources, args=[
+            repr(time.time()), limit, proc.next_tag, self.consumer_id, PROMOTE_BATCH])
+        next_due = float(reply[0]) if reply[0] else None
+        out = [Delivery(int(reply[i]), self._strip(reply[i + 1]),
+                        reply[i + 2].decode("utf-8", "surrogateescape"))
+               for i in range(1, len(reply), 3)]
+        if out:
+            proc.next_tag = out[-1].tag + 1
+        return out, next_due
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        if deliveries:
+            self._p().client.hdel(self._unacked(), *[d.tag for d in deliveries])
+
+    def ack_nowait(self, deliveries: Sequence[Delivery]) -> Callable[[], None]:
+        if not deliveries:
+            return lambda: None
+        pool = self._p().client.connection_pool
+        args = ("HDEL", self._unacked(), *[d.tag for d in deliveries])
+        conn = pool.get_connection()
+        try:
+            conn.send_command(*args)
+        except Exception:
+            pool.release(conn)
+            self.ack(deliveries)  # the pooled client retries over a dropped connection
+            return lambda: None
+
+        def wait() -> None:
+            try:
+                conn.read_response()
+            except Exception:
+                # HDEL is idempotent: when the reply is lost, say it again, with retries.
+                conn.disconnect()
+                self.ack(deliveries)
+            finally:
+                pool.release(conn)
+
+        return wait
+
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        if deliveries:
+            self._p().requeue(keys=[self._unacked()], args=[d.tag for d in deliveries])
+
+    def defer(self, delivery: Delivery, eta: float) -> None:
+        self._p().defer(keys=[self._unacked(), self._delayed], args=[delivery.tag, repr(eta)])
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        record = json.dumps({"queue": delivery.queue, "reason": reason,
+                             "time": time.time(), "payload": delivery.payload})
+        self._p().dead_letter(keys=[self._unacked(), self._dead], args=[delivery.tag, record])
+
+    # -- liveness ------------------------------------------------------------------
+    def _release(self, mode: str, consumer_id: str) -> int:
+        reply = self._p().release(
+            keys=[self._consumers, self._landing_source, self._dead],
+            args=[mode, consumer_id, repr(self.lost_timeout),
+                  f"{self.prefix}celeriac.unacked.", f"{self.prefix}celeriac.landing.",
+                  f"{self.prefix}celeriac.losses.", self.max_redeliveries,
+                  poison_reason(999).replace("999", "%d")])
+        for raw in reply[1:]:
+            record = json.loads(raw)
+            self.poisoned.append(DeadLetter(record["queue"], record["reason"],
+                                            record["payload"], float(record["time"])))
+        return int(reply[0])
+
+    def heartbeat(self) -> int:
+        self._p()  # first, so that a forked child beats under its own id
+        return self._release("beat", self.consumer_id)
+
+    def forget_consumer(self, consumer_id: str | None = None) -> int:
+        self._p()
+        return self._release("forget", consumer_id or self.consumer_id)
+
+    # -- management ----------------------------------------------------------------
+    def purge(self, queue: str) -> int:
+        return int(self._p().purge(keys=[self._delayed, *self._lists(queue)]))
+
+    def size(self, queue: str) -> int:
+        return int(self._p().size(keys=[self._delayed, *self._lists(queue)]))
+
+    def revoke(self, task_ids: Sequence[str], terminate: str | None, expires: float) -> None:
+        now = time.time()
+        pipe = self._p().client.pipeline(transaction=True)
+        pipe.zremrangebyscore(self._revoked, "-inf", now)
+        pipe.zadd(self._revoked, {task_id: now + expires for task_id in task_ids})
+        if terminate:
+            pipe.hset(self._revoked_signals, mapping={t: terminate for t in task_ids})
+        pipe.incr(self._revoked_version)
+        pipe.execute()
+
+    def revoked(self, since: Any = None) -> tuple[Any, dict[str, str | None] | None]:
+        client = self._p().client
+        version = client.get(self._revoked_version)
+        if version == since:
+            return since, None
+        pipe = client.pipeline(transaction=True)
+        pipe.get(self._revoked_version)
+        pipe.zrangebyscore(self._revoked, time.time(), "+inf")
+        pipe.hgetall(self._revoked_signals)
+        version, ids, signals = pipe.execute()
+        return version, {i.decode(): (signals.get(i) or b"").decode() or None for i in ids}
+
+    def reserve_rate(self, key: str, interval: float) -> float:
+        # The server's clock spaces the start times; the reply is relative to it, so a
+        # worker whose clock differs still waits the right amount.
+        wait = float(self._p().reserve_rate(keys=[f"{self.prefix}celeriac.rate.{key}"],
+                                            args=[repr(interval)]))
+        return time.time() + wait
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        out: list[DeadLetter] = []
+        if limit <= 0:
+            return out
+        for raw in self._p().client.lrange(self._dead, 0, limit - 1):
+            try:
+                d = json.loads(raw)
+                out.append(DeadLetter(d["queue"], d["reason"], d["payload"], float(d["time"])))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return out
+
+    def close(self) -> None:
+        self._redis.close()
+        self._proc = None

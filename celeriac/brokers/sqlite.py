@@ -1,0 +1,217 @@
+"""``sqlite:///path``: the embedded broker; several processes on one machine share a file.
+
+One table holds every message. A message fetched by a consumer is marked with the
+consumer's id and stays in the table until acked, so a consumer that dies leaves its
+messages where the next heartbeat of a live consumer can hand them back.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from ..utils.sqlite import SQLiteFile, placeholders
+from ..utils.urls import sqlite_path
+from .base import Broker, DeadLetter, Delivery, poison_reason
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS celeriac_messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    due REAL NOT NULL DEFAULT 0,
+    consumer TEXT,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    lost INTEGER NOT NULL DEFAULT 0,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS celeriac_messages_ready
+    ON celeriac_messages (queue, consumer, priority, id);
+CREATE INDEX IF NOT EXISTS celeriac_messages_consumer ON celeriac_messages (consumer);
+CREATE TABLE IF NOT EXISTS celeriac_consumers (
+    id TEXT PRIMARY KEY,
+    heartbeat REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS celeriac_rates (
+    key TEXT PRIMARY KEY,
+    next_start REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS celeriac_revoked (
+    task_id TEXT PRIMARY KEY,
+    expires REAL NOT NULL,
+    terminate TEXT
+);
+CREATE TABLE IF NOT EXISTS celeriac_dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    time REAL NOT NULL,
+    payload TEXT NOT NULL
+);
+"""
+
+# Without a server there is nothing to block on; an idle consumer polls, backing off
+# from 2 ms to this ceiling so that an idle worker costs little and a new task waits
+# at most this long.
+MAX_POLL_INTERVAL = 0.05
+
+
+class SQLiteBroker(Broker):
+    def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
+        super().__init__(url, options)
+        self.path = sqlite_path(url)
+        self.db = SQLiteFile(self.path, SCHEMA)
+
+    def publish(self, queue: str, payload: str, priority: int = 0,
+                eta: float | None = None) -> None:
+        self.db.connection().execute(
+            "INSERT INTO celeriac_messages (queue, priority, due, payload) VALUES (?, ?, ?, ?)",
+            (queue, priority or 0, eta or 0.0, payload),
+        )
+
+    def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        deadline = time.monotonic() + timeout
+        pause = 0.002
+        sql = (
+            "UPDATE celeriac_messages SET consumer = ?, deliveries = deliveries + 1 "
+            "WHERE id IN (SELECT id FROM celeriac_messages WHERE consumer IS NULL "
+            f"AND queue IN ({placeholders(queues)}) AND due <= ? "
+            "ORDER BY priority, id LIMIT ?) RETURNING id, queue, payload"
+        )
+        conn = self.db.connection()
+        while True:
+            params = (self.consumer_id, *queues, time.time(), limit)
+            rows = self.db._retry(lambda: conn.execute(sql, params).fetchall())
+            if rows:
+                rows.sort()
+                return [Delivery(r[0], r[1], r[2]) for r in rows]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, MAX_POLL_INTERVAL)
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        tags = [d.tag for d in deliveries]
+        # Only rows this consumer still owns: if it was declared lost meanwhile, the
+        # message may be in another consumer's hands, and deleting it there could lose it.
+        self.db.connection().execute(
+            f"DELETE FROM celeriac_messages WHERE id IN ({placeholders(tags)}) "
+            "AND consumer = ?", (*tags, self.consumer_id))
+
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        tags = [d.tag for d in deliveries]
+        # The row keeps its id, so it keeps its place at the front of the queue.
+        self.db.connection().execute(
+            f"UPDATE celeriac_messages SET consumer = NULL WHERE id IN ({placeholders(tags)}) "
+            "AND consumer = ?", (*tags, self.consumer_id))
+
+    def defer(self, delivery: Delivery, eta: float) -> None:
+        # Owned rows only (see ack): a stale consumer must not free another's message.
+        self.db.connection().execute(
+            "UPDATE celeriac_messages SET consumer = NULL, due = ? WHERE id = ? "
+            "AND consumer = ?", (eta, delivery.tag, self.consumer_id))
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        def move(conn: Any) -> None:
+            # Owned rows only (see ack).
+            if conn.execute("DELETE FROM celeriac_messages WHERE id = ? AND consumer = ?",
+                            (delivery.tag, self.consumer_id)).rowcount:
+                conn.execute(
+                    "INSERT INTO celeriac_dead_letters (queue, reason, time, payload) "
+                    "VALUES (?, ?, ?, ?)",
+                    (delivery.queue, reason, time.time(), delivery.payload))
+
+        self.db.write(move)
+
+    def heartbeat(self) -> int:
+        now = time.time()
+
+        def beat(conn: Any) -> int:
+            conn.execute("INSERT OR REPLACE INTO celeriac_consumers (id, heartbeat) VALUES (?, ?)",
+                         (self.consumer_id, now))
+            dead = [r[0] for r in conn.execute(
+                "SELECT id FROM celeriac_consumers WHERE heartbeat < ?",
+                (now - self.lost_timeout,))]
+            if not dead:
+                return 0
+            return sum(self._release(conn, c) for c in dead)
+
+        return self.db.write(beat)
+
+    def _release(self, conn: Any, consumer_id: str) -> int:
+        conn.execute("DELETE FROM celeriac_consumers WHERE id = ?", (consumer_id,))
+        held = conn.execute("SELECT id, queue, payload, lost FROM celeriac_messages "
+                            "WHERE consumer = ?", (consumer_id,)).fetchall()
+        conn.execute("UPDATE celeriac_messages SET consumer = NULL, lost = lost + 1 "
+                     "WHERE consumer = ?", (consumer_id,))
+        poison = [row for row in held if row[3] + 1 >= self.max_redeliveries]
+        for row_id, queue, payload, lost in poison:
+            dead = DeadLetter(queue, poison_reason(lost + 1), payload, time.time())
+            conn.execute("INSERT INTO celeriac_dead_letters (queue, reason, time, payload) "
+                         "VALUES (?, ?, ?, ?)", (queue, dead.reason, dead.time, payload))
+            conn.execute("DELETE FROM celeriac_messages WHERE id = ?", (row_id,))
+            self.poisoned.append(dead)
+        return len(held) - len(poison)
+
+    def forget_consumer(self, consumer_id: str | None = None) -> int:
+        cid = consumer_id or self.consumer_id
+        return self.db.write(lambda conn: self._release(conn, cid))
+
+    def revoke(self, task_ids: Sequence[str], terminate: str | None, expires: float) -> None:
+        now = time.time()
+
+        def record(conn: Any) -> None:
+            conn.execute("DELETE FROM celeriac_revoked WHERE expires < ?", (now,))
+            conn.executemany(
+                "INSERT OR REPLACE INTO celeriac_revoked (task_id, expires, terminate) "
+                "VALUES (?, ?, ?)", [(t, now + expires, terminate) for t in task_ids])
+
+        self.db.write(record)
+
+    def revoked(self, since: Any = None) -> tuple[Any, dict[str, str | None] | None]:
+        conn = self.db.connection()
+        # Every revoke replaces rows, so the largest rowid changes with each one; the
+        # count catches the deletion of expired rows.
+        version = tuple(conn.execute(
+            "SELECT COUNT(*), COALESCE(MAX(rowid), 0) FROM celeriac_revoked").fetchone())
+        if version == since:
+            return since, None
+        rows = conn.execute("SELECT task_id, terminate FROM celeriac_revoked").fetchall()
+        return version, {task_id: sig for task_id, sig in rows}
+
+    def reserve_rate(self, key: str, interval: float) -> float:
+        def reserve(conn: Any) -> float:
+            now = time.time()
+            row = conn.execute("SELECT next_start FROM celeriac_rates WHERE key = ?",
+                               (key,)).fetchone()
+            start = max(now, row[0] if row else now)
+            conn.execute("INSERT OR REPLACE INTO celeriac_rates (key, next_start) VALUES (?, ?)",
+                         (key, start + interval))
+            return start
+
+        return self.db.write(reserve)
+
+    def purge(self, queue: str) -> int:
+        return self.db.connection().execute(
+            "DELETE FROM celeriac_messages WHERE queue = ? AND consumer IS NULL",
+            (queue,)).rowcount
+
+    def size(self, queue: str) -> int:
+        row = self.db.connection().execute(
+            "SELECT COUNT(*) FROM celeriac_messages WHERE queue = ? AND consumer IS NULL",
+            (queue,)).fetchone()
+        return int(row[0])
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        rows = self.db.connection().execute(
+            "SELECT queue, reason, payload, time FROM celeriac_dead_letters "
+            "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [DeadLetter(q, r, p, t) for q, r, p, t in rows]
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,220 @@
+"""``celeriac -A proj worker|beat|call|result|purge ...``: Celery's commands and options."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..exceptions import CeleriacError
+from .app_loader import find_app
+
+
+class _Context:
+    def __init__(self, app_name: str | None, broker: str | None, result_backend: str | None,
+                 workdir: str | None, config: str | None) -> None:
+        self.app_name = app_name
+        self.broker = broker
+        self.result_backend = result_backend
+        self.workdir = workdir
+        self.config = config
+        self._app: Any = None
+
+    @property
+    def app(self) -> Any:
+        if self._app is None:
+            import os
+
+            if self.workdir:
+                os.chdir(self.workdir)
+            if self.app_name:
+                try:
+                    self._app = find_app(self.app_name)
+                except (ImportError, AttributeError) as exc:
+                    raise click.UsageError(f"cannot load app {self.app_name!r}: {exc}") from exc
+            else:
+                from ..app import Celery
+
+                self._app = Celery("default")
+            if self.config:
+                self._app.config_from_object(self.config)
+            if self.broker:
+                self._app.conf.broker_url = self.broker
+            if self.result_backend:
+                self._app.conf.result_backend = self.result_backend
+        return self._app
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-A", "--app", "app_name", envvar="CELERIAC_APP",
+              help="The app: module, module:attribute or package (finds 'app' or 'celery').")
+@click.option("-b", "--broker", help="Broker URL (overrides the app's).")
+@click.option("--result-backend", help="Result backend URL (overrides the app's).")
+@click.option("--workdir", type=click.Path(file_okay=False), help="Change to this directory first.")
+@click.option("--config", help="Module to load settings from (config_from_object).")
+@click.version_option(__version__, prog_name="celeriac")
+@click.pass_context
+def cli(ctx: click.Context, app_name: str | None, broker: str | None,
+        result_backend: str | None, workdir: str | None, config: str | None) -> None:
+    """celeriac: a distributed task queue that speaks Celery."""
+    ctx.obj = _Context(app_name, broker, result_backend, workdir, config)
+
+
+def _csv(values: tuple[str, ...]) -> list[str]:
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+@cli.command()
+@click.option("-l", "--loglevel", default="WARNING", show_default=True,
+              help="DEBUG, INFO, WARNING, ERROR, CRITICAL.")
+@click.option("-c", "--concurrency", type=int, help="Pool size (default: number of CPUs).")
+@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo", "asyncio"]),
+              help="Pool implementation (default: prefork).")
+@click.option("-Q", "--queues", multiple=True, help="Queues to consume, comma separated.")
+@click.option("-X", "--exclude-queues", multiple=True, help="Queues not to consume.")
+@click.option("-n", "--hostname", help="Node name; %h, %n and %d expand.")
+@click.option("--max-tasks-per-child", type=int, help="Replace a pool process after N tasks.")
+@click.option("--prefetch-multiplier", type=int, help="Messages fetched ahead per slot.")
+@click.option("-E", "--task-events", is_flag=True, default=None, help="Send task events.")
+@click.option("-f", "--logfile", help="Log to this file instead of stderr.")
+@click.option("--without-heartbeat", is_flag=True, hidden=True)
+@click.option("--without-gossip", is_flag=True, hidden=True)
+@click.option("--without-mingle", is_flag=True, hidden=True)
+@click.option("-O", "optimization", hidden=True)
+@click.option("-B", "--beat", "embed_beat", is_flag=True,
+              help="Also run the beat service, in a thread of this process.")
+@click.option("-s", "--schedule", "schedule_filename",
+              help="Beat's state file (with -B; default: beat_schedule_filename).")
+@click.option("-S", "--scheduler", help="Beat's scheduler class (with -B).")
+@click.pass_obj
+def worker(obj: _Context, loglevel: str, concurrency: int | None, pool: str | None,
+           queues: tuple[str, ...], exclude_queues: tuple[str, ...], hostname: str | None,
+           max_tasks_per_child: int | None, prefetch_multiplier: int | None,
+           task_events: bool | None, logfile: str | None, embed_beat: bool,
+           schedule_filename: str | None, scheduler: str | None, **ignored: Any) -> None:
+    """Start a worker."""
+    from ..worker.main import Worker
+
+    try:
+        if embed_beat:
+            from .. import signals
+            from ..beat import Beat
+
+            service = Beat(obj.app, scheduler=scheduler, schedule_filename=schedule_filename)
+            thread = service.start_thread()
+
+            def stop_beat(**kwargs: Any) -> None:  # save the state, release the lock
+                service.stop()
+                thread.join(5.0)
+
+            signals.worker_shutdown.connect(stop_beat, weak=False)
+        node = Worker(obj.app, hostname=hostname, concurrency=concurrency, pool=pool,
+                      queues=_csv(queues) or None, exclude_queues=_csv(exclude_queues) or None,
+                      loglevel=loglevel, logfile=logfile,
+                      max_tasks_per_child=max_tasks_per_child,
+                      prefetch_multiplier=prefetch_multiplier, send_events=task_events)
+        sys.exit(node.start())
+    except CeleriacError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@cli.command()
+@click.option("-l", "--loglevel", default="WARNING", show_default=True,
+              help="DEBUG, INFO, WARNING, ERROR, CRITICAL.")
+@click.option("-f", "--logfile", help="Log to this file instead of stderr.")
+@click.option("-s", "--schedule", "schedule_filename",
+              help="State file with last run times (default: beat_schedule_filename).")
+@click.option("-S", "--scheduler",
+              help="Scheduler: persistent (default), memory, sqlite, or module:Class.")
+@click.option("--max-interval", type=float, help="Longest sleep between checks (seconds).")
+@click.option("--lock-ttl", type=float, default=None,
+              help="Seconds the leader lock lasts without renewal (default 15).")
+@click.option("--no-lock", is_flag=True, help="Run without the leader lock (one beat only).")
+@click.option("--pidfile", hidden=True)
+@click.option("--detach", is_flag=True, hidden=True)
+@click.pass_obj
+def beat(obj: _Context, loglevel: str, logfile: str | None, schedule_filename: str | None,
+         scheduler: str | None, max_interval: float | None, lock_ttl: float | None,
+         no_lock: bool, **ignored: Any) -> None:
+    """Start the periodic task scheduler (beat)."""
+    import signal
+
+    from ..beat import Beat
+    from ..beat.service import DEFAULT_LOCK_TTL
+    from ..worker.main import setup_logging
+
+    setup_logging(loglevel, logfile)
+    try:
+        service = Beat(obj.app, scheduler=scheduler, schedule_filename=schedule_filename,
+                       max_interval=max_interval, lock=False if no_lock else None,
+                       lock_ttl=lock_ttl or DEFAULT_LOCK_TTL)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: service.stop())
+        service.run()
+    except CeleriacError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-a", "--args", default="[]", help="Positional arguments, as JSON.")
+@click.option("-k", "--kwargs", default="{}", help="Keyword arguments, as JSON.")
+@click.option("--countdown", type=float)
+@click.option("--queue")
+@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.pass_obj
+def call(obj: _Context, name: str, args: str, kwargs: str, countdown: float | None,
+         queue: str | None, wait: bool) -> None:
+    """Send a task by name and print its id."""
+    try:
+        result = obj.app.send_task(name, json.loads(args), json.loads(kwargs),
+                                   countdown=countdown, queue=queue)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"arguments must be JSON: {exc}") from exc
+    click.echo(result.id)
+    if wait:
+        click.echo(json.dumps(result.get(propagate=False), default=repr))
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option("--traceback", "show_traceback", is_flag=True, help="Show the traceback.")
+@click.pass_obj
+def result(obj: _Context, task_id: str, show_traceback: bool) -> None:
+    """Print a task's state and result."""
+    res = obj.app.AsyncResult(task_id)
+    click.echo(f"{res.state}: {res.result!r}")
+    if show_traceback and res.traceback:
+        click.echo(res.traceback)
+
+
+@cli.command()
+@click.option("-Q", "--queues", multiple=True, help="Queues to purge (default: the app's).")
+@click.option("-f", "--force", is_flag=True, help="Do not ask.")
+@click.pass_obj
+def purge(obj: _Context, queues: tuple[str, ...], force: bool) -> None:
+    """Delete every waiting message from the queues."""
+    app = obj.app
+    names = _csv(queues) or [app.conf.task_default_queue]
+    if not force:
+        click.confirm(f"Delete every waiting message in {', '.join(names)}?", abort=True)
+    broker = app.connect_broker()
+    total = sum(broker.purge(name) for name in names)
+    click.echo(f"Purged {total} message(s) from {len(names)} queue(s).")
+
+
+@cli.command("dead-letters")
+@click.option("--limit", default=20, show_default=True)
+@click.pass_obj
+def dead_letters(obj: _Context, limit: int) -> None:
+    """Show the messages set aside as unrunnable (newest first), with the reason."""
+    broker = obj.app.connect_broker()
+    for item in broker.dead_letters(limit):
+        click.echo(f"{item.queue}\t{item.reason}\t{item.payload[:200]}")
+
+
+def main() -> None:
+    cli(prog_name="celeriac")

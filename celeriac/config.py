@@ -1,0 +1,1055 @@
+"""Every setting celeriac knows, and ``Settings``, the mapping behind ``app.conf``.
+
+The table below is the one place that names a setting, its default, the type it
+expects and the old UPPERCASE name(s) Celery 3 used for it. ``Settings`` reads
+and writes through it: old names are translated to the new lowercase key, and a
+name the table does not know is kept but reported once with
+``UnknownSettingWarning``.
+
+Importing this module reads no environment variable and imports no user module:
+``Settings.resolved_broker_url`` and friends read the environment when called,
+and ``config_from_object`` imports when called.
+
+Example::
+
+    conf = Settings()
+    conf.config_from_object("celeryconfig")      # a module with broker_url = ...
+    conf["CELERY_TASK_SERIALIZER"] = "json"       # old names still work
+    conf.task_serializer                          # -> 'json'
+    conf.resolved_broker_url()                    # CELERIAC_BROKER_URL wins if set
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+import math
+import os
+import re
+import sys
+import types
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+__all__ = [
+    "Setting", "SETTINGS", "OLD_NAMES", "canonical_name",
+    "Settings", "UnknownSettingWarning", "seconds",
+]
+
+
+class UnknownSettingWarning(UserWarning):
+    """A setting name that celeriac does not know was stored in ``app.conf``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One configuration setting.
+
+    Attributes:
+        name: The lowercase name (the key in ``SETTINGS`` and ``app.conf``).
+        default: The value used when the user sets nothing. ``None`` may also
+            mean "worked out when used" (for example ``worker_concurrency``).
+        type: The type (or tuple of types) a value should have; ``None`` is
+            always accepted where the default is ``None``. Floats accept ints.
+            Informational: values are not checked or converted.
+        old: Old UPPERCASE names that mean the same setting.
+        doc: One line saying what the setting does.
+    """
+
+    name: str
+    default: Any
+    type: type | tuple[type, ...]
+    old: tuple[str, ...] = ()
+    doc: str = ""
+
+
+_S = Setting
+_SEQ = (list, tuple, set)
+_NUM = (int, float)
+_LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+_TASK_LOG_FORMAT = (
+    "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s"
+)
+
+
+def _daemon_options(prefix: str, program: str) -> tuple[Setting, ...]:
+    """The six settings Celery 5.4 added for detaching a program (logfile, pidfile...)."""
+    return (
+        _S(f"{prefix}_logfile", None, str, (), f"File {program} logs to; None means stderr."),
+        _S(f"{prefix}_pidfile", None, str, (), f"File {program} writes its pid to; None: none."),
+        _S(f"{prefix}_uid", None, (int, str), (), f"User {program} switches to when detached."),
+        _S(f"{prefix}_gid", None, (int, str), (), f"Group {program} switches to when detached."),
+        _S(f"{prefix}_umask", None, (int, str), (), f"umask {program} uses for files it creates."),
+        _S(f"{prefix}_executable", None, str, (), f"Python {program} runs when detached."),
+    )
+
+
+_TABLE: tuple[Setting, ...] = (
+    # General: content types, time zone, modules to import.
+    _S("accept_content", ["json"], _SEQ, ("CELERY_ACCEPT_CONTENT",),
+       "Serializers (names or MIME types) a worker decodes; others are rejected."),
+    _S("result_accept_content", None, _SEQ, (),
+       "Serializers accepted when reading results; None means accept_content."),
+    _S("enable_utc", True, bool, ("CELERY_ENABLE_UTC",),
+       "Dates in messages are UTC; when False the local zone is used."),
+    _S("timezone", None, str, ("CELERY_TIMEZONE",),
+       "Time zone name for schedules and local times; None means UTC."),
+    _S("imports", (), (tuple, list), ("CELERY_IMPORTS",),
+       "Modules a worker imports at start (task modules, signal handlers)."),
+    _S("include", (), (tuple, list), ("CELERY_INCLUDE",),
+       "Like imports, imported after them."),
+
+    # Beat: the periodic task scheduler.
+    _S("beat_schedule", {}, dict, ("CELERYBEAT_SCHEDULE",),
+       "Periodic tasks: name -> {'task', 'schedule', 'args', 'kwargs', 'options'}."),
+    _S("beat_scheduler", None, (str, type), ("CELERYBEAT_SCHEDULER",),
+       "Scheduler class or 'module:Class'; None means the built-in persistent one "
+       "(Celery: 'celery.beat:PersistentScheduler')."),
+    _S("beat_schedule_filename", "celerybeat-schedule", str, ("CELERYBEAT_SCHEDULE_FILENAME",),
+       "File where the persistent scheduler keeps last run times."),
+    _S("beat_sync_every", 0, int, ("CELERYBEAT_SYNC_EVERY",),
+       "Save the schedule after this many sent tasks; 0 means on a timer."),
+    _S("beat_max_loop_interval", 0, float, ("CELERYBEAT_MAX_LOOP_INTERVAL",),
+       "Longest sleep between schedule checks in seconds; 0: the scheduler's own."),
+    _S("beat_cron_starting_deadline", None, int, ("CELERYBEAT_CRON_STARTING_DEADLINE",),
+       "How far back (seconds) a missed crontab run still fires; None: always."),
+    _S("beat_enable_remote_control", False, bool, ("CELERYBEAT_ENABLE_REMOTE_CONTROL",),
+       "Beat answers remote control commands."),
+    _S("beat_remote_control_max_tick_age", None, float,
+       ("CELERYBEAT_REMOTE_CONTROL_MAX_TICK_AGE",),
+       "Beat reports itself unhealthy when its last tick is older than this."),
+    *_daemon_options("beat", "beat"),
+
+    # Broker: where task messages go.
+    _S("broker_url", None, (str, list), ("BROKER_URL",),
+       "Broker URL, or a list of failover URLs; None means the embedded SQLite file."),
+    _S("broker_read_url", None, (str, list), ("BROKER_READ_URL",),
+       "Broker URL for consuming; None means broker_url."),
+    _S("broker_write_url", None, (str, list), ("BROKER_WRITE_URL",),
+       "Broker URL for publishing; None means broker_url."),
+    _S("broker_transport", None, str, ("BROKER_TRANSPORT",),
+       "Transport name when broker_url has no scheme."),
+    _S("broker_transport_options", {}, dict, ("BROKER_TRANSPORT_OPTIONS",),
+       "Extra options for the transport (visibility_timeout, priority_steps, ...)."),
+    _S("broker_connection_timeout", 4, float, ("BROKER_CONNECTION_TIMEOUT",),
+       "Seconds to wait for a broker connection before giving up."),
+    _S("broker_connection_retry", True, bool, ("BROKER_CONNECTION_RETRY",),
+       "Reconnect when the broker connection is lost."),
+    _S("broker_connection_retry_on_startup", None, bool, ("BROKER_CONNECTION_RETRY_ON_STARTUP",),
+       "Retry the first connection; None means follow broker_connection_retry."),
+    _S("broker_connection_max_retries", 100, int, ("BROKER_CONNECTION_MAX_RETRIES",),
+       "Reconnection attempts before giving up; None or 0 means forever."),
+    _S("broker_channel_error_retry", False, bool, ("BROKER_CHANNEL_ERROR_RETRY",),
+       "Also reconnect after an invalid response from the broker."),
+    _S("broker_failover_strategy", None, object, ("BROKER_FAILOVER_STRATEGY",),
+       "How to pick the next URL of a failover list: a name or a callable."),
+    _S("broker_heartbeat", 120, int, ("BROKER_HEARTBEAT",),
+       "AMQP heartbeat in seconds (worker side)."),
+    _S("broker_heartbeat_checkrate", 3.0, float, ("BROKER_HEARTBEAT_CHECKRATE",),
+       "Heartbeats are checked broker_heartbeat / this often."),
+    _S("broker_login_method", None, str, ("BROKER_LOGIN_METHOD",),
+       "AMQP login method (for example AMQPLAIN)."),
+    _S("broker_native_delayed_delivery_queue_type", "quorum", str,
+       ("BROKER_NATIVE_DELAYED_DELIVERY_QUEUE_TYPE",),
+       "RabbitMQ queue type for native delayed delivery."),
+    _S("broker_pool_limit", 10, int, ("BROKER_POOL_LIMIT",),
+       "Most connections kept open in the producer pool; None or 0: no pool."),
+    _S("broker_pool_acquire_timeout", None, float, ("BROKER_POOL_ACQUIRE_TIMEOUT",),
+       "Seconds to wait for a free pooled connection; None: forever."),
+    _S("broker_use_ssl", False, (bool, dict), ("BROKER_USE_SSL",),
+       "TLS for the broker connection: True or a dict of ssl options."),
+    _S("broker_host", None, str, ("BROKER_HOST",), "Deprecated: use broker_url."),
+    _S("broker_port", None, int, ("BROKER_PORT",), "Deprecated: use broker_url."),
+    _S("broker_user", None, str, ("BROKER_USER",), "Deprecated: use broker_url."),
+    _S("broker_password", None, str, ("BROKER_PASSWORD",), "Deprecated: use broker_url."),
+    _S("broker_vhost", None, str, ("BROKER_VHOST",), "Deprecated: use broker_url."),
+    _S("broker_dead_letter_queue", "celeriac.dead", str, (),
+       "celeriac: queue receiving messages that cannot be decoded or keep killing workers."),
+    _S("broker_max_redeliveries", 5, int, (),
+       "celeriac: a message whose worker was lost this many times while holding it goes "
+       "to the dead-letter queue instead of back to its queue."),
+
+    # Cache result backend (memcached).
+    _S("cache_backend", None, str, ("CELERY_CACHE_BACKEND",),
+       "Cache backend name; prefer a cache+ URL in result_backend."),
+    _S("cache_backend_options", {}, dict, ("CELERY_CACHE_BACKEND_OPTIONS",),
+       "Options for the memcached client."),
+
+    # Cassandra / Astra DB result backend.
+    _S("cassandra_servers", None, list, (), "Cassandra hosts."),
+    _S("cassandra_port", None, int, (), "Cassandra port (driver default 9042)."),
+    _S("cassandra_keyspace", None, str, (), "Keyspace holding the results."),
+    _S("cassandra_table", None, str, ("CASSANDRA_COLUMN_FAMILY",), "Table holding the results."),
+    _S("cassandra_read_consistency", None, str, (), "Read consistency level (ONE, QUORUM...)."),
+    _S("cassandra_write_consistency", None, str, (), "Write consistency level."),
+    _S("cassandra_entry_ttl", None, float, (), "Seconds before a stored result expires."),
+    _S("cassandra_bundle_path", None, str, (),
+       "Spelling of cassandra_secure_bundle_path in Celery's table."),
+    _S("cassandra_secure_bundle_path", None, str, (), "Astra DB secure connect bundle zip."),
+    _S("cassandra_auth_provider", None, str, (), "cassandra.auth provider class name."),
+    _S("cassandra_auth_kwargs", None, dict, (), "Arguments for the auth provider."),
+    _S("cassandra_options", {}, dict, (), "Arguments for cassandra.cluster.Cluster."),
+
+    # S3 result backend.
+    _S("s3_access_key_id", None, str, (), "S3 access key id."),
+    _S("s3_secret_access_key", None, str, (), "S3 secret access key."),
+    _S("s3_bucket", None, str, (), "S3 bucket holding the results."),
+    _S("s3_base_path", None, str, (), "Key prefix inside the bucket."),
+    _S("s3_endpoint_url", None, str, (), "Endpoint of an S3-compatible service."),
+    _S("s3_region", None, str, (), "AWS region."),
+
+    # Azure Block Blob result backend.
+    _S("azureblockblob_container_name", "celery", str, (), "Container holding the results."),
+    _S("azureblockblob_retry_initial_backoff_sec", 2, int, (), "First retry delay in seconds."),
+    _S("azureblockblob_retry_increment_base", 2, int, (), "Base of the exponential backoff."),
+    _S("azureblockblob_retry_max_attempts", 3, int, (), "Most retry attempts."),
+    _S("azureblockblob_base_path", "", str, (), "Key prefix inside the container."),
+    _S("azureblockblob_connection_timeout", 20, int, (), "Connect timeout in seconds."),
+    _S("azureblockblob_read_timeout", 120, int, (), "Read timeout in seconds."),
+
+    # Google Cloud Storage result backend.
+    _S("gcs_bucket", None, str, (), "GCS bucket holding the results."),
+    _S("gcs_project", None, str, (), "GCS project."),
+    _S("gcs_base_path", "", str, (), "Key prefix inside the bucket."),
+    _S("gcs_ttl", 0, float, (), "Seconds results live (needs a bucket lifecycle rule)."),
+    _S("gcs_threadpool_maxsize", 10, int, (), "Threads (and connections) for GCS calls."),
+    _S("firestore_project", None, str, (), "Firestore project for chord counters; None: gcs."),
+
+    # Remote control: the broadcast queues workers listen on.
+    _S("control_queue_ttl", 300.0, float, (), "Seconds a control command waits for a worker."),
+    _S("control_queue_expires", 10.0, float, (), "Seconds an unused control queue lives."),
+    _S("control_queue_exclusive", True, bool, (), "Control reply queues are exclusive."),
+    _S("control_queue_durable", False, bool, (), "Control exchange and queues survive restarts."),
+    _S("control_exchange", "celery", str, (), "Name of the control exchange (prefix)."),
+
+    # Document store result backends: Couchbase, ArangoDB, MongoDB, CosmosDB, DynamoDB.
+    _S("couchbase_backend_settings", None, dict, ("CELERY_COUCHBASE_BACKEND_SETTINGS",),
+       "Couchbase connection settings."),
+    _S("arangodb_backend_settings", None, dict, ("CELERY_ARANGODB_BACKEND_SETTINGS",),
+       "ArangoDB connection settings."),
+    _S("mongodb_backend_settings", None, dict, ("CELERY_MONGODB_BACKEND_SETTINGS",),
+       "MongoDB database, collection and client options."),
+    _S("cosmosdbsql_database_name", "celerydb", str, (), "CosmosDB database."),
+    _S("cosmosdbsql_collection_name", "celerycol", str, (), "CosmosDB collection."),
+    _S("cosmosdbsql_consistency_level", "Session", str, (), "CosmosDB consistency level."),
+    _S("cosmosdbsql_max_retry_attempts", 9, int, (), "Most retries of a CosmosDB request."),
+    _S("cosmosdbsql_max_retry_wait_time", 30, int, (), "Seconds of retrying a request."),
+    _S("dynamodb_endpoint_url", None, str, (), "Endpoint of a DynamoDB-compatible service."),
+
+    # Elasticsearch result backend.
+    _S("elasticsearch_retry_on_timeout", None, bool, ("CELERY_ELASTICSEARCH_RETRY_ON_TIMEOUT",),
+       "Retry on another node after a timeout."),
+    _S("elasticsearch_max_retries", None, int, ("CELERY_ELASTICSEARCH_MAX_RETRIES",),
+       "Retries before an error is raised."),
+    _S("elasticsearch_timeout", None, float, ("CELERY_ELASTICSEARCH_TIMEOUT",),
+       "Request timeout in seconds."),
+    _S("elasticsearch_save_meta_as_text", True, bool,
+       ("CELERY_ELASTICSEARCH_SAVE_META_AS_TEXT",),
+       "Store result metadata as text rather than JSON."),
+
+    # Events: task and worker monitoring messages.
+    _S("event_queue_expires", 60.0, float, ("CELERY_EVENT_QUEUE_EXPIRES",),
+       "Seconds an unused monitor queue lives."),
+    _S("event_queue_ttl", 5.0, float, ("CELERY_EVENT_QUEUE_TTL",),
+       "Seconds an event waits in a monitor queue."),
+    _S("event_queue_prefix", "celeryev", str, ("CELERY_EVENT_QUEUE_PREFIX",),
+       "Prefix of monitor queue names."),
+    _S("event_queue_exclusive", True, bool, ("CELERY_EVENT_QUEUE_EXCLUSIVE",),
+       "Monitor queues are exclusive to their connection."),
+    _S("event_queue_durable", False, bool, ("CELERY_EVENT_QUEUE_DURABLE",),
+       "Monitor queues survive broker restarts."),
+    _S("event_serializer", "json", str, ("CELERY_EVENT_SERIALIZER",),
+       "Serializer of event messages."),
+    _S("event_exchange", "celeryev", str, ("CELERY_EVENT_EXCHANGE",),
+       "Name of the event exchange."),
+    *_daemon_options("events", "the events monitor"),
+
+    # Redis result backend.
+    _S("redis_host", None, str, ("CELERY_REDIS_HOST",), "Deprecated: use a redis:// URL."),
+    _S("redis_port", None, int, ("CELERY_REDIS_PORT",), "Deprecated: use a redis:// URL."),
+    _S("redis_db", None, int, ("CELERY_REDIS_DB",), "Deprecated: use a redis:// URL."),
+    _S("redis_username", None, str, ("CELERY_REDIS_USERNAME",), "Redis user name."),
+    _S("redis_password", None, str, ("CELERY_REDIS_PASSWORD",), "Redis password."),
+    _S("redis_max_connections", None, int, ("CELERY_REDIS_MAX_CONNECTIONS",),
+       "Size of the result backend's connection pool; None: no limit."),
+    _S("redis_socket_timeout", 120.0, float, ("CELERY_REDIS_SOCKET_TIMEOUT",),
+       "Seconds a Redis read or write may take."),
+    _S("redis_socket_connect_timeout", None, float, ("CELERY_REDIS_SOCKET_CONNECT_TIMEOUT",),
+       "Seconds a Redis connect may take."),
+    _S("redis_retry_on_timeout", False, bool, ("CELERY_REDIS_RETRY_ON_TIMEOUT",),
+       "Retry a Redis command once after a timeout."),
+    _S("redis_socket_keepalive", False, bool, ("CELERY_REDIS_SOCKET_KEEPALIVE",),
+       "TCP keepalive on Redis connections."),
+    _S("redis_backend_use_ssl", None, dict, ("CELERY_REDIS_BACKEND_USE_SSL",),
+       "TLS options for the Redis result backend."),
+    _S("redis_backend_health_check_interval", None, int, (),
+       "Seconds between Redis connection health checks."),
+    _S("redis_backend_credential_provider", None, object, (),
+       "redis-py credential provider (object or 'module:Class')."),
+    _S("redis_client_name", None, str, (), "CLIENT SETNAME used by the result backend."),
+
+    # Results: where and how task return values are stored.
+    _S("result_backend", None, str, ("CELERY_RESULT_BACKEND",),
+       "Result store URL; None means the app's default (see the app)."),
+    _S("result_backend_transport_options", {}, dict,
+       ("CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS",),
+       "Extra options for the result store's client."),
+    _S("result_backend_always_retry", False, bool, ("CELERY_RESULT_BACKEND_ALWAYS_RETRY",),
+       "Retry recoverable result store errors instead of raising."),
+    _S("result_backend_max_retries", math.inf, float, ("CELERY_RESULT_BACKEND_MAX_RETRIES",),
+       "Most retries of a result store call."),
+    _S("result_backend_base_sleep_between_retries_ms", 10, int,
+       ("CELERY_RESULT_BACKEND_BASE_SLEEP_BETWEEN_RETRIES_MS",),
+       "First backoff between result store retries, in ms."),
+    _S("result_backend_max_sleep_between_retries_ms", 10000, int,
+       ("CELERY_RESULT_BACKEND_MAX_SLEEP_BETWEEN_RETRIES_MS",),
+       "Longest backoff between result store retries, in ms."),
+    _S("result_backend_thread_safe", False, bool, (),
+       "Share one result store client between threads."),
+    _S("override_backends", None, dict, (),
+       "Result backend aliases: scheme -> 'module:Class'."),
+    _S("result_cache_max", -1, int, ("CELERY_MAX_CACHED_RESULTS",),
+       "Results cached by the client; -1 disables, 0 or None: no limit."),
+    _S("result_compression", None, str, ("CELERY_RESULT_COMPRESSION",),
+       "Compression of stored results (gzip, bzip2...)."),
+    _S("result_exchange", "celeryresults", str, ("CELERY_RESULT_EXCHANGE",),
+       "Exchange of the old amqp result backend."),
+    _S("result_exchange_type", "direct", str, ("CELERY_RESULT_EXCHANGE_TYPE",),
+       "Exchange type of the old amqp result backend."),
+    _S("result_expires", timedelta(days=1), (timedelta, int, float),
+       ("CELERY_TASK_RESULT_EXPIRES", "CELERY_RESULT_EXPIRES"),
+       "How long results are kept (timedelta or seconds); None or 0: forever."),
+    _S("result_chord_expires", None, float, ("CELERY_RESULT_CHORD_EXPIRES",),
+       "How long chord counters are kept; None means result_expires."),
+    _S("result_failure_expires", None, float, ("CELERY_RESULT_FAILURE_EXPIRES",),
+       "How long failed results are kept; None means result_expires."),
+    _S("result_persistent", None, bool, ("CELERY_RESULT_PERSISTENT",),
+       "rpc backend: result messages survive broker restarts."),
+    _S("result_extended", False, bool, ("CELERY_RESULT_EXTENDED",),
+       "Store name, args, kwargs, worker, retries, queue with the result."),
+    _S("result_serializer", "json", str, ("CELERY_RESULT_SERIALIZER",),
+       "Serializer of stored results."),
+    _S("result_chord_retry_interval", 1.0, float, ("CELERY_RESULT_CHORD_RETRY_INTERVAL",),
+       "Seconds between checks of a chord's header."),
+    _S("result_chord_join_timeout", 3.0, float, ("CELERY_RESULT_CHORD_JOIN_TIMEOUT",),
+       "Seconds to wait when joining a chord header's results."),
+
+    # Message signing.
+    _S("security_key", None, str, ("CELERY_SECURITY_KEY",),
+       "Path of the private key that signs messages."),
+    _S("security_key_password", None, (bytes, str), ("CELERY_SECURITY_KEY_PASSWORD",),
+       "Password of the private key."),
+    _S("security_certificate", None, str, ("CELERY_SECURITY_CERTIFICATE",),
+       "Path of the X.509 certificate that signs messages."),
+    _S("security_cert_store", None, str, ("CELERY_SECURITY_CERT_STORE",),
+       "Directory or glob of trusted certificates."),
+    _S("security_digest", "sha256", str, ("CELERY_SECURITY_DIGEST",),
+       "Digest used to sign messages."),
+
+    # Database (SQLAlchemy) result backend.
+    _S("database_url", None, str, ("CELERY_RESULT_DBURI",),
+       "SQLAlchemy URL; usually given as db+URL in result_backend."),
+    _S("database_engine_options", {"pool_pre_ping": True, "pool_recycle": 3600}, dict,
+       ("CELERY_RESULT_ENGINE_OPTIONS",),
+       "Keyword arguments for sqlalchemy.create_engine."),
+    _S("database_engine_callback", None, object, (),
+       "Called with the new engine, to adjust it."),
+    _S("database_short_lived_sessions", False, bool, ("CELERY_RESULT_DB_SHORT_LIVED_SESSIONS",),
+       "Open a new session per operation (helps with stale connections)."),
+    _S("database_table_schemas", None, dict, (),
+       "Schema per table: {'task': ..., 'group': ...}."),
+    _S("database_table_names", None, dict,
+       ("CELERY_RESULT_DB_TABLENAMES", "CELERY_RESULT_DB_TABLE_NAMES"),
+       "Table names: {'task': ..., 'group': ...}."),
+    _S("database_create_tables_at_setup", True, bool, (),
+       "Create the tables when the backend starts, not at first use."),
+
+    # Tasks: calling, routing and running.
+    _S("task_acks_late", False, bool, ("CELERY_ACKS_LATE",),
+       "Ack a message after the task ran, not before."),
+    _S("task_acks_on_failure_or_timeout", True, bool, ("CELERY_ACKS_ON_FAILURE_OR_TIMEOUT",),
+       "With acks_late, still ack tasks that failed or timed out."),
+    _S("task_acks_on_failure", None, bool, ("CELERY_ACKS_ON_FAILURE",),
+       "With acks_late, ack failed tasks; None: task_acks_on_failure_or_timeout."),
+    _S("task_acks_on_timeout", None, bool, ("CELERY_ACKS_ON_TIMEOUT",),
+       "With acks_late, ack timed-out tasks; None: task_acks_on_failure_or_timeout."),
+    _S("task_always_eager", False, bool, ("CELERY_ALWAYS_EAGER", "CELERY_TASK_ALWAYS_EAGER"),
+       "Run tasks in the caller instead of sending them."),
+    _S("task_eager_propagates", False, bool,
+       ("CELERY_EAGER_PROPAGATES_EXCEPTIONS", "CELERY_EAGER_PROPAGATES"),
+       "Eagerly run tasks raise their exceptions."),
+    _S("task_store_eager_result", False, bool, ("CELERY_STORE_EAGER_RESULT",),
+       "Eagerly run tasks store their results."),
+    _S("task_annotations", None, object, ("CELERY_ANNOTATIONS",),
+       "Task attribute overrides: a dict by task name ('*' for all) or objects."),
+    _S("task_compression", None, str, ("CELERY_MESSAGE_COMPRESSION", "CELERY_COMPRESSION"),
+       "Compression of task messages (gzip, bzip2...)."),
+    _S("task_create_missing_queues", True, bool, ("CELERY_CREATE_MISSING_QUEUES",),
+       "Queues named in routes but not in task_queues are created."),
+    _S("task_create_missing_queue_type", "classic", str, ("CELERY_CREATE_MISSING_QUEUE_TYPE",),
+       "RabbitMQ type of automatically created queues."),
+    _S("task_create_missing_queue_exchange_type", None, str,
+       ("CELERY_CREATE_MISSING_QUEUE_EXCHANGE_TYPE",),
+       "Exchange type of automatically created queues; None: unchanged."),
+    _S("task_inherit_parent_priority", False, bool, ("CELERY_INHERIT_PARENT_PRIORITY",),
+       "Tasks sent from a task get its priority."),
+    _S("task_default_delivery_mode", 2, (int, str), ("CELERY_DEFAULT_DELIVERY_MODE",),
+       "2 or 'persistent' (survives restarts), 1 or 'transient'."),
+    _S("task_default_queue", "celery", str, ("CELERY_DEFAULT_QUEUE",),
+       "Queue of tasks that have no route."),
+    _S("task_default_queue_type", "classic", str, ("CELERY_DEFAULT_QUEUE_TYPE",),
+       "RabbitMQ type of the default queue (classic or quorum)."),
+    _S("task_default_exchange", None, str, ("CELERY_DEFAULT_EXCHANGE",),
+       "Exchange of the default queue; None means the queue's name."),
+    _S("task_default_exchange_type", "direct", str, ("CELERY_DEFAULT_EXCHANGE_TYPE",),
+       "Exchange type of the default queue."),
+    _S("task_default_routing_key", None, str, ("CELERY_DEFAULT_ROUTING_KEY",),
+       "Routing key of the default queue; None means the queue's name."),
+    _S("task_default_rate_limit", None, (str, int, float), ("CELERY_DEFAULT_RATE_LIMIT",),
+       "Rate limit of tasks that set none ('10/s', '100/m'); None: no limit."),
+    _S("task_default_priority", None, int, ("CELERY_DEFAULT_PRIORITY",),
+       "Priority of tasks that set none."),
+    _S("task_ignore_result", False, bool, ("CELERY_IGNORE_RESULT",),
+       "Do not store return values."),
+    _S("task_store_errors_even_if_ignored", False, bool,
+       ("CELERY_STORE_ERRORS_EVEN_IF_IGNORED",),
+       "Store failures even when results are ignored."),
+    _S("task_protocol", 2, int, ("CELERY_TASK_PROTOCOL",),
+       "Task message protocol version."),
+    _S("task_publish_retry", True, bool, ("CELERY_TASK_PUBLISH_RETRY", "CELERY_PUBLISH_RETRY"),
+       "Retry sending a task when the broker connection fails."),
+    _S("task_publish_retry_policy",
+       {"max_retries": 3, "interval_start": 0, "interval_max": 1, "interval_step": 0.2}, dict,
+       ("CELERY_TASK_PUBLISH_RETRY_POLICY", "CELERY_PUBLISH_RETRY_POLICY"),
+       "max_retries, interval_start, interval_step, interval_max for sending."),
+    _S("task_queues", None, (list, tuple, dict), ("CELERY_QUEUES",),
+       "Queues workers consume from; None means just task_default_queue."),
+    _S("task_queue_max_priority", None, int, ("CELERY_QUEUE_MAX_PRIORITY",),
+       "x-max-priority of declared queues."),
+    _S("task_reject_on_worker_lost", None, bool,
+       ("CELERY_REJECT_ON_WORKER_LOST", "CELERY_TASK_REJECT_ON_WORKER_LOST"),
+       "With acks_late, requeue a task whose worker process died."),
+    _S("task_retry_on_worker_lost", False, bool, ("CELERY_RETRY_ON_WORKER_LOST",),
+       "Retry a task whose worker process died."),
+    _S("task_remote_tracebacks", False, bool, ("CELERY_REMOTE_TRACEBACKS",),
+       "Raised task errors carry the worker's traceback."),
+    _S("task_repr_maxlevels", 3, int, ("CELERY_REPR_MAXLEVELS",),
+       "Nesting shown when task arguments are logged."),
+    _S("task_args_repr_function", None, object, (),
+       "Callable or 'module:func' that shows task arguments in logs; None: built-in."),
+    _S("task_routes", None, object, ("CELERY_ROUTES",),
+       "Routers: a dict (name or glob -> queue), a function, a path, or a list of them."),
+    _S("task_send_sent_event", False, bool,
+       ("CELERY_SEND_TASK_SENT_EVENT", "CELERY_SEND_SENT_EVENT"),
+       "Send a task-sent event for every task."),
+    _S("task_serializer", "json", str, ("CELERY_TASK_SERIALIZER",),
+       "Serializer of task messages."),
+    _S("task_soft_time_limit", None, float,
+       ("CELERYD_TASK_SOFT_TIME_LIMIT", "CELERYD_SOFT_TIME_LIMIT"),
+       "Seconds before SoftTimeLimitExceeded is raised in a task."),
+    _S("task_time_limit", None, float, ("CELERYD_TASK_TIME_LIMIT", "CELERYD_TIME_LIMIT"),
+       "Seconds before a task's process is killed."),
+    _S("task_track_started", False, bool, ("CELERY_TRACK_STARTED", "CELERY_TASK_TRACK_STARTED"),
+       "Store the STARTED state when a task begins."),
+    _S("task_allow_error_cb_on_chord_header", False, bool,
+       ("CELERY_ALLOW_ERROR_CB_ON_CHORD_HEADER",),
+       "link_error on a chord also links its header tasks."),
+
+    # Worker: the process that runs tasks.
+    _S("worker_concurrency", None, int, ("CELERYD_CONCURRENCY",),
+       "Processes or threads running tasks; None means the CPU count."),
+    _S("worker_prefetch_multiplier", 4, int, ("CELERYD_PREFETCH_MULTIPLIER",),
+       "Messages reserved per concurrency slot; 0 means no limit."),
+    _S("worker_disable_prefetch", False, bool, ("CELERYD_DISABLE_PREFETCH",),
+       "Fetch a message only when a slot is free."),
+    _S("worker_enable_prefetch_count_reduction", True, bool,
+       ("CELERYD_ENABLE_PREFETCH_COUNT_REDUCTION",),
+       "After a reconnect, raise the prefetch count back gradually."),
+    _S("worker_eta_task_limit", None, int, ("CELERYD_ETA_TASK_LIMIT",),
+       "Most ETA tasks a worker holds at once; None: no limit."),
+    _S("worker_max_tasks_per_child", None, int, ("CELERYD_MAX_TASKS_PER_CHILD",),
+       "Tasks a pool process runs before it is replaced; None: no limit."),
+    _S("worker_max_memory_per_child", None, int, ("CELERYD_MAX_MEMORY_PER_CHILD",),
+       "Resident KiB after which a pool process is replaced; None: no limit."),
+    _S("worker_pool", "prefork", str, ("CELERYD_POOL",),
+       "Pool: prefork, threads, solo or asyncio."),
+    _S("worker_pool_putlocks", True, bool, ("CELERYD_POOL_PUTLOCKS",),
+       "Wait for a free pool slot before taking a task."),
+    _S("worker_pool_restarts", False, bool, ("CELERYD_POOL_RESTARTS",),
+       "Allow the pool_restart remote control command."),
+    _S("worker_pool_start_method", "fork", str, ("CELERYD_POOL_START_METHOD",),
+       "multiprocessing start method of the prefork pool."),
+    _S("worker_proc_alive_timeout", 4.0, float, ("CELERYD_PROC_ALIVE_TIMEOUT",),
+       "Seconds a new pool process has to start."),
+    _S("worker_lost_wait", 10.0, float, ("CELERYD_WORKER_LOST_WAIT",),
+       "Seconds to wait for a late result before raising WorkerLostError."),
+    _S("worker_direct", False, bool, ("CELERY_WORKER_DIRECT",),
+       "Each worker also consumes its own <hostname>.dq queue."),
+    _S("worker_disable_rate_limits", False, bool, ("CELERY_DISABLE_RATE_LIMITS",),
+       "Ignore all rate limits."),
+    _S("worker_deduplicate_successful_tasks", False, bool,
+       ("CELERYD_DEDUPLICATE_SUCCESSFUL_TASKS",),
+       "Skip redelivered acks_late tasks that already succeeded."),
+    _S("worker_enable_remote_control", True, bool, ("CELERY_ENABLE_REMOTE_CONTROL",),
+       "Workers answer remote control commands."),
+    _S("worker_send_task_events", False, bool, ("CELERY_SEND_EVENTS",),
+       "Send task events (the -E flag)."),
+    _S("worker_state_db", None, str, ("CELERYD_STATE_DB",),
+       "File keeping worker state (revoked ids) across restarts."),
+    _S("worker_timer_precision", 1.0, float, ("CELERYD_TIMER_PRECISION",),
+       "Longest sleep of the ETA timer in seconds."),
+    _S("worker_timer", None, str, ("CELERYD_TIMER",),
+       "ETA timer class; None means the pool's own."),
+    _S("worker_agent", None, str, ("CELERYD_AGENT",),
+       "Agent class started with the worker."),
+    _S("worker_autoscaler", None, (str, type), ("CELERYD_AUTOSCALER",),
+       "Autoscaler class or path; None means the built-in one "
+       "(Celery: 'celery.worker.autoscale:Autoscaler')."),
+    _S("worker_consumer", None, (str, type), ("CELERYD_CONSUMER",),
+       "Consumer class or path; None means the built-in one "
+       "(Celery: 'celery.worker.consumer:Consumer')."),
+    _S("worker_cancel_long_running_tasks_on_connection_loss", False, bool,
+       ("CELERYD_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS",),
+       "Cancel running acks_late tasks when the broker connection drops."),
+    _S("worker_soft_shutdown_timeout", 0.0, float, ("CELERYD_SOFT_SHUTDOWN_TIMEOUT",),
+       "Seconds running tasks get before a cold shutdown kills them."),
+    _S("worker_enable_soft_shutdown_on_idle", False, bool,
+       ("CELERYD_ENABLE_SOFT_SHUTDOWN_ON_IDLE",),
+       "Wait worker_soft_shutdown_timeout even with no task running."),
+    _S("worker_detect_quorum_queues", True, bool, ("CELERYD_DETECT_QUORUM_QUEUES",),
+       "Turn off global QoS when a quorum queue is consumed."),
+    _S("worker_hijack_root_logger", True, bool, ("CELERYD_HIJACK_ROOT_LOGGER",),
+       "Replace the root logger's handlers."),
+    _S("worker_log_color", None, bool, ("CELERYD_LOG_COLOR",),
+       "Coloured logs; None means when writing to a terminal."),
+    _S("worker_log_format", _LOG_FORMAT, str, ("CELERYD_LOG_FORMAT", "CELERY_WORKER_LOG_FORMAT"),
+       "Format of worker log lines."),
+    _S("worker_log_datefmt", None, str, ("CELERYD_LOG_DATEFMT",),
+       "Date format of worker log lines."),
+    _S("worker_task_log_format", _TASK_LOG_FORMAT, str,
+       ("CELERYD_TASK_LOG_FORMAT", "CELERY_WORKER_TASK_LOG_FORMAT"),
+       "Format of log lines written inside tasks."),
+    _S("worker_task_log_datefmt", None, str, ("CELERYD_TASK_LOG_DATEFMT",),
+       "Date format of task log lines."),
+    _S("worker_redirect_stdouts", True, bool,
+       ("CELERY_REDIRECT_STDOUTS", "CELERYD_REDIRECT_STDOUTS"),
+       "Send print output to the log."),
+    _S("worker_redirect_stdouts_level", "WARNING", str,
+       ("CELERY_REDIRECT_STDOUTS_LEVEL", "CELERYD_REDIRECT_STDOUTS_LEVEL"),
+       "Log level of redirected print output."),
+    *_daemon_options("worker", "the worker"),
+    _S("worker_heartbeat_interval", 2.0, float, (),
+       "celeriac: seconds between refreshes of a worker's liveness key."),
+    _S("worker_prefetch_release_after", 1.0, float, (),
+       "celeriac: a task running this many seconds gives the messages prefetched behind "
+       "it back to the queue, so a long task never holds up short ones (0 disables)."),
+    _S("worker_revoke_expires", 10800.0, float, (),
+       "celeriac: seconds a revocation is kept in the broker (Celery's worker keeps "
+       "them 3 hours in memory)."),
+    _S("worker_lost_timeout", 10.0, float, (),
+       "celeriac: a consumer silent this long is dead; its unacked messages are redelivered."),
+    _S("worker_async_concurrency", 100, int, (),
+       "celeriac: coroutines the asyncio pool runs at once."),
+)
+
+#: Every setting by its lowercase name.
+SETTINGS: dict[str, Setting] = {s.name: s for s in _TABLE}
+
+#: Old UPPERCASE name -> new lowercase name, for the names listed in ``Setting.old``.
+OLD_NAMES: dict[str, str] = {old: s.name for s in _TABLE for old in s.old}
+
+# Every alias: the old names, plus each new name in upper case (as Celery accepts).
+_ALIASES: dict[str, str] = {s.name.upper(): s.name for s in _TABLE} | OLD_NAMES
+_UPPER_NAMES: list[str] = sorted(_ALIASES)
+_NEW_NAMES: list[str] = sorted(SETTINGS)
+_MUTABLE_DEFAULTS = frozenset(
+    s.name for s in _TABLE if isinstance(s.default, (dict, list, set))
+)
+_ONE_OR_MANY = frozenset({"accept_content", "result_accept_content"})
+_CODE_TYPES = (
+    types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+    type, property, classmethod, staticmethod,
+)
+_BROKER_ENV = ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL")
+_BACKEND_ENV = ("CELERIAC_RESULT_BACKEND", "CELERY_RESULT_BACKEND")
+_SECRET_NAME = re.compile(
+    r"pass|secret|token|signature|api_?key|access_key|security_key|auth|credential", re.IGNORECASE
+)
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]+@")
+
+
+def canonical_name(name: str) -> str:
+    """Return the lowercase name for ``name``, translating old and upper-case names.
+
+    Args:
+        name: A setting name, new or old.
+
+    Returns:
+        The new name when ``name`` is known under any spelling, else ``name``.
+    """
+    if name in SETTINGS:
+        return name
+    return _ALIASES.get(name, name)
+
+
+def seconds(value: timedelta | float | str | None) -> float | None:
+    """Turn a duration setting into float seconds.
+
+    Args:
+        value: A ``timedelta``, a number of seconds (or its text), or ``None``.
+
+    Returns:
+        The seconds as a float, or ``None`` for ``None``.
+
+    Raises:
+        TypeError: ``value`` is not a duration.
+    """
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if not isinstance(value, bool):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    raise TypeError(f"expected seconds as a number or a timedelta, got {value!r}")
+
+
+def _fresh_defaults() -> dict[str, Any]:
+    data = {name: s.default for name, s in SETTINGS.items()}
+    for name in _MUTABLE_DEFAULTS:
+        data[name] = copy.deepcopy(data[name])
+    return data
+
+
+def _unknown_message(name: str) -> str:
+    upper = name.upper()
+    if upper.startswith("CELERY_") and upper[7:].lower() in SETTINGS:
+        return (
+            f"unknown setting {name!r}: did you mean {upper[7:].lower()!r}? "
+            "(config_from_object(..., namespace='CELERY') strips the prefix)"
+        )
+    if name.isupper():
+        match = difflib.get_close_matches(name, _UPPER_NAMES, n=1, cutoff=0.8)
+    else:
+        match = difflib.get_close_matches(name.lower(), _NEW_NAMES, n=1, cutoff=0.8)
+    if match:
+        return f"unknown setting {name!r}: did you mean {match[0]!r}?"
+    return f"unknown setting {name!r}; celeriac ignores it (keeping it in app.conf)"
+
+
+def _copy_value(value: Any) -> Any:
+    if isinstance(value, (dict, list, set)):
+        try:
+            return copy.deepcopy(value)
+        except Exception:  # an unpicklable member: share the members, not the container
+            return copy.copy(value)
+    return value
+
+
+def _censor(value: Any) -> Any:
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\1********@", value) if "://" in value else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_censor(v) for v in value)
+    if isinstance(value, Mapping):
+        return {
+            k: "********" if isinstance(k, str) and v and _SECRET_NAME.search(k) else _censor(v)
+            for k, v in value.items()
+        }
+    return value
+
+
+def _first_env(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def _import_module(name: str) -> Any:
+    """Import ``name`` with the working directory on ``sys.path``, as Celery does."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(name)
+    finally:
+        if added:
+            try:
+                sys.path.remove(cwd)
+            except ValueError:
+                pass
+
+
+def _import_object(path: str) -> Any:
+    """Resolve ``'pkg.module'``, ``'pkg.module:attr'`` or ``'pkg.module.attr'``."""
+    module_name, colon, attr = path.partition(":")
+    if not colon:
+        try:
+            return _import_module(path)
+        except ModuleNotFoundError as exc:
+            missing = exc.name or ""
+            if "." not in path or not (path == missing or path.startswith(missing + ".")):
+                raise
+            module_name, _, attr = path.rpartition(".")
+    obj = _import_module(module_name)
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ImportError(f"{module_name!r} has no attribute {attr!r} (from {path!r})",
+                              name=module_name) from None
+    return obj
+
+
+def _source_pairs(obj: Any) -> list[tuple[str, Any, bool]]:
+    """``(name, value, from_attributes)`` for every candidate setting in ``obj``."""
+    if isinstance(obj, Settings):
+        return [(k, v, False) for k, v in obj.changes().items()]
+    if isinstance(obj, Mapping):
+        return [(k, v, False) for k, v in obj.items()]
+    pairs = []
+    for name in dir(obj):
+        if name.startswith("_") or not (name.isupper() or name.islower()):
+            continue
+        try:
+            value = getattr(obj, name)
+        except Exception:  # a property that fails is not a setting
+            continue
+        pairs.append((name, value, True))
+    return pairs
+
+
+def _strip_namespace(name: str, prefix: str) -> str | None:
+    """Map ``CELERY_BROKER_URL`` to ``broker_url`` for ``prefix='CELERY_'``; None: skip."""
+    if not isinstance(name, str) or not name.upper().startswith(prefix):
+        return None
+    rest = name[len(prefix):]
+    if not rest:
+        return None
+    if rest.lower() in SETTINGS:
+        return rest.lower()
+    if rest.upper() in _ALIASES:  # CELERY_CELERYD_CONCURRENCY
+        return rest.upper()
+    if name.upper() in _ALIASES:  # CELERY_ALWAYS_EAGER, CELERY_DEFAULT_QUEUE
+        return name.upper()
+    return rest.lower()
+
+
+class Settings(MutableMapping[str, Any]):
+    """The configuration of one app (``app.conf``): defaults plus the user's values.
+
+    Settings are read and written as items or attributes, under their new or
+    old names. Every known setting always has a value (its default until set),
+    so ``len``, iteration and ``in`` include defaults; deleting a known setting
+    restores its default. Unknown names are stored too, with one
+    ``UnknownSettingWarning`` per name.
+
+    Args:
+        values: Initial values, as for ``update``.
+        **kwargs: More initial values.
+    """
+
+    __slots__ = ("_data", "_changed", "_warned")
+    _data: dict[Any, Any]
+    _changed: dict[Any, None]
+    _warned: set[str]
+
+    def __init__(self, values: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
+        object.__setattr__(self, "_data", _fresh_defaults())
+        object.__setattr__(self, "_changed", {})
+        object.__setattr__(self, "_warned", set())
+        if values is not None or kwargs:
+            self.update(values, **kwargs)
+
+    # -- mapping protocol ---------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._data[key]
+        except KeyError:
+            new = _ALIASES.get(key) if isinstance(key, str) else None
+            if new is None:
+                raise
+            return self._data[new]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._set(key, value, stacklevel=3)
+
+    def __delitem__(self, key: str) -> None:
+        key = canonical_name(key) if isinstance(key, str) else key
+        if key in SETTINGS:
+            self._data[key] = _copy_value(SETTINGS[key].default)
+        else:
+            del self._data[key]
+        self._changed.pop(key, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        if key in self._data:
+            return True
+        return isinstance(key, str) and _ALIASES.get(key) in self._data
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the value of ``key`` (new or old name), or ``default``."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        """Set ``key`` to ``default`` unless the user already set it; return its value.
+
+        Unlike a plain mapping, a known setting still at its table default counts
+        as not set, so ``app.add_defaults`` can fill it.
+        """
+        name = canonical_name(key) if isinstance(key, str) else key
+        if name in self._changed or (name in self._data and name not in SETTINGS):
+            return self._data[name]
+        self._set(key, default, stacklevel=3)
+        return self._data[name]
+
+    def clear(self) -> None:
+        """Forget every user value: known settings go back to their defaults."""
+        self._data.clear()
+        self._data.update(_fresh_defaults())
+        self._changed.clear()
+
+    def update(self, mapping: Any = None, /, **kwargs: Any) -> None:
+        """Set many values; old and new names may be mixed, and the new name wins.
+
+        Args:
+            mapping: A mapping, or an iterable of ``(name, value)`` pairs.
+            **kwargs: More values.
+        """
+        pairs: list[tuple[Any, Any]] = []
+        if mapping is not None:
+            pairs.extend(mapping.items() if isinstance(mapping, Mapping) else mapping)
+        pairs.extend(kwargs.items())
+        self._apply(pairs, stacklevel=4)
+
+    # -- attribute access ---------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._data[name]
+        except KeyError:
+            pass
+        new = _ALIASES.get(name)
+        if new is not None:
+            return self._data[new]
+        raise AttributeError(f"{_unknown_message(name)} (no such setting)")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in Settings.__slots__:
+            object.__setattr__(self, name, value)
+        else:
+            self._set(name, value, stacklevel=3)
+
+    def __delattr__(self, name: str) -> None:
+        try:
+            del self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | {k for k in self._data if isinstance(k, str)})
+
+    # -- copying and pickling -----------------------------------------------------
+
+    def copy(self) -> Settings:
+        """Return an independent copy: changing one never changes the other."""
+        new = Settings.__new__(Settings)
+        object.__setattr__(new, "_data", {k: _copy_value(v) for k, v in self._data.items()})
+        object.__setattr__(new, "_changed", dict(self._changed))
+        object.__setattr__(new, "_warned", set(self._warned))
+        return new
+
+    __copy__ = copy
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"changes": self.changes(), "warned": set(self._warned)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        object.__setattr__(self, "_data", _fresh_defaults())
+        object.__setattr__(self, "_changed", dict.fromkeys(state["changes"]))
+        object.__setattr__(self, "_warned", set(state["warned"]))
+        self._data.update(state["changes"])
+
+    def __repr__(self) -> str:
+        return f"<Settings: {len(self._changed)} changed of {len(self._data)}>"
+
+    # -- loading ------------------------------------------------------------------
+
+    def config_from_object(
+        self, obj: Any, namespace: str | None = None, silent: bool = False
+    ) -> bool:
+        """Load settings from a module, class, object or mapping.
+
+        Args:
+            obj: A module name (``'celeryconfig'``), ``'pkg.module:attr'``,
+                ``'pkg.module.attr'``, a module, a class, an instance or a
+                mapping. From modules, classes and instances only public
+                UPPERCASE or lowercase attributes are taken, and modules,
+                functions and classes are skipped unless named like a setting.
+            namespace: Take only names starting with ``namespace + '_'``, with
+                that prefix removed and the rest lowercased: ``'CELERY'`` maps
+                ``CELERY_BROKER_URL`` to ``broker_url`` (the Django pattern).
+            silent: Return ``False`` instead of raising when ``obj`` cannot be
+                imported.
+
+        Returns:
+            ``True`` when settings were loaded, ``False`` when an import failed
+            and ``silent`` was set.
+
+        Raises:
+            ImportError: ``obj`` names something that cannot be imported.
+        """
+        if isinstance(obj, str):
+            try:
+                obj = _import_object(obj)
+            except ImportError:
+                if silent:
+                    return False
+                raise
+        prefix = None
+        if namespace:
+            prefix = namespace.upper() if namespace.endswith("_") else namespace.upper() + "_"
+        pairs = []
+        for name, value, from_attributes in _source_pairs(obj):
+            if prefix is not None:
+                mapped = _strip_namespace(name, prefix)
+                if mapped is None:
+                    continue
+                name = mapped
+            if (
+                from_attributes
+                and isinstance(value, _CODE_TYPES)
+                and (isinstance(value, types.ModuleType) or canonical_name(name) not in SETTINGS)
+            ):
+                continue
+            pairs.append((name, value))
+        self._apply(pairs)
+        return True
+
+    def config_from_envvar(self, variable_name: str, silent: bool = False) -> bool:
+        """Load settings from the module named by an environment variable.
+
+        Args:
+            variable_name: The environment variable holding a module name.
+            silent: Return ``False`` instead of raising when the variable is
+                unset or the module cannot be imported.
+
+        Returns:
+            Whether settings were loaded.
+
+        Raises:
+            ImproperlyConfigured: The variable is not set.
+            ImportError: The module cannot be imported.
+        """
+        module_name = os.environ.get(variable_name)
+        if not module_name:
+            if silent:
+                return False
+            from .exceptions import ImproperlyConfigured
+
+            raise ImproperlyConfigured(
+                f"the environment variable {variable_name!r} is not set; it should name "
+                "the configuration module to load (for example 'celeryconfig')"
+            )
+        return self.config_from_object(module_name, silent=silent)
+
+    # -- resolved values ----------------------------------------------------------
+
+    def resolved_broker_url(self) -> str | None:
+        """The broker URL in force: ``$CELERIAC_BROKER_URL``, ``$CELERY_BROKER_URL``, then conf.
+
+        The environment is read at each call. ``None`` means nothing is configured
+        (the app then uses its embedded default).
+        """
+        return _first_env(_BROKER_ENV) or self._data.get("broker_url")
+
+    def resolved_broker_read_url(self) -> str | None:
+        """The broker URL for consuming: env, ``broker_read_url``, then the broker URL."""
+        return (
+            _first_env(("CELERIAC_BROKER_READ_URL", "CELERY_BROKER_READ_URL"))
+            or self._data.get("broker_read_url")
+            or self.resolved_broker_url()
+        )
+
+    def resolved_broker_write_url(self) -> str | None:
+        """The broker URL for publishing: env, ``broker_write_url``, then the broker URL."""
+        return (
+            _first_env(("CELERIAC_BROKER_WRITE_URL", "CELERY_BROKER_WRITE_URL"))
+            or self._data.get("broker_write_url")
+            or self.resolved_broker_url()
+        )
+
+    def resolved_result_backend(self) -> str | None:
+        """The result backend in force: ``$CELERIAC_RESULT_BACKEND``,
+        ``$CELERY_RESULT_BACKEND``, then conf, else ``None``. Read at each call."""
+        return _first_env(_BACKEND_ENV) or self._data.get("result_backend")
+
+    # -- inspection ---------------------------------------------------------------
+
+    def changes(self) -> dict[str, Any]:
+        """Return the values the user set (under their new names), without defaults."""
+        return {key: self._data[key] for key in self._changed}
+
+    def value_set_for(self, key: str) -> bool:
+        """Return whether the user set ``key`` (under any of its names)."""
+        return canonical_name(key) in self._changed
+
+    def table(self, with_defaults: bool = False, censored: bool = True) -> dict[str, Any]:
+        """Return the settings as a plain dict, for display (``inspect conf``, reports).
+
+        Args:
+            with_defaults: Include settings the user did not set.
+            censored: Mask passwords in URLs and values of secret-looking names.
+
+        Returns:
+            Public (not ``_``-prefixed) settings by name.
+        """
+        source = self._data if with_defaults else self.changes()
+        out = {k: v for k, v in source.items() if isinstance(k, str) and not k.startswith("_")}
+        return _censor(out) if censored else out
+
+    # -- internals ----------------------------------------------------------------
+
+    def _set(self, key: Any, value: Any, stacklevel: int) -> None:
+        if isinstance(key, str):
+            if key not in SETTINGS:
+                key = _ALIASES.get(key, key)
+                if key not in SETTINGS and not key.startswith("_") and key not in self._warned:
+                    self._warned.add(key)
+                    warnings.warn(_unknown_message(key), UnknownSettingWarning,
+                                  stacklevel=stacklevel)
+            if key in _ONE_OR_MANY and isinstance(value, str):
+                value = [value]
+        self._data[key] = value
+        self._changed[key] = None
+
+    def _apply(self, pairs: Iterable[tuple[Any, Any]], stacklevel: int = 4) -> None:
+        """Set ``pairs``, old names first so that a new name given too wins."""
+        old: list[tuple[Any, Any]] = []
+        new: list[tuple[Any, Any]] = []
+        for key, value in pairs:
+            is_old = isinstance(key, str) and key not in SETTINGS and key in _ALIASES
+            (old if is_old else new).append((key, value))
+        for key, value in old + new:
+            self._set(key, value, stacklevel=stacklevel)

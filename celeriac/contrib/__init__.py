@@ -1,0 +1,1 @@
+"""Integrations and testing helpers."""

@@ -1,0 +1,1 @@
+"""The worker: consumers fetch messages, pools run them, results are stored, messages acked."""

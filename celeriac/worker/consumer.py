@@ -1,0 +1,424 @@
+"""The consumer: fetch a batch, check each message, run it, store, ack.
+
+One consumer owns one broker connection and one consumer id. Every pool is made of
+consumers: prefork runs one per child process, threads one per thread, solo and asyncio
+one in the worker process. Synchronous tasks run on the consumer's thread; ``async def``
+tasks run on the process's event loop, many at once, while the consumer keeps fetching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import os
+import threading
+import time
+from collections import deque
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Sequence
+
+from .. import messages, serialization, signals, states
+from ..brokers import Delivery
+from ..exceptions import (
+    ContentDisallowed,
+    DecodeError,
+    NotRegistered,
+    TaskRevokedError,
+    TimeLimitExceeded,
+)
+from ..messages import TaskMessage
+from .execute import Execution, Outcome, is_async, request_from_message
+from .heartbeat import Heartbeat
+from .ratelimit import LocalLimits, parse_rate
+from .revocations import Revocations
+from .timelimits import RunningSlot, enforce, limits_for
+
+if TYPE_CHECKING:
+    from ..app import Celery
+
+logger = logging.getLogger("celeriac.worker")
+
+
+class EventLoopThread:
+    """An asyncio loop on a daemon thread, started on first use, one per process."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self.loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="celeriac-asyncio",
+                                 daemon=True).start()
+                self.loop = loop
+            return self.loop
+
+
+# Rate-limited messages one consumer holds at most before it stops fetching.
+MAX_WAITING = 100
+
+
+class Consumer:
+    """Fetches and runs messages from ``queues`` until ``stop`` is set.
+
+    Args:
+        app: the app whose tasks are run.
+        queues: queue names, in the order they are served.
+        hostname: the worker's node name, shown in ``request.hostname``.
+        prefetch: messages fetched per round trip (not yet started).
+        async_limit: ``async def`` tasks allowed in flight at once.
+        max_tasks: exit after this many tasks (``--max-tasks-per-child``).
+    """
+
+    def __init__(self, app: Celery, queues: Sequence[str], hostname: str, prefetch: int,
+                 async_limit: int, stop: threading.Event, heartbeat: Heartbeat,
+                 loop: EventLoopThread, max_tasks: int | None = None,
+                 consumer_id: str | None = None, fetch_timeout: float = 0.25,
+                 slot: RunningSlot | None = None, max_memory_kib: int | None = None,
+                 rate_share: float = 1.0) -> None:
+        self.app = app
+        #: shared with a prefork parent, which enforces hard limits through it
+        self.slot = slot
+        # how long an idle fetch blocks: bounds how late a stop request is noticed
+        self.fetch_timeout = fetch_timeout
+        self.queues = list(queues)
+        self.hostname = hostname
+        self.prefetch = max(1, prefetch)
+        self.async_limit = max(1, async_limit)
+        self.stop = stop
+        self.heartbeat = heartbeat
+        self.loop = loop
+        self.max_tasks = max_tasks
+        self.execution = Execution(app, hostname)
+        conf = app.conf
+        self.accept = serialization.accepted_content_types(conf.accept_content)
+        self.acks_late_default = bool(conf.task_acks_late)
+        self.broker = app.connect_broker()
+        if consumer_id:
+            self.broker.consumer_id = consumer_id
+        self.done = 0
+        #: ``worker_max_memory_per_child`` in KiB: a pool process past it retires
+        self.max_memory_kib = max_memory_kib
+        self.retiring = False
+        self.revocations = Revocations(self.broker)
+        # Rate-limited messages waiting for their start time: (start, seq, delivery).
+        # They stay owned by this consumer in the broker and take no pool slot.
+        self.rate_limits = LocalLimits(rate_share)
+        self._waiting: list[tuple[float, int, Delivery]] = []
+        self._waiting_seq = 0
+        # Fetched, not started; the heartbeat thread may hand them back (fair dispatch).
+        self._pending: deque[Delivery] = deque()
+        self._pending_lock = threading.Lock()
+        self._running_since: float | None = None
+        self.release_after = float(app.conf.worker_prefetch_release_after or 0)
+        self._trouble_pause = 0.0
+        self._async_inflight = 0
+        self._async_cond = threading.Condition()
+
+    # -- the loop -----------------------------------------------------------------------
+    def run(self) -> None:
+        self.heartbeat.add(self.broker)
+        self.heartbeat.watch(self)
+        try:
+            while not self.stop.is_set() and not self.retiring:
+                if self.max_tasks and self.done >= self.max_tasks:
+                    break
+                self._wait_for_async_room()
+                try:
+                    self._consume_once()
+                except Exception as exc:  # the broker went away: wait and carry on
+                    self._broker_trouble(exc)
+            self._drain_async()
+            if self._waiting:
+                self.broker.requeue([d for _, _, d in sorted(self._waiting)])
+                self._waiting.clear()
+        finally:
+            self.heartbeat.unwatch(self)
+            self.heartbeat.remove(self.broker)
+            try:
+                self.broker.forget_consumer()
+            except Exception as exc:
+                logger.warning("could not deregister consumer: %r", exc)
+            self.broker.close()
+
+    def _consume_once(self) -> None:
+        if self._pending:
+            # Left over from a batch interrupted by a broker error: put back first.
+            self._give_back()
+        timeout = self.fetch_timeout
+        if self._waiting:
+            self._run_due_waiting()
+            if self._waiting and len(self._waiting) >= MAX_WAITING:
+                # Enough held already: wait for the first to be due instead of fetching.
+                self.stop.wait(max(0.0, self._waiting[0][0] - time.time()))
+                return
+            elif self._waiting:
+                timeout = min(timeout, max(0.0, self._waiting[0][0] - time.time()))
+        limit = self.prefetch
+        if self.max_tasks:
+            limit = min(limit, self.max_tasks - self.done)
+        batch = self.broker.fetch(self.queues, limit, timeout=timeout)
+        if batch:
+            self.revocations.refresh()
+        with self._pending_lock:
+            self._pending.extend(batch)
+        while True:
+            with self._pending_lock:
+                if not self._pending:
+                    break
+                if self.stop.is_set():
+                    break
+                delivery = self._pending.popleft()
+                self._running_since = time.monotonic()
+            try:
+                self.handle(delivery)
+            finally:
+                self._running_since = None
+            if self.max_memory_kib and resident_kib() > self.max_memory_kib:
+                logger.warning("Pool process uses %d KiB, over worker_max_memory_per_child "
+                               "(%d KiB): replacing it after this task", resident_kib(),
+                               self.max_memory_kib)
+                self.retiring = True
+                break
+        if self._pending:
+            self._give_back()
+        self._trouble_pause = 0.0
+
+    def _run_due_waiting(self) -> None:
+        while self._waiting and self._waiting[0][0] <= time.time() and not self.stop.is_set():
+            _, _, delivery = heapq.heappop(self._waiting)
+            self._running_since = time.monotonic()
+            try:
+                self.handle(delivery, rate_checked=True)
+            finally:
+                self._running_since = None
+
+    def _hold_for_rate(self, task: Any, delivery: Delivery) -> bool:
+        """Reserve the task's next start; hold the message if that is not now."""
+        now = time.time()
+        start = self.rate_limits.reserve(task.name, task.rate_limit, now)
+        global_limit = getattr(task, "global_rate_limit", None)
+        if global_limit:
+            rate = parse_rate(global_limit)
+            if rate:
+                start = max(start, self.broker.reserve_rate(task.name, 1.0 / rate))
+        if start <= now + 0.001:
+            return False
+        self._waiting_seq += 1
+        heapq.heappush(self._waiting, (start, self._waiting_seq, delivery))
+        return True
+
+    def _give_back(self) -> None:
+        with self._pending_lock:
+            waiting = list(self._pending)
+            self._pending.clear()
+        if waiting:
+            self.broker.requeue(waiting)
+
+    def release_if_stuck(self) -> None:
+        """Fair dispatch: a task running longer than ``worker_prefetch_release_after``
+        gives the messages prefetched behind it back to the queue, for idle workers."""
+        since = self._running_since
+        if (not self.release_after or since is None or not self._pending
+                or time.monotonic() - since < self.release_after):
+            return
+        try:
+            self._give_back()
+        except Exception as exc:
+            logger.warning("could not give back prefetched messages: %r", exc)
+
+    def _broker_trouble(self, exc: Exception) -> None:
+        self._trouble_pause = min(max(self._trouble_pause * 2, 0.1), 5.0)
+        logger.error("broker error: %r; retrying in %.1fs", exc, self._trouble_pause,
+                     exc_info=True)
+        self.stop.wait(self._trouble_pause)
+
+    def _wait_for_async_room(self) -> None:
+        with self._async_cond:
+            while self._async_inflight >= self.async_limit and not self.stop.is_set():
+                self._async_cond.wait(0.5)
+
+    def _drain_async(self) -> None:
+        with self._async_cond:
+            while self._async_inflight:
+                self._async_cond.wait(0.5)
+
+    # -- one message --------------------------------------------------------------------
+    def handle(self, delivery: Delivery, rate_checked: bool = False) -> None:
+        msg = self._decode(delivery)
+        if msg is None:
+            return
+        task = self.app.tasks.get(msg.name)
+        if task is None:
+            self._unknown(delivery, msg)
+            return
+        if msg.eta:
+            eta = messages.from_iso(msg.eta)
+            if eta is not None and eta > datetime.now(timezone.utc):
+                # A producer that puts eta tasks straight on the queue (Celery does):
+                # park it in the broker's delayed set instead of holding it in memory.
+                self.broker.defer(delivery, eta.timestamp())
+                return
+        if msg.expires:
+            expires = messages.from_iso(msg.expires)
+            if expires is not None and expires < datetime.now(timezone.utc):
+                self._skip_revoked(delivery, msg, task, expired=True)
+                return
+        if msg.id in self.revocations.ids:
+            self._skip_revoked(delivery, msg, task, expired=False)
+            return
+        if not rate_checked and (task.rate_limit or getattr(task, "global_rate_limit", None)):
+            if self._hold_for_rate(task, delivery):
+                return
+        request = request_from_message(msg, self.hostname)
+        if signals.task_received.receivers:
+            signals.task_received.send(sender=self, request=request)
+        acks_late = task.acks_late if task.acks_late is not None else self.acks_late_default
+        hard, soft = limits_for(task, msg.headers.get("timelimit"), self.app.conf)
+        if is_async(task):
+            if not acks_late:
+                self.broker.ack([delivery])
+            self._start_async(task, request, delivery, acks_late, hard)
+            return
+        slot = self.slot
+        if slot is not None:
+            slot.start(msg.id, msg.name, delivery.tag, acks_late, hard)
+        # An early ack reaches the broker before the task starts; its reply is read
+        # after the task, so the task does not wait a round trip for it.
+        acked = None if acks_late else self.broker.ack_nowait([delivery])
+        try:
+            with enforce(hard, soft, hard_by_parent=slot is not None):
+                outcome = self.execution.run(task, request)
+        finally:
+            if acked is not None:
+                acked()
+        if slot is not None:
+            slot.clear()
+        self._settle(delivery, outcome, acks_late)
+
+    def _settle(self, delivery: Delivery, outcome: Outcome, acks_late: bool) -> None:
+        self.done += 1
+        if outcome.rejected and not acks_late:
+            # As in Celery: the message was acked when the task started, so there is
+            # nothing left to requeue or set aside.
+            logger.warning("Task rejected (%r) after its message was acked; use acks_late "
+                           "for Reject to requeue or set the message aside", outcome.value)
+        elif outcome.rejected:
+            if outcome.requeue:
+                self.broker.requeue([delivery])
+            else:
+                self.broker.dead_letter(delivery, f"rejected by the task: {outcome.value!r}")
+            if signals.task_rejected.receivers:
+                signals.task_rejected.send(sender=self, message=delivery, exc=outcome.value)
+            return
+        if acks_late:
+            self.broker.ack([delivery])
+
+    def _start_async(self, task: Any, request: Any, delivery: Delivery, acks_late: bool,
+                     hard: float | None) -> None:
+        with self._async_cond:
+            self._async_inflight += 1
+
+        def finished(future: Any) -> None:
+            try:
+                outcome = future.result()
+            except (TimeoutError, asyncio.TimeoutError):
+                outcome = self._timed_out(task, request, hard)
+            except BaseException as exc:  # cancelled, or a bug below the task
+                outcome = Outcome(states.FAILURE, exc)
+            try:
+                self._settle(delivery, outcome, acks_late)
+            finally:
+                with self._async_cond:
+                    self._async_inflight -= 1
+                    self._async_cond.notify_all()
+
+        coro = self.execution.run_async(task, request)
+        if hard:
+            coro = asyncio.wait_for(coro, hard)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop.get())
+        future.add_done_callback(finished)
+
+    def _timed_out(self, task: Any, request: Any, hard: float | None) -> Outcome:
+        exc = TimeLimitExceeded(hard)
+        logger.error("Task %s[%s] cancelled: hard time limit (%ss) exceeded", task.name,
+                     request.id, hard)
+        try:
+            task.backend.mark_as_failure(request.id, exc, f"TimeLimitExceeded({hard})",
+                                         request=request)
+        except Exception:
+            logger.exception("could not record the time limit of %s", request.id)
+        return Outcome(states.FAILURE, exc)
+
+    # -- messages that cannot run -----------------------------------------------------------
+    def _decode(self, delivery: Delivery) -> TaskMessage | None:
+        task_id = None
+        try:
+            message = messages.decode_envelope(delivery.payload)
+            task_id = message.task_id
+            return messages.decode_task(message, self.accept)
+        except ContentDisallowed as exc:
+            self._set_aside(delivery, task_id, f"refused content: {exc}")
+            if task_id:
+                # The sender waits on this id; tell it why nothing will run.
+                self._record_failure(task_id, exc)
+        except DecodeError as exc:
+            self._set_aside(delivery, task_id, f"malformed message: {exc}")
+        except Exception as exc:  # anything else about a message must not kill the worker
+            self._set_aside(delivery, task_id, f"undecodable message: {exc!r}")
+        return None
+
+    def _record_failure(self, task_id: str, exc: Exception) -> None:
+        try:
+            self.app.backend.mark_as_failure(task_id, exc, f"{type(exc).__name__}: {exc}")
+        except Exception as store_exc:
+            logger.warning("could not record the failure of %s: %r", task_id, store_exc)
+
+    def _set_aside(self, delivery: Delivery, task_id: str | None, reason: str) -> None:
+        logger.error("Message %s from queue %r set aside in %r: %s", task_id or "<no id>",
+                     delivery.queue, self.broker.dead_letter_queue, reason)
+        self.broker.dead_letter(delivery, reason)
+
+    def _unknown(self, delivery: Delivery, msg: TaskMessage) -> None:
+        exc = NotRegistered(msg.name)
+        logger.error(
+            "Received unregistered task %r (id %s). %s The message is kept in %r.",
+            msg.name, msg.id, exc, self.broker.dead_letter_queue)
+        if signals.task_unknown.receivers:
+            signals.task_unknown.send(sender=self, name=msg.name, id=msg.id, message=msg,
+                                      exc=exc)
+        try:
+            self.app.backend.mark_as_failure(msg.id, exc, request=request_from_message(
+                msg, self.hostname))
+        except Exception as store_exc:
+            logger.warning("could not record NotRegistered for %s: %r", msg.id, store_exc)
+        self.broker.dead_letter(delivery, f"unregistered task {msg.name!r}")
+
+    def _skip_revoked(self, delivery: Delivery, msg: TaskMessage, task: Any,
+                      expired: bool) -> None:
+        reason = "expired" if expired else "revoked"
+        logger.info("Task %s[%s] %s, not run", msg.name, msg.id, reason)
+        request = request_from_message(msg, self.hostname)
+        try:
+            task.backend.store_result(msg.id, TaskRevokedError(reason), states.REVOKED,
+                                      request=request)
+        finally:
+            self.broker.ack([delivery])
+        if signals.task_revoked.receivers:
+            signals.task_revoked.send(sender=task, request=request, terminated=False,
+                                      signum=None, expired=expired)
+
+
+def resident_kib() -> int:
+    """This process's resident memory now (not its peak, which never goes down)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

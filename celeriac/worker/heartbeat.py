@@ -1,0 +1,105 @@
+"""Liveness: each process's heartbeat thread, and what it does besides beating.
+
+Every ``worker_heartbeat_interval`` it marks the process's consumers alive in the
+broker and hands back the messages of consumers that stopped beating elsewhere (and
+records the tasks of any set aside as poison). Every ``FAIRNESS_TICK`` it lets a
+consumer whose task runs long give back what it prefetched.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from .. import messages
+from ..brokers import Broker
+from ..exceptions import WorkerLostError
+
+if TYPE_CHECKING:
+    from ..app import Celery
+    from .consumer import Consumer
+
+logger = logging.getLogger("celeriac.worker")
+
+
+def record_poisoned(app: Celery, broker: Broker) -> None:
+    """Mark the tasks of messages the broker just set aside as poison as failed.
+
+    Their callers would otherwise wait forever on a task that will never run.
+    """
+    while broker.poisoned:
+        dead = broker.poisoned.pop()
+        try:
+            task_id = messages.decode_envelope(dead.payload).task_id
+            if task_id:
+                logger.error("Task %s set aside in %r: %s", task_id, broker.dead_letter_queue,
+                             dead.reason)
+                app.backend.mark_as_failure(task_id, WorkerLostError(dead.reason),
+                                            f"WorkerLostError: {dead.reason}")
+        except Exception as exc:
+            logger.warning("could not record a poison message as failed: %r", exc)
+
+
+# How often the heartbeat thread looks for prefetched messages stuck behind a long task.
+FAIRNESS_TICK = 0.1
+
+
+class Heartbeat(threading.Thread):
+    """Keeps this process's consumers alive in the broker, and reclaims dead ones' work.
+
+    It runs on its own thread so that a long synchronous task never makes its consumer
+    look dead.
+    """
+
+    def __init__(self, interval: float, app: Celery) -> None:
+        super().__init__(name="celeriac-heartbeat", daemon=True)
+        self.interval = interval
+        self.app = app
+        self.brokers: list[Broker] = []
+        self.consumers: list[Consumer] = []
+        self.stopped = threading.Event()
+        # A consumer leaving closes its broker; the lock keeps a beat from using (or
+        # re-registering) a broker that is being removed.
+        self._lock = threading.Lock()
+
+    def add(self, broker: Broker) -> None:
+        with self._lock:
+            self.brokers.append(broker)
+            self._beat(broker)
+
+    def remove(self, broker: Broker) -> None:
+        with self._lock:
+            if broker in self.brokers:
+                self.brokers.remove(broker)
+
+    def _beat(self, broker: Broker) -> None:
+        try:
+            returned = broker.heartbeat()
+            if returned:
+                logger.warning("returned %d message(s) of lost workers to their queues",
+                               returned)
+            record_poisoned(self.app, broker)
+        except Exception as exc:
+            logger.warning("heartbeat failed: %r (will retry)", exc)
+
+    def watch(self, consumer: Consumer) -> None:
+        with self._lock:
+            self.consumers.append(consumer)
+
+    def unwatch(self, consumer: Consumer) -> None:
+        with self._lock:
+            if consumer in self.consumers:
+                self.consumers.remove(consumer)
+
+    def run(self) -> None:
+        next_beat = time.monotonic() + self.interval
+        while not self.stopped.wait(min(FAIRNESS_TICK, self.interval)):
+            with self._lock:
+                for consumer in self.consumers:
+                    consumer.release_if_stuck()
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self.interval
+                    for broker in self.brokers:
+                        self._beat(broker)

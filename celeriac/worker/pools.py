@@ -1,0 +1,346 @@
+"""Pools: how a worker's consumers are laid out over threads and processes.
+
+* ``prefork`` (default): one child process per slot, each a full consumer with its own
+  connection, so children never queue behind the parent. The parent only supervises:
+  it restarts children and hands back the messages of one that died.
+* ``threads``: one consumer per thread in the worker process.
+* ``solo``: one consumer in the worker process.
+* ``asyncio``: one consumer whose ``async def`` tasks run ``-c`` at a time on one loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from .. import signals
+from ..brokers.base import new_consumer_id
+from ..brokers import Delivery
+from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
+from ..states import REVOKED
+from .consumer import Consumer, EventLoopThread
+from .heartbeat import Heartbeat, record_poisoned
+from .revocations import Revocations
+from .timelimits import RunningSlot, shared_board
+
+if TYPE_CHECKING:
+    from .main import Worker
+
+logger = logging.getLogger("celeriac.worker")
+
+
+class Pool:
+    """Start consumers, stop them warm or cold, say when they are all gone."""
+
+    name = "base"
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.stop = threading.Event()
+        #: a consumer died of a bug; the worker exits non-zero
+        self.failed = False
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    def supervise(self) -> None:
+        """Called often from the worker's main thread."""
+
+    def warm_stop(self) -> None:
+        self.stop.set()
+
+    def cold_stop(self) -> None:
+        raise NotImplementedError
+
+
+class ThreadedPool(Pool):
+    """Consumers on threads of the worker process (solo, threads, asyncio)."""
+
+    name = "threads"
+
+    def __init__(self, worker: Worker, consumers: int, async_limit: int) -> None:
+        super().__init__(worker)
+        self.count = consumers
+        self.async_limit = async_limit
+        self.threads: list[threading.Thread] = []
+        self.consumers: list[Consumer] = []
+
+    def start(self) -> None:
+        w = self.worker
+        heartbeat = Heartbeat(w.app.conf.worker_heartbeat_interval, w.app)
+        loop = EventLoopThread()
+        for i in range(self.count):
+            consumer = Consumer(w.app, w.queues, w.hostname, w.prefetch, self.async_limit,
+                                self.stop, heartbeat, loop, max_tasks=None,
+                                rate_share=1.0 / self.count)
+            self.consumers.append(consumer)
+            thread = threading.Thread(target=self._run, args=(consumer,),
+                                      name=f"celeriac-{self.name}-{i}", daemon=True)
+            self.threads.append(thread)
+        heartbeat.start()
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self, consumer: Consumer) -> None:
+        try:
+            consumer.run()
+        except Exception:
+            logger.exception("consumer crashed; stopping the worker")
+            self.failed = True
+            self.stop.set()
+
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self.threads)
+
+    def cold_stop(self) -> None:
+        # Threads cannot be killed; hand their unacked messages back and leave.
+        self.stop.set()
+        for consumer in self.consumers:
+            try:
+                consumer.broker.forget_consumer()
+            except Exception as exc:
+                logger.warning("could not return messages: %r", exc)
+        os._exit(1)
+
+
+class PreforkPool(Pool):
+    name = "prefork"
+
+    def __init__(self, worker: Worker, processes: int) -> None:
+        super().__init__(worker)
+        self.processes = processes
+        self.children: dict[int, tuple[int, str]] = {}  # pid -> (slot, consumer id)
+        self.started: dict[int, float] = {}  # pid -> when it was forked
+        self._broker: Any = None
+        self.stopping = False
+        self.board = shared_board(processes)
+        self.slots = [RunningSlot(self.board, i) for i in range(processes)]
+        self.timed_out: set[int] = set()  # pids killed for overrunning a hard limit
+        self.terminated: dict[int, str] = {}  # pid -> signal, for revoke(terminate=True)
+        self._revocations: Revocations | None = None
+
+    def start(self) -> None:
+        for slot in range(self.processes):
+            self._spawn(slot)
+
+    def _spawn(self, slot: int) -> None:
+        consumer_id = new_consumer_id() + f"-{slot}"
+        self.slots[slot].clear()
+        signals.worker_before_create_process.send(sender=self)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = self._child(slot, consumer_id)
+            finally:
+                os._exit(code)
+        self.children[pid] = (slot, consumer_id)
+        self.started[pid] = time.monotonic()
+
+    def _child(self, slot: int, consumer_id: str) -> int:
+        multiprocessing.current_process().name = f"ForkPoolWorker-{slot + 1}"
+        stop = threading.Event()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides on Ctrl-C
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+        w = self.worker
+        try:
+            signals.worker_process_init.send(sender=None)
+            heartbeat = Heartbeat(w.app.conf.worker_heartbeat_interval, w.app)
+            consumer = Consumer(w.app, w.queues, w.hostname, w.prefetch, w.async_limit, stop,
+                                heartbeat, EventLoopThread(), max_tasks=w.max_tasks_per_child,
+                                consumer_id=consumer_id, slot=self.slots[slot],
+                                max_memory_kib=w.app.conf.worker_max_memory_per_child,
+                                rate_share=1.0 / self.processes)
+            heartbeat.start()
+            consumer.run()
+            return 0
+        except Exception:
+            logger.exception("pool process crashed")
+            return 1
+        finally:
+            signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+
+    def _parent_broker(self) -> Any:
+        if self._broker is None:
+            self._broker = self.worker.app.connect_broker()
+        return self._broker
+
+    def supervise(self) -> None:
+        self._enforce_hard_limits()
+        try:
+            self._terminate_revoked()
+        except Exception as exc:
+            logger.warning("could not read revocations: %r", exc)
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            entry = self.children.pop(pid, None)
+            if entry is None:
+                continue
+            slot, consumer_id = entry
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0 and pid not in self.timed_out and pid not in self.terminated:
+                logger.error("Pool process %d (slot %d) exited with %s", pid, slot,
+                             f"signal {-code}" if code < 0 else f"code {code}")
+            self._account_for(slot, consumer_id, pid, code)
+            self._release(consumer_id)
+            if not self.stopping:
+                if code != 0 and time.monotonic() - self.started.get(pid, 0) < 1.0:
+                    # It died at once: do not fork in a tight loop.
+                    time.sleep(1.0)
+                self._spawn(slot)
+            self.started.pop(pid, None)
+
+    def _enforce_hard_limits(self) -> None:
+        now = time.time()
+        for pid, (slot, _) in list(self.children.items()):
+            running = self.slots[slot].read()
+            if running and running.deadline and now > running.deadline and pid not in self.timed_out:
+                logger.error("Task %s[%s] exceeded its hard time limit; killing pool "
+                             "process %d", running.name, running.task_id, pid)
+                self.timed_out.add(pid)
+                _kill(pid, signal.SIGKILL)
+
+    def _terminate_revoked(self) -> None:
+        if self._revocations is None:
+            self._revocations = Revocations(self._parent_broker())
+        revoked = self._revocations.refresh()
+        if not revoked:
+            return
+        for pid, (slot, _) in list(self.children.items()):
+            running = self.slots[slot].read()
+            if running is None or pid in self.terminated:
+                continue
+            signame = revoked.get(running.task_id)
+            if signame:
+                # The child treats SIGTERM/SIGINT as "finish and stop"; terminating a
+                # task has to end its process, so those become SIGKILL.
+                signum = getattr(signal, signame, signal.SIGKILL)
+                if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                    signum = signal.SIGKILL
+                logger.warning("Terminating task %s[%s] (revoked): %s to pool process %d",
+                               running.name, running.task_id, signame, pid)
+                self.terminated[pid] = signame
+                _kill(pid, signum)
+
+    def _account_for(self, slot: int, consumer_id: str, pid: int, code: int) -> None:
+        """Record what a child that ended took with it; leave its message as it should be.
+
+        Killed at the hard limit: FAILURE with ``TimeLimitExceeded``, message acked.
+        Died otherwise mid-task: an early-acked task is FAILURE with ``WorkerLostError``
+        (its message is gone); an ``acks_late`` one goes back to its queue.
+        """
+        running = self.slots[slot].read()
+        timed_out = pid in self.timed_out
+        self.timed_out.discard(pid)
+        terminated = self.terminated.pop(pid, None)
+        if running is None:
+            return
+        app = self.worker.app
+        try:
+            if timed_out or terminated:
+                if running.acks_late and running.tag >= 0:
+                    self._parent_broker().ack_for(consumer_id, [Delivery(running.tag, "", "")])
+            if terminated:
+                app.backend.store_result(running.task_id, TaskRevokedError("terminated"),
+                                         REVOKED)
+                signals.task_revoked.send(sender=None, request=None, terminated=True,
+                                          signum=terminated, expired=False)
+                return
+            if timed_out:
+                hard = running.deadline - running.started if running.deadline else None
+                exc: BaseException = TimeLimitExceeded(hard)
+            elif not running.acks_late or app.conf.task_reject_on_worker_lost is False:
+                # Early-acked: the message is gone. acks_late with reject_on_worker_lost
+                # explicitly False: Celery's choice, ack and record the loss. Left at its
+                # default (None), celeriac gives an acks_late message back instead.
+                if running.acks_late and running.tag >= 0:
+                    self._parent_broker().ack_for(consumer_id, [Delivery(running.tag, "", "")])
+                exc = WorkerLostError(f"Worker exited prematurely: {_describe(code)}.")
+            else:
+                logger.warning("Task %s[%s] was running in pool process %d when it died; "
+                               "its message goes back to the queue", running.name,
+                               running.task_id, pid)
+                return
+            app.backend.mark_as_failure(running.task_id, exc, f"{type(exc).__name__}: {exc}")
+            logger.error("Task %s[%s] failed: %r", running.name, running.task_id, exc)
+        except Exception as store_exc:
+            logger.warning("could not record the end of %s: %r", running.task_id, store_exc)
+
+    def _release(self, consumer_id: str | None) -> None:
+        # A child that died holding messages: give them back now instead of waiting
+        # for its heartbeat to expire.
+        if not consumer_id:
+            return
+        try:
+            broker = self._parent_broker()
+            returned = broker.forget_consumer(consumer_id)
+            if returned:
+                logger.warning("returned %d message(s) of a lost pool process", returned)
+            record_poisoned(self.worker.app, broker)
+        except Exception as exc:
+            logger.warning("could not return messages of %s: %r", consumer_id, exc)
+
+    def alive(self) -> bool:
+        return bool(self.children)
+
+    def warm_stop(self) -> None:
+        self.stopping = True
+        self.stop.set()
+        for pid in list(self.children):
+            _kill(pid, signal.SIGTERM)
+
+    def cold_stop(self) -> None:
+        self.stopping = True
+        for pid in list(self.children):
+            _kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while self.children and time.monotonic() < deadline:
+            self.supervise()
+            time.sleep(0.05)
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        return f"signal {-code} ({signal.Signals(-code).name})"
+    return f"exitcode {code}"
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def create_pool(worker: Worker) -> Pool:
+    name = worker.pool_name
+    if name == "prefork":
+        return PreforkPool(worker, worker.concurrency)
+    if name == "threads":
+        pool = ThreadedPool(worker, worker.concurrency, worker.async_limit)
+    elif name == "solo":
+        pool = ThreadedPool(worker, 1, worker.async_limit)
+    elif name == "asyncio":
+        pool = ThreadedPool(worker, 1, worker.concurrency)
+    else:
+        raise ValueError(f"unknown pool {name!r}; choose prefork, threads, solo or asyncio")
+    pool.name = name
+    return pool
+
+
+POOLS = ("prefork", "threads", "solo", "asyncio")

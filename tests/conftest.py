@@ -1,0 +1,84 @@
+"""Shared fixtures: services skip locally when absent and fail in CI.
+
+Set CELERIAC_REQUIRE_SERVICES=1 (CI does) to turn a missing Redis into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/support.py as ``support``
+from support import load_proj  # noqa: E402
+
+REQUIRE_SERVICES = os.environ.get("CELERIAC_REQUIRE_SERVICES") == "1"
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+def _redis_answers() -> bool:
+    try:
+        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def need_service(name: str, available: bool) -> None:
+    if available:
+        return
+    message = f"{name} is not reachable on its standard loopback port"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " (CELERIAC_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    pytest.importorskip("redis") if not REQUIRE_SERVICES else None
+    need_service("Redis", _redis_answers())
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}"
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh broker (results on the same store) for each test: SQLite, then Redis."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'celeriac.sqlite3'}"
+    base = request.getfixturevalue("redis_server")
+    # Not flushed: each test has its own queue names (see ``project``), so runs that
+    # share this database on one machine leave each other alone.
+    return f"{base}/13"
+
+
+@pytest.fixture
+def project(tmp_path: Path, broker_url: str) -> Path:
+    """A throw-away project with a ``proj`` app module that uses ``broker_url``."""
+    source = (Path(__file__).parent / "integration" / "proj_template.py").read_text()
+    source = source.replace("BROKER_URL_HERE", broker_url)
+    (tmp_path / "proj.py").write_text(source.replace("QUEUE_HERE", f"q-{unique()}"))
+    return tmp_path
+
+
+def unique() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def dedent(text: str) -> str:
+    return textwrap.dedent(text).lstrip()
+
+
+@pytest.fixture
+def proj(project: Path) -> Iterator[Any]:
+    """The project's ``proj`` module, imported in the test process (the client side)."""
+    module = load_proj(project)
+    yield module
+    module.app.close()
+    sys.modules.pop("proj", None)
