@@ -36,7 +36,7 @@ def project_module(project: Path, name: str, source: str) -> Iterator[Any]:
             sys.modules.pop(module, None)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 20.0) -> bool:
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0) -> bool:
     """Poll ``predicate`` until it is true; a test asserts on the returned flag."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

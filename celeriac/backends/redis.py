@@ -49,6 +49,12 @@ return nil
 # How long the reader waits for a message before checking whether it should stop.
 READ_INTERVAL = 1.0
 
+# A waiter that heard nothing for this long reads its key itself. Pub/sub wakes every
+# waiter at once in the normal case; this only bounds the wait when a notification was
+# lost (a connection dropped in a window no bookkeeping can see), so a result that is
+# stored is never waited on until the caller's timeout.
+BACKSTOP_INTERVAL = 5.0
+
 
 class _Slot:
     """One waiting ``get()``: set once a ready result for its task arrived."""
@@ -87,6 +93,10 @@ class _Listener:
         # an older SUBSCRIBE says nothing about a later UNSUBSCRIBE + SUBSCRIBE.
         self.inflight: dict[bytes, int] = {}
         self.conn: Any = None
+        # Set by redis-py's connect callback when it reconnects our connection on its own
+        # (a send or a poll on a socket another thread just closed): the new socket holds
+        # no subscriptions, so the reader must start over as after a drop.
+        self.silently_reconnected = False
         self.stopped = False
         self.thread = threading.Thread(target=self._run, name="celeriac-redis-results",
                                        daemon=True)
@@ -109,8 +119,18 @@ class _Listener:
             data = self.backend._get_key(key)
             if self.backend._is_ready(data):
                 return data
-            slot.event.wait(timeout)
-            return slot.data
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return slot.data
+                step = BACKSTOP_INTERVAL if remaining is None else min(remaining,
+                                                                       BACKSTOP_INTERVAL)
+                if slot.event.wait(step):
+                    return slot.data
+                data = self.backend._get_key(key)
+                if self.backend._is_ready(data):
+                    return data
         finally:
             self._leave(key, slot)
 
@@ -150,7 +170,10 @@ class _Listener:
                     continue
                 if not conn.is_connected:
                     raise OSError("pub/sub connection closed")
-                if not conn.can_read(timeout=READ_INTERVAL):
+                readable = conn.can_read(timeout=READ_INTERVAL)
+                if self.silently_reconnected:
+                    raise OSError("pub/sub connection was reopened without subscriptions")
+                if not readable:
                     continue
                 reply = conn.read_response(disconnect_on_error=False)
                 self._handle(reply)
@@ -174,7 +197,9 @@ class _Listener:
     def _connect(self) -> None:
         conn = self.backend._redis.new_connection()
         conn.connect()
+        conn.register_connect_callback(self._on_reconnect)
         with self.lock:
+            self.silently_reconnected = False
             self.conn = conn
             self.inflight.clear()
             keys = list(self.channels)
@@ -182,6 +207,12 @@ class _Listener:
                 channel.confirmed = False
             if keys:
                 self._send("SUBSCRIBE", *keys)
+
+    def _on_reconnect(self, conn: Any) -> None:
+        # Runs inside redis-py, possibly on a waiter's thread holding self.lock: set a
+        # flag and nothing more.
+        if conn is self.conn:
+            self.silently_reconnected = True
 
     def _handle(self, reply: Any) -> None:
         if not isinstance(reply, list) or len(reply) < 3:

@@ -100,9 +100,14 @@ class WorkerProcess:
     def __enter__(self) -> WorkerProcess:
         return self.start()
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
         try:
             self.stop()
         finally:
             self.kill()
+            if exc_type is not None:
+                # The worker's own account is what explains a failed test; pytest shows
+                # stderr of a failed test and hides it otherwise.
+                tail = self.output[-20000:]
+                sys.stderr.write(f"--- worker log ({' '.join(self.command[2:])}) ---\n{tail}\n")
             os.unlink(self._log.name)

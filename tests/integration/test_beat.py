@@ -18,17 +18,9 @@ from celeriac import Celery
 from celeriac.beat import Beat, MemoryLock, PersistentScheduler, Scheduler, SQLiteLock
 from celeriac.beat.lock import lock_for_url
 from celeriac.schedules import crontab, schedule
+from support import wait_until
 
 UTC = timezone.utc
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 class Clock:

@@ -18,6 +18,7 @@ from celeriac.backends.redis import RedisBackend
 from celeriac.brokers.redis import RedisBroker
 from celeriac.exceptions import TimeoutError as CeleriacTimeoutError
 from celeriac.utils.redis import redis_py_url
+from support import wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -481,6 +482,44 @@ def test_waiter_survives_pubsub_connection_loss(backend, r):
                                                  "task_id": "lost"}))
     t.join(15)
     assert woke and woke[0]["result"] == 1
+
+
+def test_waiter_survives_silent_reconnect_of_the_pubsub_socket(backend, r):
+    # redis-py reopens a closed connection by itself when it is polled or written to; the
+    # new socket has no subscriptions. The listener must notice and subscribe again, or
+    # the waiter would only learn of its result from its backstop read.
+    woke = []
+    t = threading.Thread(target=lambda: woke.append(backend.wait_for("reopened",
+                                                                     timeout=4)))
+    t.start()
+    assert wait_until(lambda: backend._listener is not None
+                      and backend._listener.channels, timeout=5)
+    listener = backend._listener
+    conn = listener.conn
+    with listener.lock:
+        conn.disconnect()
+        conn.connect()  # what redis-py's can_read or send does on a closed socket
+    assert wait_until(lambda: listener.conn is not None and listener.conn is not conn,
+                      timeout=5)
+    backend.store_result("reopened", "ok", states.SUCCESS)
+    t.join(10)
+    assert woke and woke[0]["result"] == "ok"
+
+
+def test_waiter_reads_its_key_when_no_notification_comes(backend, r, monkeypatch):
+    from celeriac.backends import redis as redis_backend
+
+    monkeypatch.setattr(redis_backend, "BACKSTOP_INTERVAL", 0.2)
+    woke = []
+    t = threading.Thread(target=lambda: woke.append(backend.wait_for("quiet", timeout=10)))
+    t.start()
+    assert wait_until(lambda: backend._listener is not None
+                      and backend._listener.channels, timeout=5)
+    # Written without the PUBLISH a backend sends: only the backstop read can find it.
+    r.set("celery-task-meta-quiet", json.dumps({"status": "SUCCESS", "result": 7,
+                                                  "task_id": "quiet"}))
+    t.join(10)
+    assert woke and woke[0]["result"] == 7
 
 
 def test_blocking_fetch_survives_connection_loss(make_broker, r):
