@@ -32,7 +32,7 @@ from .execute import Execution, Outcome, is_async, request_from_message
 from .heartbeat import Heartbeat
 from .ratelimit import LocalLimits, parse_rate
 from .revocations import Revocations
-from .timelimits import RunningSlot, enforce, limits_for
+from .timelimits import RunningSlot, chord_context, enforce, limits_for
 
 if TYPE_CHECKING:
     from ..app import Celery
@@ -285,7 +285,8 @@ class Consumer:
             return
         slot = self.slot
         if slot is not None:
-            slot.start(msg.id, msg.name, delivery.tag, acks_late, hard)
+            slot.start(msg.id, msg.name, delivery.tag, acks_late, hard,
+                       chord_context(request) if request.chord else None)
         # An early ack reaches the broker before the task starts; its reply is read
         # after the task, so the task does not wait a round trip for it.
         acked = None if acks_late else self.broker.ack_nowait([delivery])
@@ -403,8 +404,10 @@ class Consumer:
         logger.info("Task %s[%s] %s, not run", msg.name, msg.id, reason)
         request = request_from_message(msg, self.hostname)
         try:
-            task.backend.store_result(msg.id, TaskRevokedError(reason), states.REVOKED,
-                                      request=request)
+            error = TaskRevokedError(reason)
+            task.backend.store_result(msg.id, error, states.REVOKED, request=request)
+            if request.chord:
+                self.execution.chord_part(task.backend, request, states.REVOKED, error)
         finally:
             self.broker.ack([delivery])
         if signals.task_revoked.receivers:

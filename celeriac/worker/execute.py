@@ -142,7 +142,7 @@ class Execution:
         if request.chain:
             self._send_next_step(request, outcome.value)
         if request.chord:
-            self._chord_part(task, request, states.SUCCESS, outcome.value)
+            self.chord_part(task.backend, request, states.SUCCESS, outcome.value)
         logger.info("Task %s[%s] succeeded in %.6fs: %r", task.name, request.id,
                     outcome.runtime, outcome.value)
 
@@ -172,7 +172,7 @@ class Execution:
         if request.errbacks:
             self._call_errbacks(request, exc, einfo)
         if request.chord:
-            self._chord_part(task, request, states.FAILURE, exc)
+            self.chord_part(task.backend, request, states.FAILURE, exc)
         expected = isinstance(exc, task.throws) if task.throws else False
         log = logger.info if expected else logger.error
         log("Task %s[%s] raised unexpected: %r\n%s", task.name, request.id, exc,
@@ -196,9 +196,13 @@ class Execution:
         step.apply_async((value,), chain=rest, parent_id=request.id,
                          root_id=request.root_id or request.id)
 
-    def _chord_part(self, task: Task[Any, Any], request: Context, state: str,
-                    value: Any) -> None:
-        """Count this header task in; the last one in sends the body."""
+    def chord_part(self, backend: Any, request: Context, state: str, value: Any) -> None:
+        """Count this chord header task in; the last one in sends the body or fails it.
+
+        Every way a header task can end calls this: run to the end, revoked or expired
+        before it ran, killed at its hard time limit or lost with its pool process.
+        A member that is never counted would leave its chord waiting forever.
+        """
         from ..canvas import from_dict
         from ..exceptions import ChordError
 
@@ -208,7 +212,7 @@ class Execution:
             logger.error("chord member %s has no group id; body %s not sent",
                          request.id, body.name)
             return
-        parts = task.backend.chord_part_return(
+        parts = backend.chord_part_return(
             group_id, request.group_index or 0, _id(request), state, value)
         if parts is None:
             return
@@ -217,7 +221,7 @@ class Execution:
             body.apply_async(([p.result for p in parts],), parent_id=request.id,
                              root_id=request.root_id)
             return
-        cause = task.backend.exception_to_python(failed.result)
+        cause = backend.exception_to_python(failed.result)
         error = ChordError(f"Dependency {failed.task_id} raised {cause!r}")
         self._fail_body(body, request, error)
 
@@ -226,9 +230,16 @@ class Execution:
         body_request = Context(id=body_id, task=body.name, args=body.args, kwargs=body.kwargs,
                                group=request.group, parent_id=request.id,
                                root_id=request.root_id, errbacks=body.options.get("link_error"))
-        if body_id:
-            self.app.backend.mark_as_failure(body_id, error, _format(error),
-                                             request=body_request)
+        from ..canvas import group
+
+        # A group body never runs: each of its members fails, so a caller waiting on
+        # the body's GroupResult learns why instead of waiting forever.
+        failed_ids = ([member.id for member in body.tasks] if isinstance(body, group)
+                      else [body_id])
+        for failed_id in failed_ids:
+            if failed_id:
+                self.app.backend.mark_as_failure(failed_id, error, _format(error),
+                                                 request=body_request)
         errbacks = body_request.errbacks
         if errbacks:
             body_request.errbacks = [errbacks] if isinstance(errbacks, dict) else errbacks

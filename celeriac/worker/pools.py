@@ -22,11 +22,14 @@ from .. import signals
 from ..brokers.base import new_consumer_id
 from ..brokers import Delivery
 from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
-from ..states import REVOKED
+from ..serialization import loads
+from ..states import FAILURE, REVOKED
+from ..task import Context
 from .consumer import Consumer, EventLoopThread
+from .execute import Execution
 from .heartbeat import Heartbeat, record_poisoned
 from .revocations import Revocations
-from .timelimits import RunningSlot, shared_board
+from .timelimits import Running, RunningSlot, shared_board
 
 if TYPE_CHECKING:
     from .main import Worker
@@ -256,8 +259,9 @@ class PreforkPool(Pool):
                 if running.acks_late and running.tag >= 0:
                     self._parent_broker().ack_for(consumer_id, [Delivery(running.tag, "", "")])
             if terminated:
-                app.backend.store_result(running.task_id, TaskRevokedError("terminated"),
-                                         REVOKED)
+                revoked = TaskRevokedError("terminated")
+                app.backend.store_result(running.task_id, revoked, REVOKED)
+                self._count_in_chord(running, REVOKED, revoked)
                 signals.task_revoked.send(sender=None, request=None, terminated=True,
                                           signum=terminated, expired=False)
                 return
@@ -278,8 +282,26 @@ class PreforkPool(Pool):
                 return
             app.backend.mark_as_failure(running.task_id, exc, f"{type(exc).__name__}: {exc}")
             logger.error("Task %s[%s] failed: %r", running.name, running.task_id, exc)
+            self._count_in_chord(running, FAILURE, exc)
         except Exception as store_exc:
             logger.warning("could not record the end of %s: %r", running.task_id, store_exc)
+
+    def _count_in_chord(self, running: Running, state: str, exc: BaseException) -> None:
+        # The child died before it could count its chord header task in; without this
+        # the chord would wait forever for a member that will never report.
+        if running.context is None:
+            return
+        fields = loads(running.context, "application/json")
+        if "too_large" in fields:
+            logger.error("Task %s[%s] of chord group %s ended with its pool process; its "
+                         "chord body (%d bytes) was too large to keep, so the chord cannot "
+                         "complete", running.name, running.task_id, fields["group"],
+                         fields["too_large"])
+            return
+        app = self.worker.app
+        task = app.tasks.get(running.name)
+        backend = task.backend if task is not None else app.backend
+        Execution(app, self.worker.hostname).chord_part(backend, Context(**fields), state, exc)
 
     def _release(self, consumer_id: str | None) -> None:
         # A child that died holding messages: give them back now instead of waiting

@@ -115,6 +115,26 @@ def enforce(hard: float | None, soft: float | None, hard_by_parent: bool) -> Ite
 
 # -- what each prefork child is running -------------------------------------------------
 _RECORD = struct.Struct("=ddqB36s200s")  # hard deadline, started, tag, acks_late, id, name
+_CONTEXT_LENGTH = struct.Struct("=I")
+# Room for a chord header task's request (its chord body signature included), so that a
+# parent whose child died mid-task can still count that task into its chord. A body too
+# big for it is reported instead of counted.
+CONTEXT_SIZE = 64 * 1024
+_SLOT_SIZE = _RECORD.size + _CONTEXT_LENGTH.size + CONTEXT_SIZE
+
+# The request fields a chord needs to count a member in and to send or fail its body.
+_CHORD_FIELDS = ("id", "task", "group", "group_index", "chord", "root_id", "parent_id")
+
+
+def chord_context(request: Any) -> bytes:
+    """What ``RunningSlot.start`` keeps of a chord header task's request."""
+    from ..serialization import dumps
+
+    data, _, _ = dumps({name: getattr(request, name, None) for name in _CHORD_FIELDS}, "json")
+    if len(data) > CONTEXT_SIZE:
+        data, _, _ = dumps({"id": request.id, "task": request.task, "group": request.group,
+                            "too_large": len(data)}, "json")
+    return data
 
 
 class RunningSlot:
@@ -126,11 +146,19 @@ class RunningSlot:
 
     def __init__(self, board: mmap.mmap, index: int) -> None:
         self.board = board
-        self.offset = index * _RECORD.size
+        self.offset = index * _SLOT_SIZE
+        self.context_offset = self.offset + _RECORD.size
 
     def start(self, task_id: str, name: str, tag: Any, acks_late: bool,
-              hard: float | None) -> None:
+              hard: float | None, context: bytes | None = None) -> None:
         deadline = time.time() + hard if hard else 0.0
+        # The context goes first: the parent trusts a record only once it has started.
+        if context:
+            _CONTEXT_LENGTH.pack_into(self.board, self.context_offset, len(context))
+            start = self.context_offset + _CONTEXT_LENGTH.size
+            self.board[start:start + len(context)] = context
+        else:
+            _CONTEXT_LENGTH.pack_into(self.board, self.context_offset, 0)
         _RECORD.pack_into(self.board, self.offset, deadline, time.time(),
                           tag if isinstance(tag, int) else -1, acks_late,
                           task_id.encode()[:36], name.encode()[:200])
@@ -143,24 +171,28 @@ class RunningSlot:
             self.board, self.offset)
         if not started:
             return None
+        (length,) = _CONTEXT_LENGTH.unpack_from(self.board, self.context_offset)
+        start = self.context_offset + _CONTEXT_LENGTH.size
+        context = bytes(self.board[start:start + min(length, CONTEXT_SIZE)]) or None
         return Running(task_id.rstrip(b"\0").decode(), name.rstrip(b"\0").decode(), tag,
-                       bool(acks_late), started, deadline or None)
+                       bool(acks_late), started, deadline or None, context)
 
 
 class Running:
-    __slots__ = ("task_id", "name", "tag", "acks_late", "started", "deadline")
+    __slots__ = ("task_id", "name", "tag", "acks_late", "started", "deadline", "context")
 
     def __init__(self, task_id: str, name: str, tag: int, acks_late: bool, started: float,
-                 deadline: float | None) -> None:
+                 deadline: float | None, context: bytes | None = None) -> None:
         self.task_id = task_id
         self.name = name
         self.tag = tag
         self.acks_late = acks_late
         self.started = started
         self.deadline = deadline
+        #: ``chord_context`` of a chord header task, else None
+        self.context = context
 
 
 def shared_board(slots: int) -> mmap.mmap:
     """Anonymous shared memory, created before forking so children inherit it."""
-    board = mmap.mmap(-1, max(1, slots) * _RECORD.size)
-    return board
+    return mmap.mmap(-1, max(1, slots) * _SLOT_SIZE)

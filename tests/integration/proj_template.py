@@ -352,3 +352,9 @@ def get_inside(disable_sync):
 def note_error(request, exc, traceback, marker_dir):
     """An errback with a partial argument: notes which task failed and how."""
     note(marker_dir, "errback", request.id, type(exc).__name__, str(exc))
+
+
+@app.task
+def snooze(seconds):
+    time.sleep(seconds)
+    return seconds

@@ -152,6 +152,36 @@ def test_chord_failing_header(worker: Any, project: Path) -> None:
     assert body_id == res.id and kind == "ChordError" and failed_id in message
 
 
+def test_chord_with_a_revoked_header_task_fails_its_body(proj: Any, project: Path) -> None:
+    # Celery counts a revoked header task in as a failure; a member never counted would
+    # leave the chord waiting forever.
+    res = chord([proj.add.s(1, 1), proj.add.s(2, 2), proj.add.s(3, 3)], proj.tsum.s())()
+    revoked = res.parent.results[1]
+    revoked.revoke()
+    with WorkerProcess("proj", cwd=project, args=["-P", "solo"]):
+        with pytest.raises(ChordError) as info:
+            res.get(timeout=20)
+        assert revoked.id in str(info.value) and "TaskRevokedError" in str(info.value)
+        assert revoked.state == "REVOKED"
+        assert res.parent.results[0].get(timeout=20) == 2
+
+
+def test_chord_whose_header_task_dies_with_its_process_fails_its_body(
+        proj: Any, project: Path) -> None:
+    # Killed at its hard time limit, the header task's pool process cannot count it in;
+    # the prefork parent does, from what the child left in shared memory.
+    header = [proj.add.s(1, 1), proj.snooze.s(60).set(time_limit=1), proj.add.s(2, 2)]
+    with WorkerProcess("proj", cwd=project, args=["-P", "prefork", "-c", "2"]):
+        res = chord(header, proj.tsum.s())()
+        with pytest.raises(ChordError) as info:
+            res.get(timeout=30)
+        killed = res.parent.results[1]
+        assert killed.id in str(info.value) and "TimeLimitExceeded" in str(info.value)
+        assert killed.state == "FAILURE"
+        # the worker carries on with a fresh pool process
+        assert proj.add.delay(5, 5).get(timeout=20) == 10
+
+
 def test_get_inside_a_task(worker: Any) -> None:
     proj = worker
     with pytest.raises(RuntimeError, match="Never call result.get"):

@@ -114,3 +114,29 @@ def test_envelope_is_kombu_shaped(app: Celery) -> None:
     assert env["properties"]["delivery_info"] == {"exchange": "", "routing_key": "celery"}
     assert env["headers"]["task"] == "unit.add"
     broker.ack([delivery])
+
+
+def test_running_slot_keeps_a_chord_members_request_for_the_parent() -> None:
+    from celeriac.serialization import loads
+    from celeriac.task import Context
+    from celeriac.worker.timelimits import CONTEXT_SIZE, RunningSlot, chord_context, shared_board
+
+    board = shared_board(2)
+    first, second = RunningSlot(board, 0), RunningSlot(board, 1)
+    request = Context(id="t1", task="proj.add", group="g1", group_index=3,
+                      chord={"task": "proj.tsum", "args": [], "kwargs": {}, "options": {}},
+                      root_id="r", parent_id=None)
+    second.start("t1", "proj.add", 7, True, None, chord_context(request))
+    first.start("t0", "proj.add", 6, False, None)
+    running = second.read()
+    assert running is not None and running.task_id == "t1" and running.tag == 7
+    assert loads(running.context, "application/json") == {
+        "id": "t1", "task": "proj.add", "group": "g1", "group_index": 3,
+        "chord": request.chord, "root_id": "r", "parent_id": None}
+    plain = first.read()
+    assert plain is not None and plain.context is None
+    huge = Context(id="t2", task="proj.add", group="g2", group_index=0,
+                   chord={"task": "proj.tsum", "args": ["x" * CONTEXT_SIZE]})
+    assert loads(chord_context(huge), "application/json")["too_large"] > CONTEXT_SIZE
+    second.clear()
+    assert second.read() is None
