@@ -245,14 +245,19 @@ class _chain(Signature):
         return NotImplemented
 
     def _prepared(self) -> list[Signature]:
-        """The steps, cloned, with ``group | task`` pairs turned into chords."""
+        """The steps, cloned, each group followed by a step turned into a chord.
+
+        Built from the end, as Celery does, so ``g1 | g2 | t`` becomes
+        ``chord(g1, chord(g2, t))``: every group hands its list of results to what
+        follows, including another group, whose members each receive that list.
+        """
         steps: list[Signature] = []
-        for step in self.tasks:
+        for step in reversed(self.tasks):
             step = step.clone()
-            if steps and isinstance(steps[-1], group) and not isinstance(step, (group, _chain)):
-                steps[-1] = chord(steps[-1].tasks, step, app=self._app, **steps[-1].options)
-                continue
+            if steps and isinstance(step, group) and not isinstance(steps[-1], _chain):
+                step = chord(step.tasks, steps.pop(), app=self._app, **step.options)
             steps.append(step)
+        steps.reverse()
         return steps
 
     def freeze(self, _id: str | None = None, group_id: str | None = None,
@@ -386,8 +391,10 @@ class group(Signature):  # noqa: N801 - Celery's name
         app = self.app
         opts = dict(self.options, **options)
         if opts.pop("chain", None):
-            raise NotImplementedError("a group followed by a group in a chain is not "
-                                      "supported yet; put a task between them (a chord)")
+            # chain() turns every group followed by a step into a chord; only a message
+            # built by hand can carry a group with steps after it.
+            raise ValueError("a group cannot carry the rest of a chain; make it a chord "
+                             "(group | step) so the step receives its results")
         gid = opts.pop("task_id", None) or opts.pop("group_id", None) or _uuid()
         opts.pop("group_id", None)
         results = []
@@ -471,6 +478,9 @@ class chord(Signature):  # noqa: N801 - Celery's name
                                    for i, t in enumerate(self.tasks)], app=self._app)
         result = body.freeze(_id)
         self.kwargs["body"] = body
+        # A chord's id is its body's: apply_async sends the body under it, also when
+        # this chord is itself the body of another.
+        self.options["task_id"] = result.id
         result.parent = header
         return result
 
@@ -502,7 +512,12 @@ class chord(Signature):  # noqa: N801 - Celery's name
             body.link(callback)
         gid = opts.pop("group_id", None) or _uuid()
         body_id = opts.pop("task_id", None) or body.id or _uuid()
-        body.set(task_id=body_id, group_id=gid)
+        # A chord body is a chord of its own (``g1 | g2 | t``): it must not share this
+        # chord's group id, or the two counters would be one.
+        body.set(task_id=body_id, **({} if isinstance(body, chord) else {"group_id": gid}))
+        # A group body's members get their ids now, so the caller's GroupResult
+        # names the tasks the worker will send.
+        body_result = body.freeze(body_id) if isinstance(body, group) else None
         if opts.get("root_id"):
             body.options.setdefault("root_id", opts["root_id"])
         header = self.tasks
@@ -517,7 +532,7 @@ class chord(Signature):  # noqa: N801 - Celery's name
             task = task.clone()
             results.append(task.apply_async(args, kwargs, group_id=gid, group_index=i,
                                             chord=body_dict, **opts))
-        result = AsyncResult(body_id, app=app, task_name=body.name)
+        result = body_result or AsyncResult(body_id, app=app, task_name=body.name)
         result.parent = GroupResult(gid, results, app=app)
         return result
 

@@ -209,6 +209,23 @@ def test_maps_chunks_and_nesting(worker: Any) -> None:
     assert nested.get(timeout=20) == (0 + 4 + 8) * 10
 
 
+def test_group_followed_by_group(worker: Any) -> None:
+    proj = worker
+    # each member of the second group receives the list of the first group's results
+    res = (group(proj.add.s(i, i) for i in range(3)) | group(proj.tsum.s(), proj.xsum.s())
+           ).delay()
+    assert isinstance(res, GroupResult) and res.get(timeout=20) == [6, 6]
+    after = chain(group(proj.add.s(i, i) for i in range(3)),
+                  group(proj.tsum.s(), proj.xsum.s()), proj.tsum.s()).delay()
+    assert after.get(timeout=20) == 12
+    # a failing first group fails every member of the second, naming the failed task
+    broken = (group(proj.add.s(1, 1), proj.fail.s("first group down"))
+              | group(proj.tsum.s(), proj.xsum.s())).delay()
+    for member in broken.results:
+        with pytest.raises(ChordError, match="first group down"):
+            member.get(timeout=20)
+
+
 def test_group_revoke(proj: Any, project: Path) -> None:
     from celeriac.exceptions import TaskRevokedError
 

@@ -90,6 +90,26 @@ def test_group_and_chord_messages(app: Celery, sent: list[Any]) -> None:
     assert body["options"]["group_id"] == gid
 
 
+def test_a_group_followed_by_a_group_becomes_a_chord_with_a_group_body(
+        app: Celery, sent: list[Any]) -> None:
+    add = app.tasks[next(n for n in app.tasks if n.endswith("add"))]
+    tsum = app.tasks[next(n for n in app.tasks if n.endswith("tsum"))]
+    g1 = group(add.s(i, i) for i in range(3))
+    g2 = group(tsum.s(), tsum.s())
+    (step,) = chain(g1, g2, tsum.s())._prepared()
+    # built from the end, as Celery does: chord(g1, chord(g2, tsum))
+    assert isinstance(step, chord) and isinstance(step.body, chord)
+    assert step.body.body is not None and step.body.body.name == tsum.name
+    sent.clear()
+    res = (g1 | g2).delay()
+    assert len(sent) == 3  # the first group; the second is the chord body
+    body = sent[0]["body"][2]["chord"]
+    assert body["subtask_type"] == "group"
+    # the caller's GroupResult names the ids the body's members will run under
+    assert [t["options"]["task_id"] for t in body["kwargs"]["tasks"]] == \
+        [r.id for r in res.results]
+
+
 def test_eager_canvas() -> None:
     app = Celery("eager", broker="memory://", backend="memory://")
     app.conf.task_always_eager = True
