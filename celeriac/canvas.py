@@ -399,12 +399,14 @@ class group(Signature):  # noqa: N801 - Celery's name
         opts.pop("group_id", None)
         results = []
         eager = app.conf.task_always_eager
-        for i, task in enumerate(self.tasks):
-            task = task.clone()
-            if eager:
-                results.append(task.apply(args, kwargs))
-                continue
-            results.append(task.apply_async(args, kwargs, group_id=gid, group_index=i, **opts))
+        with app.batch_publish():
+            for i, task in enumerate(self.tasks):
+                task = task.clone()
+                if eager:
+                    results.append(task.apply(args, kwargs))
+                    continue
+                results.append(task.apply_async(args, kwargs, group_id=gid, group_index=i,
+                                                **opts))
         return GroupResult(gid, results, app=app)
 
     def apply(self, args: Any = None, kwargs: dict[str, Any] | None = None,
@@ -514,7 +516,11 @@ class chord(Signature):  # noqa: N801 - Celery's name
         body_id = opts.pop("task_id", None) or body.id or _uuid()
         # A chord body is a chord of its own (``g1 | g2 | t``): it must not share this
         # chord's group id, or the two counters would be one.
-        body.set(task_id=body_id, **({} if isinstance(body, chord) else {"group_id": gid}))
+        body.set(task_id=body_id)
+        if not isinstance(body, chord):
+            # Kept when set: a body that takes a replaced task's place in an outer group
+            # (Task.replace) reports there.
+            body.options.setdefault("group_id", gid)
         # A group body's members get their ids now, so the caller's GroupResult
         # names the tasks the worker will send.
         body_result = body.freeze(body_id) if isinstance(body, group) else None
@@ -528,10 +534,11 @@ class chord(Signature):  # noqa: N801 - Celery's name
         app.backend.set_chord_size(gid, len(header))
         body_dict = dict(body)
         results = []
-        for i, task in enumerate(header):
-            task = task.clone()
-            results.append(task.apply_async(args, kwargs, group_id=gid, group_index=i,
-                                            chord=body_dict, **opts))
+        with app.batch_publish():
+            for i, task in enumerate(header):
+                task = task.clone()
+                results.append(task.apply_async(args, kwargs, group_id=gid, group_index=i,
+                                                chord=body_dict, **opts))
         result = body_result or AsyncResult(body_id, app=app, task_name=body.name)
         result.parent = GroupResult(gid, results, app=app)
         return result
@@ -593,7 +600,8 @@ def xstarmap(task: Any, it: Iterable[Any], app: Celery | None = None,
 
 
 def register_builtins(app: Celery) -> None:
-    """Register the tasks ``xmap``, ``xstarmap`` and ``chunks`` send (Celery's names)."""
+    """Register the tasks ``xmap``, ``xstarmap``, ``chunks`` and ``Task.replace`` send
+    (Celery's names)."""
 
     def _map(task: dict[str, Any], it: list[Any]) -> list[Any]:
         sig = from_dict(task, app=app)
@@ -603,8 +611,13 @@ def register_builtins(app: Celery) -> None:
         sig = from_dict(task, app=app)
         return [sig(*item) for item in it]
 
+    def _accumulate(*args: Any, index: int | None = None) -> Any:
+        # The body a group replacement gets (Task.replace): hands back the header's list.
+        return args[index] if index is not None else args
+
     app.task(name="celery.map")(_map)
     app.task(name="celery.starmap")(_starmap)
+    app.task(name="celery.accumulate")(_accumulate)
 
 
 _TYPES: dict[str, type[Signature]] = {"chain": chain, "group": group, "chord": chord}

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from .app import Celery
     from .backends import Backend
 
+# How many members ahead a waiting ResultSet.join reads in one bulk read.
+PREFETCH_WINDOW = 100
+
 _GET_IN_TASK = (
     "Never call result.get() within a task: it can deadlock the worker when every slot "
     "waits on a task that has no free slot to run. Chain the tasks instead "
@@ -265,9 +268,13 @@ class ResultSet:
         if disable_sync_subtasks and _state.current_task.get() is not None:
             raise RuntimeError(_GET_IN_TASK)
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._prefetch()
+        self._prefetch(self.results)
         values = []
-        for r in self.results:
+        for index, r in enumerate(self.results):
+            if r._cache is None:
+                # Members finish roughly in order: one bulk read of the next ones finds
+                # most of them ready, so only a few are waited for one at a time.
+                self._prefetch(self.results[index:index + PREFETCH_WINDOW])
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             value = r.get(timeout=remaining, propagate=propagate, interval=interval,
                           disable_sync_subtasks=False)
@@ -279,10 +286,10 @@ class ResultSet:
 
     join_native = join
 
-    def _prefetch(self) -> None:
+    def _prefetch(self, members: list[AsyncResult]) -> None:
         # One bulk read of the members' metas, so only the unfinished ones are waited
         # for one by one (a large group on Redis: one MGET per thousand).
-        pending = [r for r in self.results
+        pending = [r for r in members
                    if r._cache is None and not r.ignored and type(r) is AsyncResult]
         if len(pending) < 2 or self.app is None:
             return

@@ -13,7 +13,7 @@ from traceback import format_exception
 from typing import TYPE_CHECKING, Any, Callable, Generic, ParamSpec, TypeVar
 
 from . import _state, states
-from .exceptions import ImproperlyConfigured, MaxRetriesExceededError, Reject, Retry
+from .exceptions import Ignore, ImproperlyConfigured, MaxRetriesExceededError, Reject, Retry
 from .retries import install_autoretry, resend_options
 
 if TYPE_CHECKING:
@@ -281,6 +281,51 @@ class Task(Generic[P, R]):
             raise ValueError("update_state needs a task_id outside a running task")
         self.backend.store_result(task_id, meta, state or states.PENDING,
                                   request=self.request)
+
+    def replace(self, sig: Any) -> Any:
+        """Replace the running task by ``sig``, which takes over its id and its place.
+
+        The replacement is sent with this task's id, so whoever waits on this task's
+        result gets the replacement's; it also takes over the rest of this task's chain,
+        its callbacks and errbacks, and its place in a group or chord. A group is
+        replaced by a chord that gathers the group's results into one list. Use it as
+        ``raise self.replace(sig)`` (or ``return``) in a bound task.
+
+        Raises:
+            Ignore: in a worker, always: this run records nothing and sends nothing on.
+            RuntimeError: called outside a running task.
+        """
+        from .canvas import _chain, chain, chord, group, signature
+
+        request = self.request
+        if request.called_directly or request.id is None:
+            raise RuntimeError("replace() works only inside a running task")
+        sig = signature(sig, app=self.app).clone()
+        if request.is_eager:
+            return sig.apply().get(disable_sync_subtasks=False)
+        if isinstance(sig, group):
+            sig = chord(sig, self.app.signature("celery.accumulate", kwargs={"index": 0}))
+        steps = sig.tasks if isinstance(sig, _chain) else [sig]
+        # What this task would have triggered, the replacement's last step triggers.
+        for callback in request.callbacks or ():
+            steps[-1].link(signature(callback, app=self.app))
+        for errback in request.errbacks or ():
+            for step in steps:
+                step.link_error(signature(errback, app=self.app))
+        sig.freeze(request.id)
+        steps = sig.tasks if isinstance(sig, _chain) else [sig]
+        # A chord's result is its body's: that is what takes this task's place.
+        placed = steps[-1].body if isinstance(steps[-1], chord) else steps[-1]
+        assert placed is not None
+        placement = {"chord": request.chord, "group_id": request.group,
+                     "group_index": request.group_index}
+        placed.options.update({key: value for key, value in placement.items()
+                               if value is not None})
+        if isinstance(steps[-1], chord):
+            steps[-1].kwargs["body"] = placed
+        rest = [signature(step, app=self.app) for step in reversed(request.chain or ())]
+        chain(*steps, *rest, app=self.app).apply_async(root_id=request.root_id)
+        raise Ignore("replaced by a new task")
 
     def retry(self, args: Any = None, kwargs: dict[str, Any] | None = None,
               exc: BaseException | None = None, throw: bool = True,

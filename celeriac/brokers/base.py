@@ -32,6 +32,16 @@ class Delivery:
 
 
 @dataclass(slots=True)
+class Outgoing:
+    """A message to publish: what ``Broker.publish`` takes, as one value."""
+
+    queue: str
+    payload: str
+    priority: int = 0
+    eta: float | None = None
+
+
+@dataclass(slots=True)
 class DeadLetter:
     """A message set aside because it could not be run."""
 
@@ -82,6 +92,11 @@ class Broker(ABC):
     def publish(self, queue: str, payload: str, priority: int = 0,
                 eta: float | None = None) -> None:
         """Put ``payload`` on ``queue``; with ``eta`` (epoch seconds) hold it until due."""
+
+    def publish_many(self, messages: Sequence[Outgoing]) -> None:
+        """Publish several messages, in order; transports send them in one round trip."""
+        for m in messages:
+            self.publish(m.queue, m.payload, m.priority, m.eta)
 
     @abstractmethod
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from ..exceptions import ImproperlyConfigured
 from ..utils.redis import RedisConnector, process_lock
-from .base import Broker, DeadLetter, Delivery, new_consumer_id, poison_reason
+from .base import Broker, DeadLetter, Delivery, Outgoing, new_consumer_id, poison_reason
 
 DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
 DEFAULT_SEP = "\x06\x16"
@@ -365,12 +365,22 @@ class RedisBroker(Broker):
     # -- producing -----------------------------------------------------------------
     def publish(self, queue: str, payload: str, priority: int = 0,
                 eta: float | None = None) -> None:
-        client = self._p().client
-        key = self.prefix + self.list_name(queue, priority)
-        if eta is not None and self.delay_in_broker and eta > time.time():
-            client.zadd(self._delayed, {f"{key}\n{payload}": eta})
+        self._publish_on(self._p().client, Outgoing(queue, payload, priority, eta),
+                         time.time())
+
+    def publish_many(self, messages: Sequence[Outgoing]) -> None:
+        pipe = self._p().client.pipeline(transaction=False)
+        now = time.time()
+        for message in messages:
+            self._publish_on(pipe, message, now)
+        pipe.execute()
+
+    def _publish_on(self, client: Any, m: Outgoing, now: float) -> None:
+        key = self.prefix + self.list_name(m.queue, m.priority)
+        if m.eta is not None and self.delay_in_broker and m.eta > now:
+            client.zadd(self._delayed, {f"{key}\n{m.payload}": m.eta})
         else:
-            client.lpush(key, payload)
+            client.lpush(key, m.payload)
 
     def declare_queue(self, queue: str) -> None:
         """Write kombu's binding so Celery producers publishing to the exchange find it."""

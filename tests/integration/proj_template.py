@@ -5,7 +5,7 @@ import os
 import time
 from pathlib import Path
 
-from celeriac import Celery
+from celeriac import Celery, group
 
 app = Celery("proj", broker="BROKER_URL_HERE", backend="BROKER_URL_HERE")
 # Each test has its own queue and dead-letter list, so test runs sharing a Redis
@@ -358,3 +358,13 @@ def note_error(request, exc, traceback, marker_dir):
 def snooze(seconds):
     time.sleep(seconds)
     return seconds
+
+
+@app.task(bind=True)
+def replace_with(self, kind, value):
+    """Hands its work to another signature (Task.replace)."""
+    if kind == "task":
+        raise self.replace(add.s(value, value))
+    if kind == "group":
+        raise self.replace(group(add.s(i, i) for i in range(value)))
+    raise self.replace(add.s(value, 1) | mul.s(10))

@@ -226,6 +226,21 @@ def test_group_followed_by_group(worker: Any) -> None:
             member.get(timeout=20)
 
 
+def test_replace(worker: Any) -> None:
+    proj = worker
+    # the replacement runs under the replaced task's id, whatever it is
+    assert proj.replace_with.delay("task", 3).get(timeout=20) == 6
+    assert proj.replace_with.delay("group", 3).get(timeout=20) == [0, 2, 4]
+    assert proj.replace_with.delay("chain", 3).get(timeout=20) == 40
+    # and it takes the replaced task's place in a chain, a group and a chord header
+    in_chain = (proj.replace_with.s("task", 3) | proj.mul.s(10)).delay()
+    assert in_chain.get(timeout=20) == 60
+    assert group(proj.replace_with.s("task", 2), proj.add.s(1, 1))().get(timeout=20) == [4, 2]
+    in_chord = chord([proj.replace_with.s("task", 1), proj.replace_with.s("group", 2),
+                      proj.add.s(2, 2)], proj.identity.s())()
+    assert in_chord.get(timeout=20) == [2, [0, 2], 4]
+
+
 def test_group_revoke(proj: Any, project: Path) -> None:
     from celeriac.exceptions import TaskRevokedError
 

@@ -83,6 +83,18 @@ def test_publish_fetch_fifo(broker, r):
     assert broker.fetch(["celery"], 10, 0) == []
 
 
+def test_publish_many_is_one_pipeline_in_the_same_layout(broker, r):
+    from celeriac.brokers import Outgoing
+
+    broker.publish_many([Outgoing("celery", "m0"), Outgoing("celery", "p5", priority=5),
+                         Outgoing("celery", "m1"),
+                         Outgoing("celery", "later", eta=time.time() + 3600)])
+    assert r.lrange("celery", 0, -1) == [b"m1", b"m0"]
+    assert r.lrange(f"celery{SEP}3", 0, -1) == [b"p5"]
+    assert r.zcard("celeriac.delayed") == 1
+    assert payloads(broker.fetch(["celery"], 10, 0)) == ["m0", "m1", "p5"]
+
+
 def test_priority_sublists_use_kombu_names(broker, r):
     broker.publish("celery", "p9", priority=9)
     broker.publish("celery", "p5", priority=5)
@@ -484,13 +496,16 @@ def test_waiter_survives_pubsub_connection_loss(backend, r):
     assert woke and woke[0]["result"] == 1
 
 
-def test_waiter_survives_silent_reconnect_of_the_pubsub_socket(backend, r):
+def test_waiter_survives_silent_reconnect_of_the_pubsub_socket(backend, r, monkeypatch):
     # redis-py reopens a closed connection by itself when it is polled or written to; the
-    # new socket has no subscriptions. The listener must notice and subscribe again, or
-    # the waiter would only learn of its result from its backstop read.
+    # new socket has no subscriptions. The listener must notice and subscribe again: with
+    # the backstop read out of the way, only a notification can wake the waiter.
+    from celeriac.backends import redis as redis_backend
+
+    monkeypatch.setattr(redis_backend, "BACKSTOP_INTERVAL", 3600.0)
     woke = []
     t = threading.Thread(target=lambda: woke.append(backend.wait_for("reopened",
-                                                                     timeout=4)))
+                                                                     timeout=30)))
     t.start()
     assert wait_until(lambda: backend._listener is not None
                       and backend._listener.channels, timeout=5)
@@ -502,7 +517,7 @@ def test_waiter_survives_silent_reconnect_of_the_pubsub_socket(backend, r):
     assert wait_until(lambda: listener.conn is not None and listener.conn is not conn,
                       timeout=5)
     backend.store_result("reopened", "ok", states.SUCCESS)
-    t.join(10)
+    t.join(30)
     assert woke and woke[0]["result"] == "ok"
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import uuid
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -194,3 +196,36 @@ def test_include_imports_and_autodiscover(tmp_path: Path, monkeypatch: pytest.Mo
     assert app.tasks["shop.sell"].apply().get() == "sold"
     for name in ("inc_tasks", "shop", "shop.tasks"):
         sys.modules.pop(name, None)
+
+
+def test_batch_publish_sends_the_block_s_messages_together_when_it_ends() -> None:
+    from celeriac import signals
+
+    app = Celery("batch", broker=f"memory://{uuid.uuid4().hex}", backend="memory://")
+
+    @app.task
+    def add(x, y):
+        return x + y
+
+    published: list[str] = []
+
+    def note(sender: Any = None, headers: Any = None, **kw: Any) -> None:
+        published.append(headers["id"])
+
+    signals.after_task_publish.connect(note)
+    broker = app.producer_broker()
+    try:
+        with app.batch_publish():
+            first = add.delay(1, 1)
+            with app.batch_publish():  # an inner block leaves the sending to the outer one
+                second = add.delay(2, 2)
+            assert broker.size("celery") == 0 and published == []
+        assert broker.size("celery") == 2 and published == [first.id, second.id]
+        with pytest.raises(RuntimeError):
+            with app.batch_publish():
+                add.delay(3, 3)
+                raise RuntimeError("the caller's own error")
+        assert broker.size("celery") == 3  # what was sent before the error still leaves
+    finally:
+        signals.after_task_publish.disconnect(note)
+        app.close()

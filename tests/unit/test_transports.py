@@ -200,6 +200,15 @@ def test_publish_with_a_future_eta(broker: Broker) -> None:
     assert time.time() >= eta - 0.01
 
 
+def test_publish_many_keeps_order_priorities_and_etas(broker: Broker) -> None:
+    from celeriac.brokers import Outgoing
+
+    broker.publish_many([Outgoing(Q, "a"), Outgoing(Q, "b"), Outgoing("other", "c"),
+                         Outgoing(Q, "later", eta=time.time() + 3600)])
+    assert drain(broker, [Q, "other"]) == ["a", "b", "c"]
+    assert broker.size(Q) == 1  # the one with an eta waits
+
+
 def test_publish_with_a_past_eta_is_due_now(broker: Broker) -> None:
     broker.publish(Q, "overdue", eta=time.time() - 10)
     assert drain(broker) == ["overdue"]
