@@ -279,6 +279,12 @@ class RedisBackend(Backend):
 
     def _set(self, task_id: str, data: bytes, expires: float | None, ready: bool) -> None:
         key = self.key_for(task_id)
+        ttl = ("EX", max(int(expires), 1)) if expires else ()
+        try:
+            self._redis.line().call(("SET", key, data, *ttl), ("PUBLISH", key, data))
+            return
+        except Exception:  # noqa: BLE001 - the pooled client below retries
+            logger.debug("direct result write failed; using the pool", exc_info=True)
         pipe = self._redis.client().pipeline(transaction=False)
         pipe.set(key, data, ex=max(int(expires), 1) if expires else None)
         pipe.publish(key, data)

@@ -285,6 +285,10 @@ class _Process:
         self.fetch_lock = threading.Lock()
 
 
+def _nothing() -> None:
+    return None
+
+
 class RedisBroker(Broker):
     """The Redis transport; see the module docstring for the key layout.
 
@@ -442,9 +446,15 @@ class RedisBroker(Broker):
 
     def _take(self, proc: _Process, sources: list[str],
               limit: int) -> tuple[list[Delivery], float | None]:
-        keys = [self._delayed, self._unacked(), self._landing(), self._landing_source]
-        reply = proc.fetch(keys=keys + sources, args=[
-            repr(time.time()), limit, proc.next_tag, self.consumer_id, PROMOTE_BATCH])
+        keys = [self._delayed, self._unacked(), self._landing(), self._landing_source,
+                *sources]
+        args = [repr(time.time()), limit, proc.next_tag, self.consumer_id, PROMOTE_BATCH]
+        try:
+            (reply,) = self._redis.line().call(("EVALSHA", proc.fetch.sha, len(keys), *keys,
+                                                *args))
+        except Exception:  # noqa: BLE001 - not loaded yet, or the line broke
+            # Safe to repeat: the script hands out again what it moved last time.
+            reply = proc.fetch(keys=keys, args=args)
         next_due = float(reply[0]) if reply[0] else None
         out = [Delivery(int(reply[i]), self._strip(reply[i + 1]),
                         reply[i + 2].decode("utf-8", "surrogateescape"))
@@ -454,31 +464,29 @@ class RedisBroker(Broker):
         return out, next_due
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
-        if deliveries:
-            self._p().client.hdel(self._unacked(), *[d.tag for d in deliveries])
+        if not deliveries:
+            return
+        tags = [d.tag for d in deliveries]
+        try:
+            self._redis.line().call(("HDEL", self._unacked(), *tags))
+        except Exception:  # noqa: BLE001 - HDEL is idempotent: say it again, with retries
+            self._p().client.hdel(self._unacked(), *tags)
 
     def ack_nowait(self, deliveries: Sequence[Delivery]) -> Callable[[], None]:
         if not deliveries:
-            return lambda: None
-        pool = self._p().client.connection_pool
-        args = ("HDEL", self._unacked(), *[d.tag for d in deliveries])
-        conn = pool.get_connection()
+            return _nothing
         try:
-            conn.send_command(*args)
-        except Exception:
-            pool.release(conn)
-            self.ack(deliveries)  # the pooled client retries over a dropped connection
-            return lambda: None
+            ticket = self._redis.line().send(("HDEL", self._unacked(),
+                                              *[d.tag for d in deliveries]))
+        except Exception:  # noqa: BLE001
+            self.ack(deliveries)
+            return _nothing
 
         def wait() -> None:
             try:
-                conn.read_response()
-            except Exception:
-                # HDEL is idempotent: when the reply is lost, say it again, with retries.
-                conn.disconnect()
+                ticket.replies()
+            except Exception:  # noqa: BLE001 - the reply was lost: say it again
                 self.ack(deliveries)
-            finally:
-                pool.release(conn)
 
         return wait
 
