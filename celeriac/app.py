@@ -463,6 +463,12 @@ class Celery:
                 signals.after_task_publish.send(**published)
         result = AsyncResult(task_id, task_name=name, app=self)
         result.ignored = bool(ignore_result)
+        if (parent_task is not None and group_id is None and parent_task.trail
+                and parent_id == parent_task.request.id):
+            # Recorded in the sender's result (Celery's ``trail``) so that
+            # ``AsyncResult.children`` and ``collect()`` can follow it; group members
+            # are recorded as their group.
+            parent_task.request.add_child(result)
         return result
 
     # -- results ----------------------------------------------------------------------

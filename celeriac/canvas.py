@@ -407,7 +407,9 @@ class group(Signature):  # noqa: N801 - Celery's name
                     continue
                 results.append(task.apply_async(args, kwargs, group_id=gid, group_index=i,
                                                 **opts))
-        return GroupResult(gid, results, app=app)
+        result = GroupResult(gid, results, app=app)
+        _add_to_trail(result, eager)
+        return result
 
     def apply(self, args: Any = None, kwargs: dict[str, Any] | None = None,
               **options: Any) -> GroupResult:
@@ -541,6 +543,7 @@ class chord(Signature):  # noqa: N801 - Celery's name
                                                 chord=body_dict, **opts))
         result = body_result or AsyncResult(body_id, app=app, task_name=body.name)
         result.parent = GroupResult(gid, results, app=app)
+        _add_to_trail(result.parent, eager=False)
         return result
 
     def apply(self, args: Any = None, kwargs: dict[str, Any] | None = None,
@@ -597,6 +600,14 @@ def xstarmap(task: Any, it: Iterable[Any], app: Celery | None = None,
              **options: Any) -> Signature:
     """Like ``xmap``, each item being an argument tuple."""
     return _mapper("starmap", task, it, app, options)
+
+
+def _add_to_trail(result: Any, eager: bool) -> None:
+    # A group sent from inside a task is one child of it (its members were sent with a
+    # group id, so send_task left them out).
+    task = _state.current_task.get()
+    if task is not None and not eager and task.trail and task.request.id is not None:
+        task.request.add_child(result)
 
 
 def register_builtins(app: Celery) -> None:

@@ -10,6 +10,7 @@ Errors all derive from one root; control-flow signals raised inside tasks are ke
     ├── ContentDisallowed             a message whose content type is not accepted
     ├── DecodeError                   a message that cannot be decoded
     ├── TimeoutError                  AsyncResult.get() ran out of time
+    ├── IncompleteStream              collect() met a result that is not ready
     ├── TaskError
     │   ├── MaxRetriesExceededError
     │   ├── TaskRevokedError
@@ -37,7 +38,7 @@ __all__ = [
     "TimeoutError", "TaskError", "MaxRetriesExceededError", "TaskRevokedError",
     "TimeLimitExceeded", "SoftTimeLimitExceeded", "ChordError", "WorkerLostError",
     "BackendError", "ResultNotSerializable", "TaskControl", "Retry", "Ignore",
-    "Reject", "QueueNotFound", "InvalidTaskError", "RemoteError",
+    "Reject", "QueueNotFound", "InvalidTaskError", "RemoteError", "IncompleteStream",
 ]
 
 
@@ -133,6 +134,10 @@ class SoftTimeLimitExceeded(Exception):
 
 class ChordError(TaskError):
     """A task in a chord header failed, so the body cannot run."""
+
+
+class IncompleteStream(CeleriacError):
+    """``collect()`` reached a result that is not ready (pass ``intermediate=True``)."""
 
 
 class WorkerLostError(TaskError):

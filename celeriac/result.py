@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from . import _state, states
 from .exceptions import ImproperlyConfigured
@@ -23,7 +24,13 @@ _GET_IN_TASK = (
 )
 
 
-class AsyncResult:
+class ResultBase:
+    """What every result type is (Celery's name): ``isinstance(v, ResultBase)``."""
+
+    parent: Any = None
+
+
+class AsyncResult(ResultBase):
     """The state and result of one task, read from the result backend.
 
     Args:
@@ -133,7 +140,34 @@ class AsyncResult:
 
     @property
     def children(self) -> list[Any]:
-        return self._meta().get("children") or []
+        """Results of the tasks this one sent while it ran (recorded when it ended)."""
+        return [result_from_tuple(child, self.app)
+                for child in self._meta().get("children") or []]
+
+    def collect(self, intermediate: bool = False, **get_options: Any) -> Iterator[
+            tuple[Any, Any]]:
+        """``(result, value)`` for this task and every task it sent, depth first,
+        waiting for each as ``get()`` does (``get_options`` are ``get``'s).
+
+        Celery's rule: the tree is followed through ``children``, so the senders must
+        keep ``trail`` on (the default). A node that is not ready when reached raises
+        ``IncompleteStream`` unless ``intermediate`` is true.
+        """
+        for _, node in self.iterdeps(intermediate=intermediate):
+            yield node, node.get(**get_options)
+
+    def iterdeps(self, intermediate: bool = False) -> Iterator[tuple[Any, Any]]:
+        """``(parent, node)`` pairs of the tree ``collect()`` walks."""
+        from .exceptions import IncompleteStream
+
+        stack: deque[tuple[Any, Any]] = deque([(None, self)])
+        while stack:
+            parent, node = stack.popleft()
+            yield parent, node
+            if node.ready():
+                stack.extend((node, child) for child in node.children or ())
+            elif not intermediate:
+                raise IncompleteStream()
 
     @property
     def name(self) -> str | None:
@@ -193,7 +227,7 @@ class AsyncResult:
         return f"<AsyncResult: {self.id}>"
 
 
-class ResultSet:
+class ResultSet(ResultBase):
     """Several results handled as one: ``get``/``join`` return their values in order.
 
     Args:

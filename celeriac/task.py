@@ -59,6 +59,13 @@ class Context:
     shadow: str | None = None
     properties: dict[str, Any] | None = None
     content_type: str | None = None
+    #: results of the tasks this one sent while running (``trail``), for ``collect()``
+    children: list[Any] | None = None
+
+    def add_child(self, result: Any) -> None:
+        if self.children is None:
+            self.children = []
+        self.children.append(result)
 
     def __init__(self, **fields: Any) -> None:
         self.__dict__.update(fields)

@@ -175,11 +175,14 @@ class Backend(ABC):
               request: Any) -> dict[str, Any]:
         if isinstance(result, BaseException):
             result = self.prepare_exception(result)
+        else:
+            result = _result_tuple(result)
+        children = getattr(request, "children", None) if request is not None else None
         meta: dict[str, Any] = {
             "status": state,
             "result": result,
             "traceback": traceback,
-            "children": [],
+            "children": [child.as_tuple() for child in children or ()],
             "date_done": datetime.now(timezone.utc).isoformat(),
             "task_id": task_id,
         }
@@ -359,3 +362,12 @@ def _safe_args(exc: BaseException) -> list[Any]:
 
 
 __all__ = ["Backend", "BackendOptions", "BackendError", "ChordPart"]
+
+
+def _result_tuple(value: Any) -> Any:
+    """A task that returns a result object stores its tuple form, as Celery does."""
+    from ..result import AsyncResult, GroupResult
+
+    if isinstance(value, (AsyncResult, GroupResult)):
+        return value.as_tuple()
+    return value

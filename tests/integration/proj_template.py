@@ -368,3 +368,19 @@ def replace_with(self, kind, value):
     if kind == "group":
         raise self.replace(group(add.s(i, i) for i in range(value)))
     raise self.replace(add.s(value, 1) | mul.s(10))
+
+
+@app.task(trail=True)
+def fan_out(how_many):
+    """The tree Celery's docs use for collect(): a group of tasks that each send one."""
+    return group(send_square.s(i) for i in range(how_many))()
+
+
+@app.task(trail=True)
+def send_square(i):
+    return square.delay(i)
+
+
+@app.task(trail=True)
+def square(i):
+    return i * i

@@ -241,6 +241,20 @@ def test_replace(worker: Any) -> None:
     assert in_chord.get(timeout=20) == [2, [0, 2], 4]
 
 
+def test_collect_follows_the_tasks_a_task_sent(worker: Any) -> None:
+    from celeriac.result import ResultBase
+
+    proj = worker
+    result = proj.fan_out.delay(5)
+    values = [v for _, v in result.collect(timeout=20)
+              if not isinstance(v, (ResultBase, tuple, list))]
+    assert sorted(values) == [0, 1, 4, 9, 16]
+    # the sender's result names what it sent
+    (sent,) = result.children
+    assert isinstance(sent, GroupResult) and len(sent.results) == 5
+    assert all(len(member.children) == 1 for member in sent.results)
+
+
 def test_group_revoke(proj: Any, project: Path) -> None:
     from celeriac.exceptions import TaskRevokedError
 
