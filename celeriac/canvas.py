@@ -214,7 +214,21 @@ def _sig(value: Any, app: Celery | None) -> Signature:
     raise TypeError(f"expected a signature, got {value!r}")
 
 
-class _chain(Signature):
+class _Container(Signature):
+    """A signature made of signatures: chain steps, group members, a chord's header."""
+
+    #: where in ``kwargs`` the member signatures live (Celery's layout)
+    members_key = "tasks"
+
+    @property
+    def tasks(self) -> list[Signature]:
+        """The members as signatures (dicts read off the wire are turned in place)."""
+        members = self.kwargs[self.members_key]
+        members[:] = [_sig(t, self._app) for t in members]
+        return members
+
+
+class _chain(_Container):
     """Steps run one after another, each given the previous one's result."""
 
     def __init__(self, *tasks: Any, app: Celery | None = None, **options: Any) -> None:
@@ -230,12 +244,6 @@ class _chain(Signature):
                 steps.append(sig)
         super().__init__("celery.chain", (), {"tasks": steps}, options,
                          subtask_type="chain", app=app)
-
-    @property
-    def tasks(self) -> list[Signature]:
-        tasks = self.kwargs["tasks"]
-        tasks[:] = [_sig(t, self._app) for t in tasks]
-        return tasks
 
     def __or__(self, other: Any) -> Any:
         if isinstance(other, _chain):
@@ -349,7 +357,7 @@ class chain(_chain):  # noqa: N801 - Celery's name
     """``chain(a.s(1), b.s(), c.s())``, also written ``a.s(1) | b.s() | c.s()``."""
 
 
-class group(Signature):  # noqa: N801 - Celery's name
+class group(_Container):  # noqa: N801 - Celery's name
     """Members run in parallel; ``group(...)()`` returns a ``GroupResult``."""
 
     def __init__(self, *tasks: Any, app: Celery | None = None, **options: Any) -> None:
@@ -360,12 +368,6 @@ class group(Signature):  # noqa: N801 - Celery's name
             app = sigs[0]._app
         super().__init__("celery.group", (), {"tasks": sigs}, options,
                          subtask_type="group", app=app)
-
-    @property
-    def tasks(self) -> list[Signature]:
-        tasks = self.kwargs["tasks"]
-        tasks[:] = [_sig(t, self._app) for t in tasks]
-        return tasks
 
     def __or__(self, other: Any) -> Any:
         if isinstance(other, (group, _chain)):
@@ -432,11 +434,13 @@ class group(Signature):  # noqa: N801 - Celery's name
         return f"group([{', '.join(repr(t) for t in self.tasks)}])"
 
 
-class chord(Signature):  # noqa: N801 - Celery's name
+class chord(_Container):  # noqa: N801 - Celery's name
     """A header group and a body run with the list of the header's results.
 
     ``chord(header)(body)`` or ``chord(header, body)()``; ``group(...) | body`` too.
     """
+
+    members_key = "header"
 
     def __init__(self, header: Any, body: Any = None, app: Celery | None = None,
                  **options: Any) -> None:
@@ -450,12 +454,6 @@ class chord(Signature):  # noqa: N801 - Celery's name
             app = sigs[0]._app if sigs else getattr(body, "_app", None)
         super().__init__("celery.chord", (), {"header": sigs, "body": body}, options,
                          subtask_type="chord", app=app)
-
-    @property
-    def tasks(self) -> list[Signature]:
-        tasks = self.kwargs["header"]
-        tasks[:] = [_sig(t, self._app) for t in tasks]
-        return tasks
 
     @property
     def body(self) -> Signature | None:
