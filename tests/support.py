@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import socket
+import subprocess
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+# How long a private redis-server may take to answer: only reached when it is broken.
+REDIS_START_TIMEOUT = 20.0
 
 
 def load_proj(project: Path) -> Any:
@@ -49,3 +54,52 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0) -> bool:
 def lines(path: Path) -> list[str]:
     """The words a marker file holds (tasks append one per line)."""
     return path.read_text().split() if path.exists() else []
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free a moment ago.
+
+    The race with another process is acceptable: a server that loses it exits, and
+    ``private_redis_server`` reports that.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def private_redis_server(binary: str, workdir: Path, extra: list[str],
+                        probe: Callable[[], Any]) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a ``redis-server`` of the test's own (never the shared one) until the block ends.
+
+    ``extra`` are its options (later ones win, so ``--appendonly yes`` may be passed);
+    ``probe()`` returns a client whose PING says the server is up. Yields the process.
+    """
+    log = workdir / "redis.log"
+    command = [binary, "--daemonize", "no", "--save", "", "--appendonly", "no",
+               "--dir", str(workdir), "--logfile", str(log), *extra]
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + REDIS_START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {proc.returncode}:\n"
+                                   f"{log.read_text() if log.exists() else ''}")
+            try:
+                if probe().ping():
+                    break
+            except Exception:  # noqa: BLE001 - not listening yet (or TLS not up yet)
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not answer:\n"
+                                   f"{log.read_text() if log.exists() else ''}")
+            time.sleep(0.02)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,13 +23,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from support import load_proj
+from support import free_port, load_proj, private_redis_server
 
 from celeriac.contrib.testing import WorkerProcess
 from celeriac.utils.redis import RedisConnector
 
 REQUIRE_SERVICES = os.environ.get("CELERIAC_REQUIRE_SERVICES") == "1"
-START_TIMEOUT = 20.0  # generous: only reached when the server is broken
 TEMPLATE = Path(__file__).parent / "proj_template.py"
 
 pytestmark = pytest.mark.redis
@@ -71,47 +69,6 @@ def openssl_binary() -> str:
     _need("the openssl command", path is not None)
     assert path is not None
     return path
-
-
-def _free_port() -> int:
-    # Bound and released at once; the tiny race with another process is acceptable
-    # because a lost race makes redis-server exit, which _start_redis reports.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def _redis_server(binary: str, workdir: Path, extra: list[str], probe: Any) -> Iterator[None]:
-    """Run ``redis-server`` in the foreground until the block ends; ``probe`` must PING."""
-    log = workdir / "redis.log"
-    command = [binary, "--daemonize", "no", "--save", "", "--appendonly", "no",
-               "--dir", str(workdir), "--logfile", str(log), *extra]
-    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {proc.returncode}:\n"
-                                   f"{log.read_text() if log.exists() else ''}")
-            try:
-                if probe().ping():
-                    break
-            except Exception:  # noqa: BLE001 - not listening yet (or TLS not up yet)
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not answer:\n"
-                                   f"{log.read_text() if log.exists() else ''}")
-            time.sleep(0.02)
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # -- TLS --------------------------------------------------------------------------------
@@ -178,7 +135,7 @@ def tls_server(tmp_path: Path, redis_server_binary: str, openssl_binary: str,
     ca, crt, key = _make_certificates(openssl_binary, certs)
     workdir = tmp_path / "redis"
     workdir.mkdir()
-    port = _free_port()
+    port = free_port()
     extra = ["--port", "0", "--bind", "127.0.0.1", "--tls-port", str(port),
              "--tls-cert-file", str(crt), "--tls-key-file", str(key),
              "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"]
@@ -187,7 +144,7 @@ def tls_server(tmp_path: Path, redis_server_binary: str, openssl_binary: str,
         return redis_py.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(ca),
                               ssl_cert_reqs="required", socket_timeout=2)
 
-    with _redis_server(redis_server_binary, workdir, extra, probe):
+    with private_redis_server(redis_server_binary, workdir, extra, probe):
         yield TLSServer(port, ca)
 
 
@@ -201,7 +158,7 @@ def socket_path(redis_server_binary: str, redis_py: Any) -> Iterator[Path]:
     path = workdir / "redis.sock"
     extra = ["--port", "0", "--unixsocket", str(path), "--unixsocketperm", "700"]
     try:
-        with _redis_server(redis_server_binary, workdir, extra,
+        with private_redis_server(redis_server_binary, workdir, extra,
                            lambda: redis_py.Redis(unix_socket_path=str(path), socket_timeout=2)):
             yield path
     finally:
