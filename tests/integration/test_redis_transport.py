@@ -562,3 +562,38 @@ def test_message_that_keeps_losing_its_worker_is_dead_lettered(make_broker, r):
     assert payloads(publisher.fetch(["celery"], 5, 0)) == ["fine"]
     (dead,) = publisher.dead_letters()
     assert dead.payload == "poison" and "probable poison message" in dead.reason
+
+
+# -- the worker's direct line ---------------------------------------------------------------
+def test_direct_line_reads_replies_in_order_for_every_ticket(r):
+    from celeriac.utils.redis import RedisConnector
+
+    connector = RedisConnector(URL, {}, "test")
+    line = connector.line()
+    first = line.send(("SET", "a", b"1"), ("INCR", "n"))
+    second = line.send(("GET", "a"))
+    assert second.replies() == [b"1"]  # reads the first ticket's replies on the way
+    assert first.replies() == [b"OK", 1]
+    assert line.call(("INCR", "n"), ("GET", "n")) == [2, b"2"]
+    connector.close()
+
+
+def test_direct_line_gives_up_on_error_and_reconnects_next_time(r):
+    from celeriac.utils.redis import RedisConnector
+
+    connector = RedisConnector(URL, {}, "test")
+    line = connector.line()
+    r.set("text", "not a number")
+    pending = line.send(("SET", "x", b"1"))
+    failing = line.send(("INCR", "text"))
+    with pytest.raises(redis.ResponseError):
+        failing.replies()
+    # the line dropped its connection: the earlier reply was read, later ones are lost
+    assert pending.replies() == [b"OK"]
+    assert line.conn is None
+    assert line.call(("GET", "x")) == [b"1"]  # a new connection on the next send
+    r.client_kill_filter(_type="normal", skipme=True)
+    with pytest.raises(Exception):
+        line.call(("GET", "x"))
+    assert line.call(("GET", "x")) == [b"1"]
+    connector.close()
