@@ -97,6 +97,26 @@ class AsyncResult(ResultBase):
 
     wait = get
 
+    async def aget(self, timeout: float | None = None, propagate: bool = True,
+                   interval: float = 0.5, disable_sync_subtasks: bool = True) -> Any:
+        """``get()`` for asyncio code (FastAPI, aiohttp): the event loop runs on while
+        the result comes (on Redis, woken by the same notification as ``get()``).
+
+        Raises:
+            RuntimeError: awaited inside a task without ``disable_sync_subtasks=False``.
+            TimeoutError: not ready within ``timeout`` seconds.
+            Exception: the task's own exception when it failed and ``propagate``.
+        """
+        if self.ignored:
+            return None
+        if disable_sync_subtasks and _state.current_task.get() is not None:
+            raise RuntimeError(_GET_IN_TASK)
+        meta = self._cache
+        if meta is None:
+            meta = await self.backend.await_for(self.id, timeout=timeout, interval=interval)
+            self._cache = meta
+        return self._value(meta, propagate)
+
     def _value(self, meta: dict[str, Any], propagate: bool) -> Any:
         status = meta.get("status")
         if status in states.EXCEPTION_STATES:
@@ -320,6 +340,19 @@ class ResultSet(ResultBase):
 
     join_native = join
 
+    async def aget(self, timeout: float | None = None, propagate: bool = True,
+                   interval: float = 0.5, disable_sync_subtasks: bool = True) -> list[Any]:
+        """``get()`` for asyncio code: the members' values in order."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._prefetch(self.results)
+        values = []
+        for r in self.results:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            values.append(await r.aget(timeout=remaining, propagate=propagate,
+                                       interval=interval,
+                                       disable_sync_subtasks=disable_sync_subtasks))
+        return values
+
     def _prefetch(self, members: list[AsyncResult]) -> None:
         # One bulk read of the members' metas, so only the unfinished ones are waited
         # for one by one (a large group on Redis: one MGET per thousand).
@@ -451,6 +484,10 @@ class EagerResult(AsyncResult):
         if self._state in states.PROPAGATE_STATES and propagate:
             raise self._value_
         return self._value_
+
+    async def aget(self, timeout: float | None = None, propagate: bool = True,
+                   interval: float = 0.5, disable_sync_subtasks: bool = True) -> Any:
+        return self.get(propagate=propagate)
 
     @property
     def result(self) -> Any:

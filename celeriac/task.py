@@ -203,6 +203,21 @@ class Task(Generic[P, R]):
         """Send the task with these arguments; a shortcut for ``apply_async``."""
         return self.apply_async(args, kwargs)
 
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
+        """``delay`` for asyncio code: the message is sent off the event loop."""
+        return await self.aapply_async(args, kwargs)
+
+    async def aapply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None,
+                           **options: Any) -> AsyncResult:
+        """``apply_async`` for asyncio code: the message is sent off the event loop.
+
+        A publish is one quick round trip, but a broker that is slow or down (retried
+        per ``task_publish_retry_policy``) would stall every request the loop serves.
+        """
+        import asyncio
+
+        return await asyncio.to_thread(self.apply_async, args, kwargs, **options)
+
     def apply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None,
                     task_id: str | None = None, link: Any = None, link_error: Any = None,
                     shadow: str | None = None, **options: Any) -> AsyncResult:

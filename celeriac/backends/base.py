@@ -11,6 +11,7 @@ Subclasses implement the storage primitives (``_set``, ``_get``, ``_delete``, an
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 import traceback as tb_module
@@ -119,6 +120,25 @@ class Backend(ABC):
             if deadline is not None and time.monotonic() >= deadline:
                 return data
             time.sleep(pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, interval)
+
+    async def _await(self, task_id: str, timeout: float | None,
+                     interval: float) -> bytes | None:
+        """``_wait`` for asyncio code; stores with notifications override.
+
+        Reads here are quick local calls (SQLite, memory), so they run on the loop and
+        only the pauses between them are awaited.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = min(0.001, interval)
+        while True:
+            data = self._get(task_id)
+            if data is not None and self._decode(data).get("status") in states.READY_STATES:
+                return data
+            if deadline is not None and time.monotonic() >= deadline:
+                return data
+            await asyncio.sleep(pause if deadline is None
+                                else min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, interval)
 
     def close(self) -> None:
@@ -244,7 +264,20 @@ class Backend(ABC):
         Raises:
             TimeoutError: not ready within ``timeout`` seconds.
         """
-        data = self._wait(task_id, timeout, interval)
+        return self._ready_meta(task_id, self._wait(task_id, timeout, interval), timeout)
+
+    async def await_for(self, task_id: str, timeout: float | None = None,
+                        interval: float = 0.5) -> dict[str, Any]:
+        """``wait_for`` for asyncio code: awaits without blocking the event loop.
+
+        Raises:
+            TimeoutError: not ready within ``timeout`` seconds.
+        """
+        data = await self._await(task_id, timeout, interval)
+        return self._ready_meta(task_id, data, timeout)
+
+    def _ready_meta(self, task_id: str, data: bytes | None,
+                    timeout: float | None) -> dict[str, Any]:
         meta = self._decode(data) if data is not None else None
         if meta is None or meta.get("status") not in states.READY_STATES:
             raise TimeoutError(f"task {task_id} not ready after {timeout} seconds")

@@ -7,6 +7,7 @@ Celery's client does, so Celery clients and celeriac workers (and the reverse) m
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -65,6 +66,33 @@ class _Slot:
         self.event = threading.Event()
         self.data: bytes | None = None
 
+    def wake(self, data: bytes) -> None:
+        """Called on the reader thread."""
+        self.data = data
+        self.event.set()
+
+
+class _AsyncSlot(_Slot):
+    """One awaiting ``aget()``: its future is resolved on its own event loop."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.loop = loop
+        self.future: asyncio.Future[bytes] = loop.create_future()
+
+    def wake(self, data: bytes) -> None:
+        super().wake(data)
+        try:
+            self.loop.call_soon_threadsafe(self._resolve, data)
+        except RuntimeError:  # the loop closed: nobody is waiting any more
+            pass
+
+    def _resolve(self, data: bytes) -> None:
+        if not self.future.done():
+            self.future.set_result(data)
+
 
 class _Channel:
     __slots__ = ("confirmed", "slots")
@@ -103,14 +131,42 @@ class _Listener:
         self.thread.start()
 
     # -- waiter side ---------------------------------------------------------------
-    def wait(self, key: bytes, timeout: float | None) -> bytes | None:
-        slot = _Slot()
+    def _join(self, key: bytes, slot: _Slot) -> None:
         with self.lock:
             channel = self.channels.get(key)
             if channel is None:
                 channel = self.channels[key] = _Channel()
                 self._send("SUBSCRIBE", key)
             channel.slots.append(slot)
+
+    async def await_key(self, key: bytes, timeout: float | None) -> bytes | None:
+        """``wait`` for asyncio code: the event loop runs on while the result comes."""
+        slot = _AsyncSlot(asyncio.get_running_loop())
+        self._join(key, slot)
+        try:
+            # One quick read on the loop; its round trip is shorter than a thread hop.
+            data = self.backend._get_key(key)
+            if self.backend._is_ready(data):
+                return data
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return slot.data
+                step = BACKSTOP_INTERVAL if remaining is None else min(remaining,
+                                                                       BACKSTOP_INTERVAL)
+                try:
+                    return await asyncio.wait_for(asyncio.shield(slot.future), step)
+                except asyncio.TimeoutError:
+                    data = self.backend._get_key(key)
+                    if self.backend._is_ready(data):
+                        return data
+        finally:
+            self._leave(key, slot)
+
+    def wait(self, key: bytes, timeout: float | None) -> bytes | None:
+        slot = _Slot()
+        self._join(key, slot)
         try:
             # Look while the SUBSCRIBE travels, not before sending it: a result stored
             # long ago returns now, and a fresh one costs one round trip less. One stored
@@ -242,8 +298,7 @@ class _Listener:
                 return
             self._send("UNSUBSCRIBE", key)
         for slot in channel.slots:
-            slot.data = data
-            slot.event.set()
+            slot.wake(data)
 
     def close(self) -> None:
         self.stopped = True
@@ -311,6 +366,12 @@ class RedisBackend(Backend):
         key = self.key_for(task_id)
         got = self._get_listener().wait(key, timeout)
         # On timeout, one last look: a result stored without a PUBLISH still counts.
+        return got if got is not None else self._get_key(key)
+
+    async def _await(self, task_id: str, timeout: float | None,
+                     interval: float) -> bytes | None:
+        key = self.key_for(task_id)
+        got = await self._get_listener().await_key(key, timeout)
         return got if got is not None else self._get_key(key)
 
     def get_many_metas(self, task_ids: list[str]) -> list[dict[str, Any]]:

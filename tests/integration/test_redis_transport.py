@@ -507,8 +507,15 @@ def test_waiter_survives_silent_reconnect_of_the_pubsub_socket(backend, r, monke
     t = threading.Thread(target=lambda: woke.append(backend.wait_for("reopened",
                                                                      timeout=30)))
     t.start()
-    assert wait_until(lambda: backend._listener is not None
-                      and backend._listener.channels, timeout=5)
+    key = backend.key_for("reopened")
+
+    def subscribed() -> bool:
+        listener = backend._listener
+        channel = listener.channels.get(key) if listener is not None else None
+        return bool(listener is not None and listener.conn is not None
+                    and channel is not None and channel.confirmed)
+
+    assert wait_until(subscribed, timeout=10)
     listener = backend._listener
     conn = listener.conn
     with listener.lock:
