@@ -118,6 +118,18 @@ class Signature(dict):  # type: ignore[type-arg]
 
     partial = clone
 
+    def replace(self, args: Any = None, kwargs: dict[str, Any] | None = None,
+                options: dict[str, Any] | None = None) -> Signature:
+        """A copy with ``args``, ``kwargs`` or ``options`` replaced (not merged)."""
+        sig = self.clone()
+        if args is not None:
+            sig["args"] = list(args)
+        if kwargs is not None:
+            sig["kwargs"] = dict(kwargs)
+        if options is not None:
+            sig["options"] = dict(options)
+        return sig
+
     def set(self, immutable: bool | None = None, **options: Any) -> Signature:
         """Set call options in place (``queue``, ``countdown`` ...); returns self."""
         if immutable is not None:
@@ -137,6 +149,11 @@ class Signature(dict):  # type: ignore[type-arg]
         """Add an errback, called when this task fails."""
         self._append_option("link_error", errback)
         return errback
+
+    def on_error(self, errback: Any) -> Signature:
+        """``link_error`` that returns this signature, to keep building in one line."""
+        self.link_error(errback)
+        return self
 
     def _append_option(self, key: str, sig: Any) -> None:
         current = self.options.get(key)
@@ -423,6 +440,18 @@ class group(_Container):  # noqa: N801 - Celery's name
 
     def __call__(self, *args: Any, **kwargs: Any) -> GroupResult:
         return self.apply_async(args, kwargs)
+
+    def skew(self, start: float = 1.0, stop: float | None = None,
+             step: float = 1.0) -> group:
+        """Spread the members out in time: countdowns ``start``, ``start + step`` ...
+        up to ``stop``, after which the last one repeats (Celery's rule); returns the
+        group."""
+        countdown = start
+        for task in self.tasks:
+            task.set(countdown=countdown)
+            if stop is None or countdown + step <= stop:
+                countdown += step
+        return self
 
     def __len__(self) -> int:
         return len(self.tasks)

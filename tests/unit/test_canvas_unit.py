@@ -110,6 +110,18 @@ def test_a_group_followed_by_a_group_becomes_a_chord_with_a_group_body(
         [r.id for r in res.results]
 
 
+def test_signature_helpers(app: Celery) -> None:
+    add = app.tasks[next(n for n in app.tasks if n.endswith("add"))]
+    sig = add.s(1, y=2).set(queue="q")
+    other = sig.replace(args=(5,), options={"priority": 3})
+    assert other.args == [5] and other.kwargs == {"y": 2} and other.options == {"priority": 3}
+    assert sig.args == [1] and sig.options == {"queue": "q"}  # the original is untouched
+    handler = Signature("canvas.handler", app=app)
+    assert sig.on_error(handler) is sig and sig.options["link_error"] == [handler]
+    spread = group(add.s(i, i) for i in range(5)).skew(start=1, stop=2, step=0.5)
+    assert [t.options["countdown"] for t in spread.tasks] == [1, 1.5, 2, 2, 2]
+
+
 def test_eager_canvas() -> None:
     app = Celery("eager", broker="memory://", backend="memory://")
     app.conf.task_always_eager = True
