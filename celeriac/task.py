@@ -349,6 +349,28 @@ class Task(Generic[P, R]):
         chain(*steps, *rest, app=self.app).apply_async(root_id=request.root_id)
         raise Ignore("replaced by a new task")
 
+    def add_to_chord(self, sig: Any, lazy: bool = False) -> Any:
+        """Add ``sig`` to the header of the chord this task belongs to: the body waits
+        for it too and gets its result last.
+
+        Returns:
+            The added task's result, or with ``lazy=True`` the prepared signature, which
+            the caller then sends with ``.delay()``.
+
+        Raises:
+            ValueError: this task is not a chord header task.
+        """
+        from .canvas import signature
+
+        request = self.request
+        if not request.group or not request.chord:
+            raise ValueError("add_to_chord() works only in a task of a chord header")
+        sig = signature(sig, app=self.app).clone()
+        size = self.backend.add_to_chord(request.group)
+        sig.freeze(group_id=request.group, group_index=size - 1)
+        sig.set(chord=request.chord, root_id=request.root_id)
+        return sig if lazy else sig.apply_async()
+
     def retry(self, args: Any = None, kwargs: dict[str, Any] | None = None,
               exc: BaseException | None = None, throw: bool = True,
               eta: datetime | None = None, countdown: float | None = None,

@@ -311,6 +311,11 @@ class Backend(ABC):
         """
         raise NotImplementedError(f"the {type(self).__name__} cannot run chords")
 
+    def add_to_chord(self, group_id: str) -> int:
+        """Make the chord ``group_id`` wait for one more header task; returns the new
+        number of header tasks (the added one's ``group_index`` is that minus one)."""
+        raise NotImplementedError(f"the {type(self).__name__} cannot run chords")
+
     def chord_part_return(self, group_id: str, index: int, task_id: str, state: str,
                           result: Any) -> list[ChordPart] | None:
         """Record one finished header task of chord ``group_id``.

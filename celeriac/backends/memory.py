@@ -25,6 +25,12 @@ class MemoryBackend(Backend):
         with self._cond:
             self._chords[group_id] = (size, {})
 
+    def add_to_chord(self, group_id: str) -> int:
+        with self._cond:
+            size, parts = self._chords[group_id]
+            self._chords[group_id] = (size + 1, parts)
+            return size + 1
+
     def chord_part_return(self, group_id: str, index: int, task_id: str, state: str,
                           result: Any) -> list[ChordPart] | None:
         member = self._chord_member(index, task_id, state, result)

@@ -71,6 +71,16 @@ class SQLiteBackend(Backend):
 
         self.db.write(write)
 
+    def add_to_chord(self, group_id: str) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            row = conn.execute("UPDATE celeriac_chords SET size = size + 1 WHERE group_id = ?"
+                               " RETURNING size", (group_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no chord {group_id!r} is waiting (finished or unknown)")
+            return int(row[0])
+
+        return self.db.write(write)
+
     def chord_part_return(self, group_id: str, index: int, task_id: str, state: str,
                           result: Any) -> list[ChordPart] | None:
         member = self._chord_member(index, task_id, state, result)

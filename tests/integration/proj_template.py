@@ -384,3 +384,11 @@ def send_square(i):
 @app.task(trail=True)
 def square(i):
     return i * i
+
+
+@app.task(bind=True)
+def grow_chord(self, how_many):
+    """A chord header task that adds more tasks to its own chord."""
+    for i in range(how_many):
+        self.add_to_chord(add.s(i, 100))
+    return "grown"

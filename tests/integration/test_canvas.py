@@ -255,6 +255,15 @@ def test_collect_follows_the_tasks_a_task_sent(worker: Any) -> None:
     assert all(len(member.children) == 1 for member in sent.results)
 
 
+def test_add_to_chord(worker: Any) -> None:
+    proj = worker
+    res = chord([proj.grow_chord.s(2), proj.add.s(1, 1)], proj.identity.s())()
+    # the body waits for the added tasks too, and gets their results last
+    assert res.get(timeout=20) == ["grown", 2, 100, 101]
+    with pytest.raises(ValueError, match="chord header"):
+        proj.grow_chord.delay(1).get(timeout=20)
+
+
 def test_group_revoke(proj: Any, project: Path) -> None:
     from celeriac.exceptions import TaskRevokedError
 
