@@ -83,14 +83,12 @@ class AsyncResult(ResultBase):
             Exception: the task's own exception (re-created) when it failed and
                 ``propagate`` is true.
         """
+        meta = self._ready_meta_or_none(disable_sync_subtasks)
         if self.ignored:
             return None
-        if disable_sync_subtasks and _state.current_task.get() is not None:
-            raise RuntimeError(_GET_IN_TASK)
-        meta = self._cache
         if meta is None:
-            meta = self.backend.wait_for(self.id, timeout=timeout, interval=interval)
-            self._cache = meta
+            meta = self._cache = self.backend.wait_for(self.id, timeout=timeout,
+                                                       interval=interval)
         if callback is not None:
             callback(self.id, meta.get("result"))
         return self._value(meta, propagate)
@@ -107,15 +105,20 @@ class AsyncResult(ResultBase):
             TimeoutError: not ready within ``timeout`` seconds.
             Exception: the task's own exception when it failed and ``propagate``.
         """
+        meta = self._ready_meta_or_none(disable_sync_subtasks)
         if self.ignored:
             return None
-        if disable_sync_subtasks and _state.current_task.get() is not None:
-            raise RuntimeError(_GET_IN_TASK)
-        meta = self._cache
         if meta is None:
-            meta = await self.backend.await_for(self.id, timeout=timeout, interval=interval)
-            self._cache = meta
+            meta = self._cache = await self.backend.await_for(self.id, timeout=timeout,
+                                                              interval=interval)
         return self._value(meta, propagate)
+
+    def _ready_meta_or_none(self, disable_sync_subtasks: bool) -> dict[str, Any] | None:
+        # What get() and aget() check before waiting: the rule against waiting inside a
+        # task, then a result already known.
+        if disable_sync_subtasks and not self.ignored and _state.current_task.get() is not None:
+            raise RuntimeError(_GET_IN_TASK)
+        return self._cache
 
     def _value(self, meta: dict[str, Any], propagate: bool) -> Any:
         status = meta.get("status")

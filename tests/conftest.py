@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/support.py as ``support``
-from support import load_proj  # noqa: E402
+from support import load_proj, require  # noqa: E402
 
 REQUIRE_SERVICES = os.environ.get("CELERIAC_REQUIRE_SERVICES") == "1"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -32,12 +32,7 @@ def _redis_answers() -> bool:
 
 
 def need_service(name: str, available: bool) -> None:
-    if available:
-        return
-    message = f"{name} is not reachable on its standard loopback port"
-    if REQUIRE_SERVICES:
-        pytest.fail(message + " (CELERIAC_REQUIRE_SERVICES=1)")
-    pytest.skip(message)
+    require(f"{name} is not reachable on its standard loopback port", available)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import socket
 import subprocess
 import sys
@@ -13,6 +14,20 @@ from typing import Any, Callable, Iterator
 
 # How long a private redis-server may take to answer: only reached when it is broken.
 REDIS_START_TIMEOUT = 20.0
+
+
+def require(what: str, available: bool) -> None:
+    """Skip the test when ``what`` is missing, or fail it when CI demands every service
+    (CELERIAC_REQUIRE_SERVICES=1)."""
+    if available:
+        return
+    if os.environ.get("CELERIAC_REQUIRE_SERVICES") == "1":
+        import pytest
+
+        pytest.fail(f"{what} (CELERIAC_REQUIRE_SERVICES=1)")
+    import pytest
+
+    pytest.skip(what)
 
 
 def load_proj(project: Path) -> Any:

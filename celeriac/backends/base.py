@@ -18,7 +18,7 @@ import traceback as tb_module
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterator
 
 from .. import exceptions as _exc
 from .. import serialization, states
@@ -111,16 +111,12 @@ class Backend(ABC):
 
     def _wait(self, task_id: str, timeout: float | None, interval: float) -> bytes | None:
         """Block until ``task_id`` is ready or ``timeout`` passes; stores override."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = min(0.001, interval)
-        while True:
+        for pause in _pauses(timeout, interval):
             data = self._get(task_id)
-            if data is not None and self._decode(data).get("status") in states.READY_STATES:
+            if pause is None or self._is_ready(data):
                 return data
-            if deadline is not None and time.monotonic() >= deadline:
-                return data
-            time.sleep(pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, interval)
+            time.sleep(pause)
+        return None  # not reached: the pauses end with None
 
     async def _await(self, task_id: str, timeout: float | None,
                      interval: float) -> bytes | None:
@@ -129,17 +125,21 @@ class Backend(ABC):
         Reads here are quick local calls (SQLite, memory), so they run on the loop and
         only the pauses between them are awaited.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = min(0.001, interval)
-        while True:
+        for pause in _pauses(timeout, interval):
             data = self._get(task_id)
-            if data is not None and self._decode(data).get("status") in states.READY_STATES:
+            if pause is None or self._is_ready(data):
                 return data
-            if deadline is not None and time.monotonic() >= deadline:
-                return data
-            await asyncio.sleep(pause if deadline is None
-                                else min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, interval)
+            await asyncio.sleep(pause)
+        return None  # not reached: the pauses end with None
+
+    def _is_ready(self, data: bytes | None) -> bool:
+        """Whether stored meta says the task is done (unreadable meta: not yet)."""
+        if data is None:
+            return False
+        try:
+            return self._decode(data).get("status") in states.READY_STATES
+        except Exception:  # noqa: BLE001 - an undecodable meta is simply not ready
+            return False
 
     def close(self) -> None:
         """Release connections."""
@@ -409,3 +409,19 @@ def _result_tuple(value: Any) -> Any:
     if isinstance(value, (AsyncResult, GroupResult)):
         return value.as_tuple()
     return value
+
+
+def _pauses(timeout: float | None, interval: float) -> Iterator[float | None]:
+    """The pauses of a polling wait, doubling from 1 ms up to ``interval``; the last
+    one, None, comes at ``timeout`` and means "read once more, then give up"."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pause = min(0.001, interval)
+    while True:
+        if deadline is None:
+            yield pause
+        else:
+            remaining = deadline - time.monotonic()
+            yield min(pause, remaining) if remaining > 0 else None
+            if remaining <= 0:
+                return
+        pause = min(pause * 2, interval)

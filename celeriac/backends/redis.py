@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from .. import states
 from ..utils.pid import current_pid
@@ -55,6 +55,20 @@ READ_INTERVAL = 1.0
 # lost (a connection dropped in a window no bookkeeping can see), so a result that is
 # stored is never waited on until the caller's timeout.
 BACKSTOP_INTERVAL = 5.0
+
+
+def _backstop_steps(timeout: float | None) -> Iterator[float]:
+    """How long to wait for a notification before each backstop read, until
+    ``timeout`` runs out (never, for None)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if deadline is None:
+            yield BACKSTOP_INTERVAL
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        yield min(remaining, BACKSTOP_INTERVAL)
 
 
 class _Slot:
@@ -148,19 +162,14 @@ class _Listener:
             data = self.backend._get_key(key)
             if self.backend._is_ready(data):
                 return data
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return slot.data
-                step = BACKSTOP_INTERVAL if remaining is None else min(remaining,
-                                                                       BACKSTOP_INTERVAL)
+            for step in _backstop_steps(timeout):
                 try:
                     return await asyncio.wait_for(asyncio.shield(slot.future), step)
                 except asyncio.TimeoutError:
                     data = self.backend._get_key(key)
                     if self.backend._is_ready(data):
                         return data
+            return slot.data
         finally:
             self._leave(key, slot)
 
@@ -175,18 +184,13 @@ class _Listener:
             data = self.backend._get_key(key)
             if self.backend._is_ready(data):
                 return data
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return slot.data
-                step = BACKSTOP_INTERVAL if remaining is None else min(remaining,
-                                                                       BACKSTOP_INTERVAL)
+            for step in _backstop_steps(timeout):
                 if slot.event.wait(step):
                     return slot.data
                 data = self.backend._get_key(key)
                 if self.backend._is_ready(data):
                     return data
+            return slot.data
         finally:
             self._leave(key, slot)
 
@@ -353,14 +357,6 @@ class RedisBackend(Backend):
 
     def _delete(self, task_id: str) -> None:
         self._redis.client().delete(self.key_for(task_id))
-
-    def _is_ready(self, data: bytes | None) -> bool:
-        if data is None:
-            return False
-        try:
-            return self._decode(data).get("status") in states.READY_STATES
-        except Exception:  # noqa: BLE001 - an undecodable meta is simply not ready
-            return False
 
     def _wait(self, task_id: str, timeout: float | None, interval: float) -> bytes | None:
         key = self.key_for(task_id)

@@ -11,7 +11,6 @@ CELERIAC_REQUIRE_SERVICES=1 (CI) turns that into a failure.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -23,25 +22,18 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from support import free_port, load_proj, private_redis_server
+from support import free_port, load_proj, private_redis_server, require
 
 from celeriac.contrib.testing import WorkerProcess
 from celeriac.utils.redis import RedisConnector
 
-REQUIRE_SERVICES = os.environ.get("CELERIAC_REQUIRE_SERVICES") == "1"
 TEMPLATE = Path(__file__).parent / "proj_template.py"
 
 pytestmark = pytest.mark.redis
 
 
 def _need(name: str, available: bool) -> None:
-    """Skip without ``name`` locally; fail when CI says every service must be there."""
-    if available:
-        return
-    message = f"{name} is not available on this machine"
-    if REQUIRE_SERVICES:
-        pytest.fail(message + " (CELERIAC_REQUIRE_SERVICES=1)")
-    pytest.skip(message)
+    require(f"{name} is not available on this machine", available)
 
 
 @pytest.fixture
