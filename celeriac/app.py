@@ -446,8 +446,10 @@ class Celery:
                 properties=message.properties, declare=[], retry_policy=policy)
         due = eta.timestamp() if eta is not None and eta > now else None
         outgoing = Outgoing(route.queue, messages.encode_envelope(message), priority or 0, due)
+        # Built only for someone listening: sending is the producer's hot path.
         published = dict(sender=name, body=message.body, headers=message.headers,
-                         exchange=route.exchange, routing_key=route.routing_key)
+                         exchange=route.exchange, routing_key=route.routing_key,
+                         ) if signals.after_task_publish.receivers else None
         batch = _PUBLISH_BATCH.get()
         if batch is not None and batch.app is self:
             batch.add(outgoing, published)
@@ -459,7 +461,7 @@ class Celery:
                                 policy, what=f"publishing {name}[{task_id}]")
             else:
                 broker.publish(outgoing.queue, outgoing.payload, outgoing.priority, eta=due)
-            if signals.after_task_publish.receivers:
+            if published is not None:
                 signals.after_task_publish.send(**published)
         result = AsyncResult(task_id, task_name=name, app=self)
         result.ignored = bool(ignore_result)
@@ -542,11 +544,12 @@ class _PublishBatch:
     def __init__(self, app: Celery) -> None:
         self.app = app
         self.messages: list[Outgoing] = []
-        self.published: list[dict[str, Any]] = []
+        self.published: list[dict[str, Any]] = []  # signal arguments, when listened to
 
-    def add(self, message: Outgoing, published: dict[str, Any]) -> None:
+    def add(self, message: Outgoing, published: dict[str, Any] | None) -> None:
         self.messages.append(message)
-        self.published.append(published)
+        if published is not None:
+            self.published.append(published)
         if len(self.messages) >= self.LIMIT:
             self.flush()
 
@@ -563,6 +566,5 @@ class _PublishBatch:
                             what=f"publishing {len(batch)} messages")
         else:
             broker.publish_many(batch)
-        if signals.after_task_publish.receivers:
-            for kwargs in published:
-                signals.after_task_publish.send(**kwargs)
+        for kwargs in published:
+            signals.after_task_publish.send(**kwargs)
