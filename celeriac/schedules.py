@@ -8,7 +8,8 @@ Each schedule answers two questions, as Celery's do:
 
 Times are aware datetimes. "Now" comes from ``nowfun`` when given, else from the app:
 the app's ``timezone`` setting (a zoneinfo name), else UTC when ``enable_utc`` (the
-default), else the local zone. A naive ``last_run_at`` is read in that zone.
+default), else the local zone. A naive ``last_run_at`` (or ``nowfun()``) is UTC, as in
+Celery and as a naive ``eta`` is.
 
 Daylight saving time (crontab): crontab times are wall-clock times in the app's zone.
 A time that falls in the missing hour (clocks go forward) runs at the first instant
@@ -67,7 +68,7 @@ class BaseSchedule:
 
     def maybe_make_aware(self, dt: datetime) -> datetime:
         if dt.tzinfo is None:
-            return dt.replace(tzinfo=self.tz)
+            return dt.replace(tzinfo=timezone.utc).astimezone(self.tz)
         return dt
 
     def remaining_estimate(self, last_run_at: datetime) -> timedelta:
@@ -157,6 +158,9 @@ _MONTHS = {name: i + 1 for i, name in enumerate(
 _MONTHS.update({name: i + 1 for i, name in enumerate(
     ["january", "february", "march", "april", "may", "june", "july", "august",
      "september", "october", "november", "december"])})
+# The most days each month can have (February: in leap years).
+_LONGEST_MONTH = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31,
+                  11: 30, 12: 31}
 _TOKEN = re.compile(r"^(?:(\*)|([\w]+)(?:-([\w]+))?)(?:/(\d+))?$")
 
 
@@ -243,6 +247,12 @@ class crontab(BaseSchedule):  # noqa: N801 - Celery's name
         self.day_of_week = parse_field(day_of_week, 0, 6, _DAYS, wrap=True)
         self.day_of_month = parse_field(day_of_month, 1, 31)
         self.month_of_year = parse_field(month_of_year, 1, 12, _MONTHS)
+        # Told at once, as Celery does, rather than when beat first asks for a run.
+        if not any(day <= _LONGEST_MONTH[month] for month in self.month_of_year
+                   for day in self.day_of_month):
+            raise ParseException(
+                f"day_of_month {day_of_month!r} never occurs in month_of_year "
+                f"{month_of_year!r}")
         self._minutes = sorted(self.minute)
         self._hours = sorted(self.hour)
 
