@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import os
+import sys
 import threading
 import uuid
+import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timedelta, timezone
@@ -33,6 +36,87 @@ logger = logging.getLogger("celeriac.app")
 
 DEFAULT_SQLITE_FILE = "celeriac.sqlite3"
 _UNSET = object()
+
+
+class IgnoredOptionWarning(UserWarning):
+    """A calling option (``apply_async``, ``send_task``) that has no effect in celeriac.
+
+    Celery passes options it does not know on to the message properties, where nothing
+    reads them, so a misspelt ``countdwn=10`` or a ``callback=`` meant as ``link=`` is
+    silently lost there. celeriac warns, once per option name and process.
+    """
+
+
+# What send_task reads from its ``**options`` besides its named parameters: the
+# router's keys and the publish retry settings.
+_READ_OPTIONS = frozenset({
+    "queue", "exchange", "routing_key", "exchange_type", "retry", "retry_policy",
+})
+_OWN_CONNECTION = "celeriac publishes on the app's own broker connection, one per process"
+_AMQP_ONLY = "an AMQP publish setting that celeriac's transports do not use"
+# Options Celery's apply_async and send_task take (some only as kombu publish arguments
+# or AMQP message properties) that celeriac accepts and does not use, with why.
+_IGNORED_OPTIONS: dict[str, str] = {
+    "producer": _OWN_CONNECTION, "publisher": _OWN_CONNECTION,
+    "connection": _OWN_CONNECTION,
+    "router": "routing follows task_routes and the queue, exchange and routing_key options",
+    "declare": "queues are created when first used (task_create_missing_queues)",
+    "delivery_mode": "every celeriac transport keeps a message until it is acked",
+    "mandatory": _AMQP_ONLY, "immediate": _AMQP_ONLY, "user_id": _AMQP_ONLY,
+    "app_id": _AMQP_ONLY, "cluster_id": _AMQP_ONLY, "type": _AMQP_ONLY,
+    "message_id": _AMQP_ONLY, "timestamp": _AMQP_ONLY,
+    "timeout": "publish retries follow the retry and retry_policy options",
+    "confirm_timeout": "publish retries follow the retry and retry_policy options",
+    "content_type": "the body is encoded with the serializer option",
+    "content_encoding": "the body is encoded with the serializer option",
+    "expiration": "the message expiration is derived from the expires option",
+    "correlation_id": "the correlation id is the task id, as Celery sets it",
+    "stamped_headers": "celeriac does not implement Celery's stamping",
+    "stamps": "celeriac does not implement Celery's stamping",
+    "replaced_task_nesting": "it is internal to Celery's Task.replace",
+    "origin": "the origin header always names the sending host",
+    "now": "countdown and expires count from the current time",
+    "timezone": "countdown and expires count from the current time",
+}
+# Names people write for an option that has another name.
+_MEANT = {"callback": "link", "callbacks": "link", "errback": "link_error",
+          "errbacks": "link_error", "on_error": "link_error"}
+_warned_options: set[str] = set()
+_PACKAGE_PREFIX = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn_unused_options(options: Iterable[str]) -> None:
+    """Warn (``IgnoredOptionWarning``, once per name) about calling options among
+    ``options`` that celeriac does not read: unknown ones, and Celery's that it ignores.
+    """
+    for name in options:
+        if name in _READ_OPTIONS or name in _warned_options or name in _SEND_TASK_PARAMS:
+            continue
+        _warned_options.add(name)
+        reason = _IGNORED_OPTIONS.get(name)
+        if reason is not None:
+            text = f"calling option {name!r} has no effect in celeriac: {reason}"
+        else:
+            import difflib
+
+            meant = _MEANT.get(name) or next(iter(difflib.get_close_matches(
+                name, sorted(_SEND_TASK_PARAMS | _READ_OPTIONS), n=1)), None)
+            text = (f"unknown calling option {name!r} has no effect (Celery would pass it "
+                    "on to the message properties, where nothing reads it)")
+            if meant:
+                text += f"; did you mean {meant!r}?"
+        warnings.warn(IgnoredOptionWarning(text), stacklevel=_caller_stacklevel())
+
+
+def _caller_stacklevel() -> int:
+    # Point the warning at the caller's line, however many celeriac frames (delay,
+    # signatures, canvas) lie between it and here.
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_PREFIX):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 # Messages sent inside ``App.batch_publish()`` wait here until the block ends.
 _PUBLISH_BATCH: ContextVar[_PublishBatch | None] = ContextVar("celeriac_publish_batch",
@@ -385,17 +469,29 @@ class Celery:
                   chain: Any = None, task: Task[Any, Any] | None = None,
                   ignore_result: bool | None = None, priority: int | None = None,
                   serializer: str | None = None, compression: str | None = None,
-                  headers: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
+                  headers: dict[str, Any] | None = None, add_to_parent: bool = True,
+                  result_cls: type[AsyncResult] | None = None, route_name: str | None = None,
+                  task_type: Task[Any, Any] | None = None, argsrepr: str | None = None,
+                  kwargsrepr: str | None = None, **options: Any) -> AsyncResult:
         """Send a task by name; the task need not be registered in this process.
 
         Takes ``apply_async``'s options. ``retry`` (default ``task_publish_retry``) and
         ``retry_policy`` (default ``task_publish_retry_policy``) say how a publish that
         fails for want of a broker connection is tried again before the error is raised.
+        ``add_to_parent=False`` keeps a task sent from a running task out of that task's
+        ``children``; ``route_name`` is the name ``task_routes`` match instead of
+        ``name``; ``argsrepr``/``kwargsrepr`` replace the arguments as logs and monitors
+        show them (to hide secrets). An option celeriac does not use, unknown or
+        Celery's, is warned about (``IgnoredOptionWarning``).
 
         Returns:
-            The task's ``AsyncResult``; with ``ignore_result=True`` its ``get()``
-            returns None at once, since nothing will be stored.
+            The task's ``AsyncResult`` (a ``result_cls`` if given); with
+            ``ignore_result=True`` its ``get()`` returns None at once, since nothing
+            will be stored.
         """
+        if options:
+            warn_unused_options(options)
+        task = task or task_type
         conf = self.conf
         task_id = task_id or str(uuid.uuid4())
         args = list(args or ())
@@ -421,7 +517,7 @@ class Celery:
             if req.id != task_id:  # a task sending itself again (retry) is not its child
                 parent_id = req.id
                 root_id = root_id or req.root_id or req.id
-        route = self.router.route(name, args, kwargs, options, task)
+        route = self.router.route(route_name or name, args, kwargs, options, task)
         if priority is None:
             priority = route.options.get("priority", conf.task_default_priority)
         message = messages.task_message(
@@ -434,6 +530,7 @@ class Celery:
             callbacks=_sig_list(link), errbacks=_sig_list(link_error), chain=chain,
             chord=chord, headers=headers, serializer=serializer or conf.task_serializer,
             compression=compression or conf.task_compression, expiration_ms=expiration_ms,
+            argsrepr=argsrepr, kwargsrepr=kwargsrepr,
         )
         if retry is None:
             retry = conf.task_publish_retry
@@ -463,10 +560,10 @@ class Celery:
                 broker.publish(outgoing.queue, outgoing.payload, outgoing.priority, eta=due)
             if published is not None:
                 signals.after_task_publish.send(**published)
-        result = AsyncResult(task_id, task_name=name, app=self)
+        result = (result_cls or AsyncResult)(task_id, task_name=name, app=self)
         result.ignored = bool(ignore_result)
-        if (parent_task is not None and group_id is None and parent_task.trail
-                and parent_id == parent_task.request.id):
+        if (add_to_parent and parent_task is not None and group_id is None
+                and parent_task.trail and parent_id == parent_task.request.id):
             # Recorded in the sender's result (Celery's ``trail``) so that
             # ``AsyncResult.children`` and ``collect()`` can follow it; group members
             # are recorded as their group.
@@ -533,6 +630,10 @@ def _sig_list(value: Any) -> list[Any] | None:
 
 
 App = Celery
+
+# The options send_task (and so apply_async) takes by name.
+_SEND_TASK_PARAMS = frozenset(inspect.signature(Celery.send_task).parameters) - {
+    "self", "name", "args", "kwargs", "options"}
 
 
 class _PublishBatch:

@@ -427,7 +427,8 @@ class group(_Container):  # noqa: N801 - Celery's name
                 results.append(task.apply_async(args, kwargs, group_id=gid, group_index=i,
                                                 **opts))
         result = GroupResult(gid, results, app=app)
-        _add_to_trail(result, eager)
+        if opts.get("add_to_parent", True):
+            _add_to_trail(result, eager)
         return result
 
     def apply(self, args: Any = None, kwargs: dict[str, Any] | None = None,
@@ -570,7 +571,8 @@ class chord(_Container):  # noqa: N801 - Celery's name
                                                 chord=body_dict, **opts))
         result = body_result or AsyncResult(body_id, app=app, task_name=body.name)
         result.parent = GroupResult(gid, results, app=app)
-        _add_to_trail(result.parent, eager=False)
+        if opts.get("add_to_parent", True):
+            _add_to_trail(result.parent, eager=False)
         return result
 
     def apply(self, args: Any = None, kwargs: dict[str, Any] | None = None,

@@ -231,7 +231,8 @@ class Task(Generic[P, R]):
             link_error: signature(s) to call when the task fails.
             shadow: another name to show in logs.
             **options: ``countdown``, ``eta``, ``expires``, ``queue``, ``priority``,
-                ``ignore_result``, ``retry``, ``retry_policy``, ``headers`` ...
+                ``ignore_result``, ``retry``, ``retry_policy``, ``headers`` ... (see
+                ``Celery.send_task``); one celeriac does not use is warned about.
 
         Returns:
             The ``AsyncResult`` (an ``EagerResult`` under ``task_always_eager``).
@@ -239,6 +240,10 @@ class Task(Generic[P, R]):
         app = self.app
         app.ensure_annotated(self)
         if app.conf.task_always_eager:
+            if options:
+                from .app import warn_unused_options
+
+                warn_unused_options(options)
             return self.apply(args, kwargs, task_id=task_id, link=link,
                               link_error=link_error, shadow=shadow, **options)
         for key in ("time_limit", "soft_time_limit", "priority", "serializer", "compression"):
