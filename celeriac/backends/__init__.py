@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
-from ..exceptions import UnknownTransport
+from ..exceptions import ImproperlyConfigured, UnknownTransport
 from ..utils.urls import scheme_of
 from .base import Backend, BackendOptions
 
@@ -48,15 +48,43 @@ BACKENDS: dict[str, Callable[[], type[Backend]]] = {
 def connect(url: str, options: BackendOptions | None = None) -> Backend:
     """Open the result backend for ``url``.
 
+    A scheme named in ``options.overrides`` (the ``override_backends`` setting) is
+    served by the class given there (a ``Backend`` subclass or ``'module:Class'``)
+    instead of the built-in one. As in Celery, an override of ``db`` also serves
+    ``db+postgresql://...`` URLs, and the class gets the URL after the ``+``.
+
     Raises:
-        UnknownTransport: the scheme is not one of ``BACKENDS``.
+        UnknownTransport: the scheme is neither overridden nor one of ``BACKENDS``.
+        ImproperlyConfigured: an override does not name a ``Backend`` subclass.
     """
     scheme = scheme_of(url)
+    overrides = options.overrides if options is not None else {}
+    if scheme in overrides:
+        return _override(scheme, overrides[scheme])(url, options)
+    alias, plus, rest = url.partition("+")
+    if plus and alias in overrides:  # Celery's 'db+postgresql://...': the class gets the rest
+        return _override(alias, overrides[alias])(rest, options)
     try:
         loader = BACKENDS[scheme]
     except KeyError:
-        raise UnknownTransport("result backend", scheme, list(BACKENDS)) from None
+        known = sorted({*BACKENDS, *overrides})
+        raise UnknownTransport("result backend", scheme, known) from None
     return loader()(url, options)
+
+
+def _override(scheme: str, target: Any) -> type[Backend]:
+    if isinstance(target, str):
+        from ..utils.imports import symbol_by_name
+
+        try:
+            target = symbol_by_name(target)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ImproperlyConfigured(
+                f"override_backends[{scheme!r}]: cannot load {target!r} ({exc})") from exc
+    if not (isinstance(target, type) and issubclass(target, Backend)):
+        raise ImproperlyConfigured(
+            f"override_backends[{scheme!r}] is {target!r}, not a celeriac Backend subclass")
+    return target
 
 
 __all__ = ["Backend", "BackendOptions", "BACKENDS", "connect"]

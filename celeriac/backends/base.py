@@ -12,13 +12,16 @@ Subclasses implement the storage primitives (``_set``, ``_get``, ``_delete``, an
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+import random
 import sys
 import time
 import traceback as tb_module
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from .. import exceptions as _exc
 from .. import serialization, states
@@ -44,6 +47,28 @@ _CELERY_TWINS: dict[str, type[BaseException]] = {
 }
 _TWIN_MODULES = frozenset({_CELERY_MODULE, "billiard.exceptions"})
 
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Celery 5.7's marker in front of a compressed result (``result_compression``): the
+#: marker, the compression's content type, a NUL, then the compressed body. No
+#: serializer's output starts with a NUL, so an uncompressed result never matches.
+COMPRESSED_MAGIC = b"\x00celery-compressed\x00"
+
+#: ``redis_*`` settings -> the Redis client option each one sets (result backend only).
+REDIS_SETTINGS = {
+    "redis_max_connections": "max_connections",
+    "redis_socket_timeout": "socket_timeout",
+    "redis_socket_connect_timeout": "socket_connect_timeout",
+    "redis_retry_on_timeout": "retry_on_timeout",
+    "redis_socket_keepalive": "socket_keepalive",
+    "redis_backend_health_check_interval": "health_check_interval",
+    "redis_client_name": "client_name",
+    "redis_username": "username",
+    "redis_password": "password",
+}
+
 
 GROUP_KEY_PREFIX = "celery-taskset-meta-"
 
@@ -59,7 +84,7 @@ class ChordPart:
 
 @dataclass
 class BackendOptions:
-    """What a backend needs from the app's configuration."""
+    """What a backend needs from the app's configuration (see ``from_conf``)."""
 
     serializer: str = "json"
     accept: frozenset[str] | None = None  # content types; None = the serializer's only
@@ -68,6 +93,65 @@ class BackendOptions:
     transport_options: dict[str, Any] = field(default_factory=dict)
     #: tries for storing one result over connection errors (~10 s of back-off at 15)
     store_attempts: int = 15
+    #: seconds a FAILURE result is kept; None: ``expires``
+    failure_expires: float | None = None
+    #: seconds a chord's counter is kept; None: ``expires``
+    chord_expires: float | None = None
+    #: compression of stored results (``gzip``, ``bzip2``...); None: none
+    compression: str | None = None
+    #: Celery's ``result_backend_always_retry``: retry every store call over
+    #: connection errors, ``max_retries`` times, with a jittered exponential back-off
+    always_retry: bool = False
+    max_retries: float = math.inf
+    base_sleep_ms: int = 10
+    max_sleep_ms: int = 10000
+    #: ``override_backends``: URL scheme -> backend class or ``'module:Class'``
+    overrides: dict[str, Any] = field(default_factory=dict)
+    #: client options from the store's own settings (``redis_socket_timeout``...);
+    #: ``transport_options`` win over them, the URL's query over both
+    connection: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_conf(cls, conf: Any) -> BackendOptions:
+        """Every result backend setting of ``conf`` (an app's ``Settings``)."""
+        from ..config import seconds
+
+        accept = conf.result_accept_content or conf.accept_content
+        serializer = conf.result_serializer
+        always_retry = bool(conf.result_backend_always_retry)
+        max_retries = conf.result_backend_max_retries
+        connection = {option: conf[name] for name, option in REDIS_SETTINGS.items()
+                      if conf.value_set_for(name) and conf[name] is not None}
+        return cls(
+            serializer=serializer,
+            accept=serialization.accepted_content_types(accept)
+            | frozenset({serialization.serializer(serializer).content_type}),
+            expires=seconds(conf.result_expires) or None,
+            extended=bool(conf.result_extended),
+            transport_options=dict(conf.result_backend_transport_options or {}),
+            failure_expires=seconds(conf.result_failure_expires),
+            chord_expires=seconds(conf.result_chord_expires),
+            compression=conf.result_compression or None,
+            always_retry=always_retry,
+            max_retries=math.inf if max_retries is None else float(max_retries),
+            base_sleep_ms=int(conf.result_backend_base_sleep_between_retries_ms or 0),
+            max_sleep_ms=int(conf.result_backend_max_sleep_between_retries_ms or 0),
+            overrides=dict(conf.override_backends or {}),
+            connection=connection,
+        )
+
+    def expires_for(self, state: str) -> float | None:
+        """Seconds a result in ``state`` is kept (None: for ever)."""
+        if state == states.FAILURE and self.failure_expires is not None:
+            return self.failure_expires or None
+        return self.expires
+
+    @property
+    def chord_ttl(self) -> float | None:
+        """Seconds a chord's counter is kept (None: for ever)."""
+        if self.chord_expires is not None:
+            return self.chord_expires or None
+        return self.expires
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -147,14 +231,26 @@ class Backend(ABC):
     # -- meta encoding --------------------------------------------------------------
     def _encode(self, meta: Any) -> bytes:
         try:
-            return self._serializer.dumps(meta)
+            data = self._serializer.dumps(meta)
         except Exception as exc:
             raise ResultNotSerializable(
                 f"result of task {meta.get('task_id') if isinstance(meta, dict) else '?'} cannot be encoded with the "
                 f"{self._serializer.name!r} result serializer: {exc}"
             ) from exc
+        if self.options.compression:
+            if isinstance(data, str):
+                data = data.encode()
+            body, content_type = serialization.compress(data, self.options.compression)
+            data = b"".join((COMPRESSED_MAGIC, content_type.encode(), b"\x00", body))
+        return data
 
     def _decode(self, data: bytes) -> dict[str, Any]:
+        # Driven by the stored bytes, not by the setting: results written before the
+        # setting changed, or by a worker configured otherwise, stay readable.
+        if isinstance(data, (bytes, bytearray, memoryview)) and bytes(
+                data[:len(COMPRESSED_MAGIC)]) == COMPRESSED_MAGIC:
+            content_type, _, body = bytes(data[len(COMPRESSED_MAGIC):]).partition(b"\x00")
+            data = serialization.decompress(body, content_type.decode())
         return serialization.loads(data, self._serializer.content_type, self._accept)
 
     # -- storing --------------------------------------------------------------------
@@ -172,24 +268,48 @@ class Backend(ABC):
             meta = self._meta(task_id, self.prepare_exception(exc), states.FAILURE,
                               None, request)
             data = self._encode(meta)
-        self._store_with_retries(task_id, data, state in states.READY_STATES)
+        self._store_with_retries(task_id, data, meta["status"])
         return meta
 
-    def _store_with_retries(self, task_id: str, data: bytes, ready: bool) -> None:
+    def _store_with_retries(self, task_id: str, data: bytes, state: str) -> None:
         # A result store that blips (a dropped connection, a server restart) must not
         # turn a task that succeeded into a failure: retry connection errors with a
         # back-off before giving up. Anything else is raised at once.
+        expires = self.options.expires_for(state)
+        ready = state in states.READY_STATES
+        if self.options.always_retry:
+            self._retrying(self._set, task_id, data, expires, ready)
+            return
         attempts = self.options.store_attempts
         pause = 0.01
         for attempt in range(1, attempts + 1):
             try:
-                self._set(task_id, data, self.options.expires, ready)
+                self._set(task_id, data, expires, ready)
                 return
             except Exception as exc:
                 if attempt >= attempts or not is_connection_error(exc):
                     raise
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)
+
+    def _retrying(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``; with ``always_retry``, connection errors are retried as Celery
+        does: up to ``max_retries`` times, sleeping a random time up to
+        ``base_sleep_ms * 2**retries`` (at most ``max_sleep_ms``) between tries."""
+        options = self.options
+        retries = 0
+        while True:
+            try:
+                return fn(*args)
+            except Exception as exc:
+                if (not options.always_retry or not is_connection_error(exc)
+                        or retries >= options.max_retries):
+                    raise
+                retries += 1
+                logger.warning("result backend: %s failed (%r); retry %d of %s", getattr(
+                    fn, "__name__", fn), exc, retries, options.max_retries)
+                ceiling = min(options.max_sleep_ms, options.base_sleep_ms * 2 ** retries)
+                time.sleep(random.randint(0, max(int(ceiling), 0)) / 1000)
 
     def _meta(self, task_id: str, result: Any, state: str, traceback: str | None,
               request: Any) -> dict[str, Any]:
@@ -247,7 +367,7 @@ class Backend(ABC):
 
     # -- reading --------------------------------------------------------------------
     def get_task_meta(self, task_id: str) -> dict[str, Any]:
-        data = self._get(task_id)
+        data = self._retrying(self._get, task_id)
         if data is None:
             return {"status": states.PENDING, "result": None, "traceback": None,
                     "children": [], "task_id": task_id}
@@ -284,7 +404,7 @@ class Backend(ABC):
         return meta
 
     def forget(self, task_id: str) -> None:
-        self._delete(task_id)
+        self._retrying(self._delete, task_id)
 
     # -- groups and chords ----------------------------------------------------------
     def _group_key(self, group_id: str) -> str:
@@ -293,15 +413,15 @@ class Backend(ABC):
     def save_group(self, group_id: str, value: Any) -> None:
         """Store a ``GroupResult.as_tuple()`` under the group id."""
         data = self._encode({"result": value})
-        self._set(self._group_key(group_id), data, self.options.expires, True)
+        self._retrying(self._set, self._group_key(group_id), data, self.options.expires, True)
 
     def restore_group(self, group_id: str) -> Any:
         """The tuple saved by ``save_group``, or None."""
-        data = self._get(self._group_key(group_id))
+        data = self._retrying(self._get, self._group_key(group_id))
         return None if data is None else self._decode(data).get("result")
 
     def delete_group(self, group_id: str) -> None:
-        self._delete(self._group_key(group_id))
+        self._retrying(self._delete, self._group_key(group_id))
 
     def set_chord_size(self, group_id: str, size: int) -> None:
         """Record how many header tasks the chord ``group_id`` waits for.

@@ -321,12 +321,14 @@ class RedisBackend(Backend):
     """Celery's Redis result layout.
 
     Transport options (``result_backend_transport_options``) honoured:
-    ``global_keyprefix`` and the connection options of :mod:`celeriac.utils.redis`.
+    ``global_keyprefix`` and the connection options of :mod:`celeriac.utils.redis`,
+    which win over the ``redis_*`` settings (``redis_socket_timeout``...); the URL's
+    query wins over both.
     """
 
     def __init__(self, url: str, options: BackendOptions | None = None) -> None:
         super().__init__(url, options)
-        transport = self.options.transport_options or {}
+        transport = {**self.options.connection, **(self.options.transport_options or {})}
         self._redis = RedisConnector(url, transport, "the Redis result backend")
         self.prefix: str = transport.get("global_keyprefix") or ""
         self._listener: _Listener | None = None
@@ -375,7 +377,8 @@ class RedisBackend(Backend):
         metas: list[dict[str, Any]] = []
         for start in range(0, len(task_ids), 1000):
             ids = task_ids[start:start + 1000]
-            for task_id, data in zip(ids, client.mget([self.key_for(i) for i in ids])):
+            found = self._retrying(client.mget, [self.key_for(i) for i in ids])
+            for task_id, data in zip(ids, found):
                 metas.append(self._decode(data) if data is not None else {
                     "status": states.PENDING, "result": None, "traceback": None,
                     "children": [], "task_id": task_id})
@@ -389,21 +392,25 @@ class RedisBackend(Backend):
         key = self.group_key(group_id)
         data = self._encode({"result": value})
         expires = self.options.expires
-        pipe = self._redis.client().pipeline(transaction=False)
-        pipe.set(key, data, ex=max(int(expires), 1) if expires else None)
-        pipe.publish(key, data)
-        pipe.execute()
+
+        def write() -> None:
+            pipe = self._redis.client().pipeline(transaction=False)
+            pipe.set(key, data, ex=max(int(expires), 1) if expires else None)
+            pipe.publish(key, data)
+            pipe.execute()
+
+        self._retrying(write)
 
     def restore_group(self, group_id: str) -> Any:
-        data = self._get_key(self.group_key(group_id))
+        data = self._retrying(self._get_key, self.group_key(group_id))
         return None if data is None else self._decode(data).get("result")
 
     def delete_group(self, group_id: str) -> None:
-        self._redis.client().delete(self.group_key(group_id))
+        self._retrying(self._redis.client().delete, self.group_key(group_id))
 
     def set_chord_size(self, group_id: str, size: int) -> None:
         key = self.group_key(group_id)
-        expires = self.options.expires
+        expires = self.options.chord_ttl
         pipe = self._redis.client().pipeline(transaction=False)
         pipe.delete(key + b".c")
         pipe.set(key + b".s", size, ex=max(int(expires), 1) if expires else None)
@@ -415,8 +422,8 @@ class RedisBackend(Backend):
         pipe = self._redis.client().pipeline(transaction=True)
         pipe.get(key + b".s")
         pipe.incr(key + b".t")
-        if self.options.expires:
-            pipe.expire(key + b".t", max(int(self.options.expires), 1))
+        if self.options.chord_ttl:
+            pipe.expire(key + b".t", max(int(self.options.chord_ttl), 1))
         size, extra = pipe.execute()[:2]
         return int(size or 0) + int(extra)
 
@@ -429,7 +436,7 @@ class RedisBackend(Backend):
             self._chord_script = client.register_script(_CHORD_PART)
         keys = [key + b".j", key + b".t", key + b".s", key + b".d", key + b".c"]
         members = self._chord_script(keys=keys, args=[
-            index, member, f"{task_id}:{index}", int(self.options.expires or 0),
+            index, member, f"{task_id}:{index}", int(self.options.chord_ttl or 0),
             f"{os.getpid()}:{task_id}"], client=client)
         if not members:
             return None

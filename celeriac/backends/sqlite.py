@@ -62,7 +62,8 @@ class SQLiteBackend(Backend):
         self.db.connection().execute("DELETE FROM celeriac_results WHERE task_id = ?", (task_id,))
 
     def set_chord_size(self, group_id: str, size: int) -> None:
-        deadline = time.time() + self.options.expires if self.options.expires else None
+        ttl = self.options.chord_ttl
+        deadline = time.time() + ttl if ttl else None
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM celeriac_chord_parts WHERE group_id = ?", (group_id,))
