@@ -1,10 +1,17 @@
 """Every setting celeriac knows, and ``Settings``, the mapping behind ``app.conf``.
 
 The table below is the one place that names a setting, its default, the type it
-expects and the old UPPERCASE name(s) Celery 3 used for it. ``Settings`` reads
-and writes through it: old names are translated to the new lowercase key, and a
-name the table does not know is kept but reported once with
-``UnknownSettingWarning``.
+expects, the old UPPERCASE name(s) Celery 3 used for it, and whether celeriac
+honours it. ``Settings`` reads and writes through it: old names are translated to
+the new lowercase key, and a name the table does not know is kept but reported
+once with ``UnknownSettingWarning``.
+
+A setting celeriac does not honour says why in ``Setting.ignored``; giving it a
+value other than its default (by any path: attribute, item, ``update``,
+``config_from_object``, old names, a namespace) warns once per process with
+``IgnoredSettingWarning``, naming the setting and giving the reason. A setting is
+honoured only when celeriac reads it and does what Celery does with it;
+``tests/unit/test_settings_coverage.py`` holds every honoured one to a test.
 
 Importing this module reads no environment variable and imports no user module:
 ``Settings.resolved_broker_url`` and friends read the environment when called,
@@ -37,12 +44,20 @@ from typing import Any
 
 __all__ = [
     "Setting", "SETTINGS", "OLD_NAMES", "canonical_name",
-    "Settings", "UnknownSettingWarning", "seconds",
+    "Settings", "UnknownSettingWarning", "IgnoredSettingWarning", "seconds",
 ]
 
 
 class UnknownSettingWarning(UserWarning):
     """A setting name that celeriac does not know was stored in ``app.conf``."""
+
+
+class IgnoredSettingWarning(UserWarning):
+    """A setting celeriac does not honour was given a value other than its default.
+
+    Issued once per setting name per process; the message names the setting and
+    says why it has no effect here.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +73,10 @@ class Setting:
             Informational: values are not checked or converted.
         old: Old UPPERCASE names that mean the same setting.
         doc: One line saying what the setting does.
+        ignored: Empty when celeriac honours the setting; otherwise why setting
+            it has no effect here (setting it warns with this reason).
+        harmless: Values of an ignored setting that ask for what celeriac does
+            anyway (``broker_connection_retry_on_startup=True``); they do not warn.
     """
 
     name: str
@@ -65,6 +84,13 @@ class Setting:
     type: type | tuple[type, ...]
     old: tuple[str, ...] = ()
     doc: str = ""
+    ignored: str = ""
+    harmless: tuple[Any, ...] = ()
+
+    @property
+    def honoured(self) -> bool:
+        """Whether celeriac does what Celery does with this setting."""
+        return not self.ignored
 
 
 _S = Setting
@@ -76,15 +102,43 @@ _TASK_LOG_FORMAT = (
 )
 
 
-def _daemon_options(prefix: str, program: str) -> tuple[Setting, ...]:
+# Why a setting has no effect, for the families of settings that share a reason.
+_AMQP = "celeriac has no AMQP (RabbitMQ) transport yet"
+_EVENTS = "celeriac sends no events and has no events monitor yet (see the operations issue)"
+_CONTROL = ("celeriac has no remote control channel yet (revoke works, through the broker; "
+            "see the operations issue)")
+_SIGNING = "celeriac cannot sign messages yet (there is no 'auth' serializer)"
+_SQLALCHEMY = ("celeriac has no SQLAlchemy result backend yet (db+postgresql://, db+mysql://); "
+               "db+sqlite:// is the built-in SQLite store, which takes no options")
+_NO_DETACH = ("no effect: celeriac's programs do not detach or switch user; run them under a "
+              "process supervisor (systemd, supervisord, a container)")
+_RECONNECTS = ("not read: a celeriac worker always reconnects to a lost or absent broker, "
+               "with a back-off of up to 5 s, for as long as it runs")
+_EXCHANGES = ("no effect: celeriac's transports put a message straight on its queue, so "
+              "exchanges and routing keys do not route (they do on AMQP, which celeriac "
+              "has not yet)")
+
+
+def _no_backend(kind: str) -> str:
+    return f"celeriac has no {kind} result backend"
+
+
+def _daemon_options(prefix: str, program: str, logfile: str,
+                    others: str) -> tuple[Setting, ...]:
     """The six settings Celery 5.4 added for detaching a program (logfile, pidfile...)."""
     return (
-        _S(f"{prefix}_logfile", None, str, (), f"File {program} logs to; None means stderr."),
-        _S(f"{prefix}_pidfile", None, str, (), f"File {program} writes its pid to; None: none."),
-        _S(f"{prefix}_uid", None, (int, str), (), f"User {program} switches to when detached."),
-        _S(f"{prefix}_gid", None, (int, str), (), f"Group {program} switches to when detached."),
-        _S(f"{prefix}_umask", None, (int, str), (), f"umask {program} uses for files it creates."),
-        _S(f"{prefix}_executable", None, str, (), f"Python {program} runs when detached."),
+        _S(f"{prefix}_logfile", None, str, (), f"File {program} logs to; None means stderr.",
+           ignored=logfile),
+        _S(f"{prefix}_pidfile", None, str, (), f"File {program} writes its pid to; None: none.",
+           ignored=others),
+        _S(f"{prefix}_uid", None, (int, str), (), f"User {program} switches to when detached.",
+           ignored=others),
+        _S(f"{prefix}_gid", None, (int, str), (), f"Group {program} switches to when detached.",
+           ignored=others),
+        _S(f"{prefix}_umask", None, (int, str), (), f"umask {program} uses for files it creates.",
+           ignored=others),
+        _S(f"{prefix}_executable", None, str, (), f"Python {program} runs when detached.",
+           ignored=others),
     )
 
 
@@ -93,7 +147,9 @@ _TABLE: tuple[Setting, ...] = (
     _S("accept_content", ["json"], _SEQ, ("CELERY_ACCEPT_CONTENT",),
        "Serializers (names or MIME types) a worker decodes; others are rejected."),
     _S("result_accept_content", None, _SEQ, (),
-       "Serializers accepted when reading results; None means accept_content."),
+       "Serializers accepted when reading results; None means accept_content.",
+       ignored="no effect: results are read with result_serializer, which celeriac always accepts"
+               " (a stored result carries no content type to check)", harmless=(["json"],)),
     _S("enable_utc", True, bool, ("CELERY_ENABLE_UTC",),
        "Dates in messages are UTC; when False the local zone is used."),
     _S("timezone", None, str, ("CELERY_TIMEZONE",),
@@ -112,17 +168,19 @@ _TABLE: tuple[Setting, ...] = (
     _S("beat_schedule_filename", "celerybeat-schedule", str, ("CELERYBEAT_SCHEDULE_FILENAME",),
        "File where the persistent scheduler keeps last run times."),
     _S("beat_sync_every", 0, int, ("CELERYBEAT_SYNC_EVERY",),
-       "Save the schedule after this many sent tasks; 0 means on a timer."),
+       "Save the schedule after this many sent tasks; 0 means on a timer.",
+       ignored="no effect: beat writes its state file after every task it sends, never in "
+               "batches", harmless=(1,)),
     _S("beat_max_loop_interval", 0, float, ("CELERYBEAT_MAX_LOOP_INTERVAL",),
        "Longest sleep between schedule checks in seconds; 0: the scheduler's own."),
     _S("beat_cron_starting_deadline", None, int, ("CELERYBEAT_CRON_STARTING_DEADLINE",),
        "How far back (seconds) a missed crontab run still fires; None: always."),
     _S("beat_enable_remote_control", False, bool, ("CELERYBEAT_ENABLE_REMOTE_CONTROL",),
-       "Beat answers remote control commands."),
+       "Beat answers remote control commands.", ignored=_CONTROL),
     _S("beat_remote_control_max_tick_age", None, float,
        ("CELERYBEAT_REMOTE_CONTROL_MAX_TICK_AGE",),
-       "Beat reports itself unhealthy when its last tick is older than this."),
-    *_daemon_options("beat", "beat"),
+       "Beat reports itself unhealthy when its last tick is older than this.", ignored=_CONTROL),
+    *_daemon_options("beat", "beat", "not read: pass -f/--logfile to celeriac beat", _NO_DETACH),
 
     # Broker: where task messages go.
     _S("broker_url", None, (str, list), ("BROKER_URL",),
@@ -132,41 +190,69 @@ _TABLE: tuple[Setting, ...] = (
     _S("broker_write_url", None, (str, list), ("BROKER_WRITE_URL",),
        "Broker URL for publishing; None means broker_url."),
     _S("broker_transport", None, str, ("BROKER_TRANSPORT",),
-       "Transport name when broker_url has no scheme."),
+       "Transport name when broker_url has no scheme.",
+       ignored="not read: the scheme of broker_url names the transport (redis://, sqlite://, "
+               "memory://)"),
     _S("broker_transport_options", {}, dict, ("BROKER_TRANSPORT_OPTIONS",),
        "Extra options for the transport (visibility_timeout, priority_steps, ...)."),
     _S("broker_connection_timeout", 4, float, ("BROKER_CONNECTION_TIMEOUT",),
-       "Seconds to wait for a broker connection before giving up."),
+       "Seconds to wait for a broker connection before giving up.",
+       ignored="not read: the Redis transport's connect timeout is socket_connect_timeout in "
+               "broker_transport_options"),
     _S("broker_connection_retry", True, bool, ("BROKER_CONNECTION_RETRY",),
-       "Reconnect when the broker connection is lost."),
+       "Reconnect when the broker connection is lost.", ignored=_RECONNECTS),
     _S("broker_connection_retry_on_startup", None, bool, ("BROKER_CONNECTION_RETRY_ON_STARTUP",),
-       "Retry the first connection; None means follow broker_connection_retry."),
+       "Retry the first connection; None means follow broker_connection_retry.",
+       ignored=_RECONNECTS, harmless=(True,)),
     _S("broker_connection_max_retries", 100, int, ("BROKER_CONNECTION_MAX_RETRIES",),
-       "Reconnection attempts before giving up; None or 0 means forever."),
+       "Reconnection attempts before giving up; None or 0 means forever.",
+       ignored=_RECONNECTS, harmless=(0,)),
     _S("broker_channel_error_retry", False, bool, ("BROKER_CHANNEL_ERROR_RETRY",),
-       "Also reconnect after an invalid response from the broker."),
+       "Also reconnect after an invalid response from the broker.", ignored=_AMQP),
     _S("broker_failover_strategy", None, object, ("BROKER_FAILOVER_STRATEGY",),
-       "How to pick the next URL of a failover list: a name or a callable."),
+       "How to pick the next URL of a failover list: a name or a callable.",
+       ignored="not read: celeriac connects to one broker URL; failover lists are not supported "
+               "yet"),
     _S("broker_heartbeat", 120, int, ("BROKER_HEARTBEAT",),
-       "AMQP heartbeat in seconds (worker side)."),
+       "AMQP heartbeat in seconds (worker side).",
+       ignored="no effect: AMQP connection heartbeats (celeriac has no AMQP transport yet); "
+               "worker liveness is worker_heartbeat_interval and worker_lost_timeout"),
     _S("broker_heartbeat_checkrate", 3.0, float, ("BROKER_HEARTBEAT_CHECKRATE",),
-       "Heartbeats are checked broker_heartbeat / this often."),
+       "Heartbeats are checked broker_heartbeat / this often.",
+       ignored="no effect: AMQP connection heartbeats (celeriac has no AMQP transport yet); "
+               "worker liveness is worker_heartbeat_interval and worker_lost_timeout"),
     _S("broker_login_method", None, str, ("BROKER_LOGIN_METHOD",),
-       "AMQP login method (for example AMQPLAIN)."),
+       "AMQP login method (for example AMQPLAIN).", ignored=_AMQP),
     _S("broker_native_delayed_delivery_queue_type", "quorum", str,
        ("BROKER_NATIVE_DELAYED_DELIVERY_QUEUE_TYPE",),
-       "RabbitMQ queue type for native delayed delivery."),
+       "RabbitMQ queue type for native delayed delivery.", ignored=_AMQP),
     _S("broker_pool_limit", 10, int, ("BROKER_POOL_LIMIT",),
-       "Most connections kept open in the producer pool; None or 0: no pool."),
+       "Most connections kept open in the producer pool; None or 0: no pool.",
+       ignored="no effect: each process keeps one producer connection, shared by its threads; the"
+               " Redis transport's pool size is max_connections in broker_transport_options"),
     _S("broker_pool_acquire_timeout", None, float, ("BROKER_POOL_ACQUIRE_TIMEOUT",),
-       "Seconds to wait for a free pooled connection; None: forever."),
+       "Seconds to wait for a free pooled connection; None: forever.",
+       ignored="no effect: each process keeps one producer connection, shared by its threads; the"
+               " Redis transport's pool size is max_connections in broker_transport_options"),
     _S("broker_use_ssl", False, (bool, dict), ("BROKER_USE_SSL",),
-       "TLS for the broker connection: True or a dict of ssl options."),
-    _S("broker_host", None, str, ("BROKER_HOST",), "Deprecated: use broker_url."),
-    _S("broker_port", None, int, ("BROKER_PORT",), "Deprecated: use broker_url."),
-    _S("broker_user", None, str, ("BROKER_USER",), "Deprecated: use broker_url."),
-    _S("broker_password", None, str, ("BROKER_PASSWORD",), "Deprecated: use broker_url."),
-    _S("broker_vhost", None, str, ("BROKER_VHOST",), "Deprecated: use broker_url."),
+       "TLS for the broker connection: True or a dict of ssl options.",
+       ignored="not read: give TLS options in the rediss:// URL's query (ssl_cert_reqs, "
+               "ssl_ca_certs, ssl_certfile, ssl_keyfile)"),
+    _S("broker_host", None, str, ("BROKER_HOST",), "Deprecated: use broker_url.",
+       ignored="not read: give the host, port, user, password and virtual host in broker_url "
+               "(Celery deprecated these)"),
+    _S("broker_port", None, int, ("BROKER_PORT",), "Deprecated: use broker_url.",
+       ignored="not read: give the host, port, user, password and virtual host in broker_url "
+               "(Celery deprecated these)"),
+    _S("broker_user", None, str, ("BROKER_USER",), "Deprecated: use broker_url.",
+       ignored="not read: give the host, port, user, password and virtual host in broker_url "
+               "(Celery deprecated these)"),
+    _S("broker_password", None, str, ("BROKER_PASSWORD",), "Deprecated: use broker_url.",
+       ignored="not read: give the host, port, user, password and virtual host in broker_url "
+               "(Celery deprecated these)"),
+    _S("broker_vhost", None, str, ("BROKER_VHOST",), "Deprecated: use broker_url.",
+       ignored="not read: give the host, port, user, password and virtual host in broker_url "
+               "(Celery deprecated these)"),
     _S("broker_dead_letter_queue", "celeriac.dead", str, (),
        "celeriac: queue receiving messages that cannot be decoded or keep killing workers."),
     _S("broker_max_redeliveries", 5, int, (),
@@ -175,103 +261,148 @@ _TABLE: tuple[Setting, ...] = (
 
     # Cache result backend (memcached).
     _S("cache_backend", None, str, ("CELERY_CACHE_BACKEND",),
-       "Cache backend name; prefer a cache+ URL in result_backend."),
+       "Cache backend name; prefer a cache+ URL in result_backend.",
+       ignored="celeriac has no memcached result backend yet (cache+memory:// is the in-process "
+               "store)"),
     _S("cache_backend_options", {}, dict, ("CELERY_CACHE_BACKEND_OPTIONS",),
-       "Options for the memcached client."),
+       "Options for the memcached client.",
+       ignored="celeriac has no memcached result backend yet (cache+memory:// is the in-process "
+               "store)"),
 
     # Cassandra / Astra DB result backend.
-    _S("cassandra_servers", None, list, (), "Cassandra hosts."),
-    _S("cassandra_port", None, int, (), "Cassandra port (driver default 9042)."),
-    _S("cassandra_keyspace", None, str, (), "Keyspace holding the results."),
-    _S("cassandra_table", None, str, ("CASSANDRA_COLUMN_FAMILY",), "Table holding the results."),
-    _S("cassandra_read_consistency", None, str, (), "Read consistency level (ONE, QUORUM...)."),
-    _S("cassandra_write_consistency", None, str, (), "Write consistency level."),
-    _S("cassandra_entry_ttl", None, float, (), "Seconds before a stored result expires."),
+    _S("cassandra_servers", None, list, (), "Cassandra hosts.", ignored=_no_backend("Cassandra")),
+    _S("cassandra_port", None, int, (), "Cassandra port (driver default 9042).",
+       ignored=_no_backend("Cassandra")),
+    _S("cassandra_keyspace", None, str, (), "Keyspace holding the results.",
+       ignored=_no_backend("Cassandra")),
+    _S("cassandra_table", None, str, ("CASSANDRA_COLUMN_FAMILY",), "Table holding the results.",
+       ignored=_no_backend("Cassandra")),
+    _S("cassandra_read_consistency", None, str, (), "Read consistency level (ONE, QUORUM...).",
+       ignored=_no_backend("Cassandra")),
+    _S("cassandra_write_consistency", None, str, (), "Write consistency level.",
+       ignored=_no_backend("Cassandra")),
+    _S("cassandra_entry_ttl", None, float, (), "Seconds before a stored result expires.",
+       ignored=_no_backend("Cassandra")),
     _S("cassandra_bundle_path", None, str, (),
-       "Spelling of cassandra_secure_bundle_path in Celery's table."),
-    _S("cassandra_secure_bundle_path", None, str, (), "Astra DB secure connect bundle zip."),
-    _S("cassandra_auth_provider", None, str, (), "cassandra.auth provider class name."),
-    _S("cassandra_auth_kwargs", None, dict, (), "Arguments for the auth provider."),
-    _S("cassandra_options", {}, dict, (), "Arguments for cassandra.cluster.Cluster."),
+       "Spelling of cassandra_secure_bundle_path in Celery's table.",
+       ignored=_no_backend("Cassandra")),
+    _S("cassandra_secure_bundle_path", None, str, (), "Astra DB secure connect bundle zip.",
+       ignored=_no_backend("Cassandra")),
+    _S("cassandra_auth_provider", None, str, (), "cassandra.auth provider class name.",
+       ignored=_no_backend("Cassandra")),
+    _S("cassandra_auth_kwargs", None, dict, (), "Arguments for the auth provider.",
+       ignored=_no_backend("Cassandra")),
+    _S("cassandra_options", {}, dict, (), "Arguments for cassandra.cluster.Cluster.",
+       ignored=_no_backend("Cassandra")),
 
     # S3 result backend.
-    _S("s3_access_key_id", None, str, (), "S3 access key id."),
-    _S("s3_secret_access_key", None, str, (), "S3 secret access key."),
-    _S("s3_bucket", None, str, (), "S3 bucket holding the results."),
-    _S("s3_base_path", None, str, (), "Key prefix inside the bucket."),
-    _S("s3_endpoint_url", None, str, (), "Endpoint of an S3-compatible service."),
-    _S("s3_region", None, str, (), "AWS region."),
+    _S("s3_access_key_id", None, str, (), "S3 access key id.", ignored=_no_backend("S3")),
+    _S("s3_secret_access_key", None, str, (), "S3 secret access key.", ignored=_no_backend("S3")),
+    _S("s3_bucket", None, str, (), "S3 bucket holding the results.", ignored=_no_backend("S3")),
+    _S("s3_base_path", None, str, (), "Key prefix inside the bucket.", ignored=_no_backend("S3")),
+    _S("s3_endpoint_url", None, str, (), "Endpoint of an S3-compatible service.",
+       ignored=_no_backend("S3")),
+    _S("s3_region", None, str, (), "AWS region.", ignored=_no_backend("S3")),
 
     # Azure Block Blob result backend.
-    _S("azureblockblob_container_name", "celery", str, (), "Container holding the results."),
-    _S("azureblockblob_retry_initial_backoff_sec", 2, int, (), "First retry delay in seconds."),
-    _S("azureblockblob_retry_increment_base", 2, int, (), "Base of the exponential backoff."),
-    _S("azureblockblob_retry_max_attempts", 3, int, (), "Most retry attempts."),
-    _S("azureblockblob_base_path", "", str, (), "Key prefix inside the container."),
-    _S("azureblockblob_connection_timeout", 20, int, (), "Connect timeout in seconds."),
-    _S("azureblockblob_read_timeout", 120, int, (), "Read timeout in seconds."),
+    _S("azureblockblob_container_name", "celery", str, (), "Container holding the results.",
+       ignored=_no_backend("Azure Block Blob")),
+    _S("azureblockblob_retry_initial_backoff_sec", 2, int, (), "First retry delay in seconds.",
+       ignored=_no_backend("Azure Block Blob")),
+    _S("azureblockblob_retry_increment_base", 2, int, (), "Base of the exponential backoff.",
+       ignored=_no_backend("Azure Block Blob")),
+    _S("azureblockblob_retry_max_attempts", 3, int, (), "Most retry attempts.",
+       ignored=_no_backend("Azure Block Blob")),
+    _S("azureblockblob_base_path", "", str, (), "Key prefix inside the container.",
+       ignored=_no_backend("Azure Block Blob")),
+    _S("azureblockblob_connection_timeout", 20, int, (), "Connect timeout in seconds.",
+       ignored=_no_backend("Azure Block Blob")),
+    _S("azureblockblob_read_timeout", 120, int, (), "Read timeout in seconds.",
+       ignored=_no_backend("Azure Block Blob")),
 
     # Google Cloud Storage result backend.
-    _S("gcs_bucket", None, str, (), "GCS bucket holding the results."),
-    _S("gcs_project", None, str, (), "GCS project."),
-    _S("gcs_base_path", "", str, (), "Key prefix inside the bucket."),
-    _S("gcs_ttl", 0, float, (), "Seconds results live (needs a bucket lifecycle rule)."),
-    _S("gcs_threadpool_maxsize", 10, int, (), "Threads (and connections) for GCS calls."),
-    _S("firestore_project", None, str, (), "Firestore project for chord counters; None: gcs."),
+    _S("gcs_bucket", None, str, (), "GCS bucket holding the results.",
+       ignored=_no_backend("Google Cloud Storage")),
+    _S("gcs_project", None, str, (), "GCS project.", ignored=_no_backend("Google Cloud Storage")),
+    _S("gcs_base_path", "", str, (), "Key prefix inside the bucket.",
+       ignored=_no_backend("Google Cloud Storage")),
+    _S("gcs_ttl", 0, float, (), "Seconds results live (needs a bucket lifecycle rule).",
+       ignored=_no_backend("Google Cloud Storage")),
+    _S("gcs_threadpool_maxsize", 10, int, (), "Threads (and connections) for GCS calls.",
+       ignored=_no_backend("Google Cloud Storage")),
+    _S("firestore_project", None, str, (), "Firestore project for chord counters; None: gcs.",
+       ignored=_no_backend("Google Cloud Storage")),
 
     # Remote control: the broadcast queues workers listen on.
-    _S("control_queue_ttl", 300.0, float, (), "Seconds a control command waits for a worker."),
-    _S("control_queue_expires", 10.0, float, (), "Seconds an unused control queue lives."),
-    _S("control_queue_exclusive", True, bool, (), "Control reply queues are exclusive."),
-    _S("control_queue_durable", False, bool, (), "Control exchange and queues survive restarts."),
-    _S("control_exchange", "celery", str, (), "Name of the control exchange (prefix)."),
+    _S("control_queue_ttl", 300.0, float, (), "Seconds a control command waits for a worker.",
+       ignored=_CONTROL),
+    _S("control_queue_expires", 10.0, float, (), "Seconds an unused control queue lives.",
+       ignored=_CONTROL),
+    _S("control_queue_exclusive", True, bool, (), "Control reply queues are exclusive.",
+       ignored=_CONTROL),
+    _S("control_queue_durable", False, bool, (), "Control exchange and queues survive restarts.",
+       ignored=_CONTROL),
+    _S("control_exchange", "celery", str, (), "Name of the control exchange (prefix).",
+       ignored=_CONTROL),
 
     # Document store result backends: Couchbase, ArangoDB, MongoDB, CosmosDB, DynamoDB.
     _S("couchbase_backend_settings", None, dict, ("CELERY_COUCHBASE_BACKEND_SETTINGS",),
-       "Couchbase connection settings."),
+       "Couchbase connection settings.", ignored=_no_backend("Couchbase")),
     _S("arangodb_backend_settings", None, dict, ("CELERY_ARANGODB_BACKEND_SETTINGS",),
-       "ArangoDB connection settings."),
+       "ArangoDB connection settings.", ignored=_no_backend("ArangoDB")),
     _S("mongodb_backend_settings", None, dict, ("CELERY_MONGODB_BACKEND_SETTINGS",),
-       "MongoDB database, collection and client options."),
-    _S("cosmosdbsql_database_name", "celerydb", str, (), "CosmosDB database."),
-    _S("cosmosdbsql_collection_name", "celerycol", str, (), "CosmosDB collection."),
-    _S("cosmosdbsql_consistency_level", "Session", str, (), "CosmosDB consistency level."),
-    _S("cosmosdbsql_max_retry_attempts", 9, int, (), "Most retries of a CosmosDB request."),
-    _S("cosmosdbsql_max_retry_wait_time", 30, int, (), "Seconds of retrying a request."),
-    _S("dynamodb_endpoint_url", None, str, (), "Endpoint of a DynamoDB-compatible service."),
+       "MongoDB database, collection and client options.", ignored=_no_backend("MongoDB")),
+    _S("cosmosdbsql_database_name", "celerydb", str, (), "CosmosDB database.",
+       ignored=_no_backend("CosmosDB")),
+    _S("cosmosdbsql_collection_name", "celerycol", str, (), "CosmosDB collection.",
+       ignored=_no_backend("CosmosDB")),
+    _S("cosmosdbsql_consistency_level", "Session", str, (), "CosmosDB consistency level.",
+       ignored=_no_backend("CosmosDB")),
+    _S("cosmosdbsql_max_retry_attempts", 9, int, (), "Most retries of a CosmosDB request.",
+       ignored=_no_backend("CosmosDB")),
+    _S("cosmosdbsql_max_retry_wait_time", 30, int, (), "Seconds of retrying a request.",
+       ignored=_no_backend("CosmosDB")),
+    _S("dynamodb_endpoint_url", None, str, (), "Endpoint of a DynamoDB-compatible service.",
+       ignored=_no_backend("DynamoDB")),
 
     # Elasticsearch result backend.
     _S("elasticsearch_retry_on_timeout", None, bool, ("CELERY_ELASTICSEARCH_RETRY_ON_TIMEOUT",),
-       "Retry on another node after a timeout."),
+       "Retry on another node after a timeout.", ignored=_no_backend("Elasticsearch")),
     _S("elasticsearch_max_retries", None, int, ("CELERY_ELASTICSEARCH_MAX_RETRIES",),
-       "Retries before an error is raised."),
+       "Retries before an error is raised.", ignored=_no_backend("Elasticsearch")),
     _S("elasticsearch_timeout", None, float, ("CELERY_ELASTICSEARCH_TIMEOUT",),
-       "Request timeout in seconds."),
+       "Request timeout in seconds.", ignored=_no_backend("Elasticsearch")),
     _S("elasticsearch_save_meta_as_text", True, bool,
        ("CELERY_ELASTICSEARCH_SAVE_META_AS_TEXT",),
-       "Store result metadata as text rather than JSON."),
+       "Store result metadata as text rather than JSON.", ignored=_no_backend("Elasticsearch")),
 
     # Events: task and worker monitoring messages.
     _S("event_queue_expires", 60.0, float, ("CELERY_EVENT_QUEUE_EXPIRES",),
-       "Seconds an unused monitor queue lives."),
+       "Seconds an unused monitor queue lives.", ignored=_EVENTS),
     _S("event_queue_ttl", 5.0, float, ("CELERY_EVENT_QUEUE_TTL",),
-       "Seconds an event waits in a monitor queue."),
+       "Seconds an event waits in a monitor queue.", ignored=_EVENTS),
     _S("event_queue_prefix", "celeryev", str, ("CELERY_EVENT_QUEUE_PREFIX",),
-       "Prefix of monitor queue names."),
+       "Prefix of monitor queue names.", ignored=_EVENTS),
     _S("event_queue_exclusive", True, bool, ("CELERY_EVENT_QUEUE_EXCLUSIVE",),
-       "Monitor queues are exclusive to their connection."),
+       "Monitor queues are exclusive to their connection.", ignored=_EVENTS),
     _S("event_queue_durable", False, bool, ("CELERY_EVENT_QUEUE_DURABLE",),
-       "Monitor queues survive broker restarts."),
+       "Monitor queues survive broker restarts.", ignored=_EVENTS),
     _S("event_serializer", "json", str, ("CELERY_EVENT_SERIALIZER",),
-       "Serializer of event messages."),
+       "Serializer of event messages.", ignored=_EVENTS),
     _S("event_exchange", "celeryev", str, ("CELERY_EVENT_EXCHANGE",),
-       "Name of the event exchange."),
-    *_daemon_options("events", "the events monitor"),
+       "Name of the event exchange.", ignored=_EVENTS),
+    *_daemon_options("events", "the events monitor", _EVENTS, _EVENTS),
 
     # Redis result backend.
-    _S("redis_host", None, str, ("CELERY_REDIS_HOST",), "Deprecated: use a redis:// URL."),
-    _S("redis_port", None, int, ("CELERY_REDIS_PORT",), "Deprecated: use a redis:// URL."),
-    _S("redis_db", None, int, ("CELERY_REDIS_DB",), "Deprecated: use a redis:// URL."),
+    _S("redis_host", None, str, ("CELERY_REDIS_HOST",), "Deprecated: use a redis:// URL.",
+       ignored="not read: give the host, port and database in the redis:// result_backend URL "
+               "(Celery deprecated these)"),
+    _S("redis_port", None, int, ("CELERY_REDIS_PORT",), "Deprecated: use a redis:// URL.",
+       ignored="not read: give the host, port and database in the redis:// result_backend URL "
+               "(Celery deprecated these)"),
+    _S("redis_db", None, int, ("CELERY_REDIS_DB",), "Deprecated: use a redis:// URL.",
+       ignored="not read: give the host, port and database in the redis:// result_backend URL "
+               "(Celery deprecated these)"),
     _S("redis_username", None, str, ("CELERY_REDIS_USERNAME",), "Redis user name."),
     _S("redis_password", None, str, ("CELERY_REDIS_PASSWORD",), "Redis password."),
     _S("redis_max_connections", None, int, ("CELERY_REDIS_MAX_CONNECTIONS",),
@@ -285,11 +416,15 @@ _TABLE: tuple[Setting, ...] = (
     _S("redis_socket_keepalive", False, bool, ("CELERY_REDIS_SOCKET_KEEPALIVE",),
        "TCP keepalive on Redis connections."),
     _S("redis_backend_use_ssl", None, dict, ("CELERY_REDIS_BACKEND_USE_SSL",),
-       "TLS options for the Redis result backend."),
+       "TLS options for the Redis result backend.",
+       ignored="not read yet: give TLS options in the rediss:// result_backend URL's query "
+               "(ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile)"),
     _S("redis_backend_health_check_interval", None, int, (),
        "Seconds between Redis connection health checks."),
     _S("redis_backend_credential_provider", None, object, (),
-       "redis-py credential provider (object or 'module:Class')."),
+       "redis-py credential provider (object or 'module:Class').",
+       ignored="not read yet: give the user name and password in the URL, or in redis_username "
+               "and redis_password"),
     _S("redis_client_name", None, str, (), "CLIENT SETNAME used by the result backend."),
 
     # Results: where and how task return values are stored.
@@ -309,17 +444,25 @@ _TABLE: tuple[Setting, ...] = (
        ("CELERY_RESULT_BACKEND_MAX_SLEEP_BETWEEN_RETRIES_MS",),
        "Longest backoff between result store retries, in ms."),
     _S("result_backend_thread_safe", False, bool, (),
-       "Share one result store client between threads."),
+       "Share one result store client between threads.",
+       ignored="no effect: celeriac's result backends are always safe to share between threads "
+               "(one client per process, a connection per thread)", harmless=(True,)),
     _S("override_backends", None, dict, (),
        "Result backend aliases: scheme -> 'module:Class'."),
     _S("result_cache_max", -1, int, ("CELERY_MAX_CACHED_RESULTS",),
-       "Results cached by the client; -1 disables, 0 or None: no limit."),
+       "Results cached by the client; -1 disables, 0 or None: no limit.",
+       ignored="no effect: each AsyncResult keeps its own ready result; there is no shared "
+               "client-side cache to size"),
     _S("result_compression", None, str, ("CELERY_RESULT_COMPRESSION",),
        "Compression of stored results (gzip, bzip2...)."),
     _S("result_exchange", "celeryresults", str, ("CELERY_RESULT_EXCHANGE",),
-       "Exchange of the old amqp result backend."),
+       "Exchange of the old amqp result backend.",
+       ignored="no effect: these belong to the amqp result backend Celery removed; celeriac has "
+               "none"),
     _S("result_exchange_type", "direct", str, ("CELERY_RESULT_EXCHANGE_TYPE",),
-       "Exchange type of the old amqp result backend."),
+       "Exchange type of the old amqp result backend.",
+       ignored="no effect: these belong to the amqp result backend Celery removed; celeriac has "
+               "none"),
     _S("result_expires", timedelta(days=1), (timedelta, int, float),
        ("CELERY_TASK_RESULT_EXPIRES", "CELERY_RESULT_EXPIRES"),
        "How long results are kept (timedelta or seconds); None or 0: forever."),
@@ -328,45 +471,50 @@ _TABLE: tuple[Setting, ...] = (
     _S("result_failure_expires", None, float, ("CELERY_RESULT_FAILURE_EXPIRES",),
        "How long failed results are kept; None means result_expires."),
     _S("result_persistent", None, bool, ("CELERY_RESULT_PERSISTENT",),
-       "rpc backend: result messages survive broker restarts."),
+       "rpc backend: result messages survive broker restarts.",
+       ignored="celeriac has no rpc:// result backend yet"),
     _S("result_extended", False, bool, ("CELERY_RESULT_EXTENDED",),
        "Store name, args, kwargs, worker, retries, queue with the result."),
     _S("result_serializer", "json", str, ("CELERY_RESULT_SERIALIZER",),
        "Serializer of stored results."),
     _S("result_chord_retry_interval", 1.0, float, ("CELERY_RESULT_CHORD_RETRY_INTERVAL",),
-       "Seconds between checks of a chord's header."),
+       "Seconds between checks of a chord's header.",
+       ignored="no effect: chord parts are counted atomically in the result store, with no "
+               "chord_unlock task polling at an interval"),
     _S("result_chord_join_timeout", 3.0, float, ("CELERY_RESULT_CHORD_JOIN_TIMEOUT",),
-       "Seconds to wait when joining a chord header's results."),
+       "Seconds to wait when joining a chord header's results.",
+       ignored="no effect: the last header task gets every part's result from the chord counter "
+               "in the same call, with no join to time out"),
 
     # Message signing.
     _S("security_key", None, str, ("CELERY_SECURITY_KEY",),
-       "Path of the private key that signs messages."),
+       "Path of the private key that signs messages.", ignored=_SIGNING),
     _S("security_key_password", None, (bytes, str), ("CELERY_SECURITY_KEY_PASSWORD",),
-       "Password of the private key."),
+       "Password of the private key.", ignored=_SIGNING),
     _S("security_certificate", None, str, ("CELERY_SECURITY_CERTIFICATE",),
-       "Path of the X.509 certificate that signs messages."),
+       "Path of the X.509 certificate that signs messages.", ignored=_SIGNING),
     _S("security_cert_store", None, str, ("CELERY_SECURITY_CERT_STORE",),
-       "Directory or glob of trusted certificates."),
+       "Directory or glob of trusted certificates.", ignored=_SIGNING),
     _S("security_digest", "sha256", str, ("CELERY_SECURITY_DIGEST",),
-       "Digest used to sign messages."),
+       "Digest used to sign messages.", ignored=_SIGNING),
 
     # Database (SQLAlchemy) result backend.
     _S("database_url", None, str, ("CELERY_RESULT_DBURI",),
-       "SQLAlchemy URL; usually given as db+URL in result_backend."),
+       "SQLAlchemy URL; usually given as db+URL in result_backend.", ignored=_SQLALCHEMY),
     _S("database_engine_options", {"pool_pre_ping": True, "pool_recycle": 3600}, dict,
        ("CELERY_RESULT_ENGINE_OPTIONS",),
-       "Keyword arguments for sqlalchemy.create_engine."),
+       "Keyword arguments for sqlalchemy.create_engine.", ignored=_SQLALCHEMY),
     _S("database_engine_callback", None, object, (),
-       "Called with the new engine, to adjust it."),
+       "Called with the new engine, to adjust it.", ignored=_SQLALCHEMY),
     _S("database_short_lived_sessions", False, bool, ("CELERY_RESULT_DB_SHORT_LIVED_SESSIONS",),
-       "Open a new session per operation (helps with stale connections)."),
+       "Open a new session per operation (helps with stale connections).", ignored=_SQLALCHEMY),
     _S("database_table_schemas", None, dict, (),
-       "Schema per table: {'task': ..., 'group': ...}."),
+       "Schema per table: {'task': ..., 'group': ...}.", ignored=_SQLALCHEMY),
     _S("database_table_names", None, dict,
        ("CELERY_RESULT_DB_TABLENAMES", "CELERY_RESULT_DB_TABLE_NAMES"),
-       "Table names: {'task': ..., 'group': ...}."),
+       "Table names: {'task': ..., 'group': ...}.", ignored=_SQLALCHEMY),
     _S("database_create_tables_at_setup", True, bool, (),
-       "Create the tables when the backend starts, not at first use."),
+       "Create the tables when the backend starts, not at first use.", ignored=_SQLALCHEMY),
 
     # Tasks: calling, routing and running.
     _S("task_acks_late", False, bool, ("CELERY_ACKS_LATE",),
@@ -374,9 +522,13 @@ _TABLE: tuple[Setting, ...] = (
     _S("task_acks_on_failure_or_timeout", True, bool, ("CELERY_ACKS_ON_FAILURE_OR_TIMEOUT",),
        "With acks_late, still ack tasks that failed or timed out."),
     _S("task_acks_on_failure", None, bool, ("CELERY_ACKS_ON_FAILURE",),
-       "With acks_late, ack failed tasks; None: task_acks_on_failure_or_timeout."),
+       "With acks_late, ack failed tasks; None: task_acks_on_failure_or_timeout.",
+       ignored="not read yet: with acks_late, task_acks_on_failure_or_timeout decides for "
+               "failures and time-outs alike"),
     _S("task_acks_on_timeout", None, bool, ("CELERY_ACKS_ON_TIMEOUT",),
-       "With acks_late, ack timed-out tasks; None: task_acks_on_failure_or_timeout."),
+       "With acks_late, ack timed-out tasks; None: task_acks_on_failure_or_timeout.",
+       ignored="not read yet: with acks_late, task_acks_on_failure_or_timeout decides for "
+               "failures and time-outs alike"),
     _S("task_always_eager", False, bool, ("CELERY_ALWAYS_EAGER", "CELERY_TASK_ALWAYS_EAGER"),
        "Run tasks in the caller instead of sending them."),
     _S("task_eager_propagates", False, bool,
@@ -391,24 +543,29 @@ _TABLE: tuple[Setting, ...] = (
     _S("task_create_missing_queues", True, bool, ("CELERY_CREATE_MISSING_QUEUES",),
        "Queues named in routes but not in task_queues are created."),
     _S("task_create_missing_queue_type", "classic", str, ("CELERY_CREATE_MISSING_QUEUE_TYPE",),
-       "RabbitMQ type of automatically created queues."),
+       "RabbitMQ type of automatically created queues.", ignored=_AMQP),
     _S("task_create_missing_queue_exchange_type", None, str,
        ("CELERY_CREATE_MISSING_QUEUE_EXCHANGE_TYPE",),
-       "Exchange type of automatically created queues; None: unchanged."),
+       "Exchange type of automatically created queues; None: unchanged.", ignored=_AMQP),
     _S("task_inherit_parent_priority", False, bool, ("CELERY_INHERIT_PARENT_PRIORITY",),
-       "Tasks sent from a task get its priority."),
+       "Tasks sent from a task get its priority.",
+       ignored="not read yet: a task sent from a task gets task_default_priority, not its "
+               "parent's priority"),
     _S("task_default_delivery_mode", 2, (int, str), ("CELERY_DEFAULT_DELIVERY_MODE",),
-       "2 or 'persistent' (survives restarts), 1 or 'transient'."),
+       "2 or 'persistent' (survives restarts), 1 or 'transient'.",
+       ignored="no effect: every celeriac transport keeps a message until it is acked; transient "
+               "delivery is an AMQP feature (celeriac has no AMQP transport yet)",
+       harmless=("persistent",)),
     _S("task_default_queue", "celery", str, ("CELERY_DEFAULT_QUEUE",),
        "Queue of tasks that have no route."),
     _S("task_default_queue_type", "classic", str, ("CELERY_DEFAULT_QUEUE_TYPE",),
-       "RabbitMQ type of the default queue (classic or quorum)."),
+       "RabbitMQ type of the default queue (classic or quorum).", ignored=_AMQP),
     _S("task_default_exchange", None, str, ("CELERY_DEFAULT_EXCHANGE",),
-       "Exchange of the default queue; None means the queue's name."),
+       "Exchange of the default queue; None means the queue's name.", ignored=_EXCHANGES),
     _S("task_default_exchange_type", "direct", str, ("CELERY_DEFAULT_EXCHANGE_TYPE",),
-       "Exchange type of the default queue."),
+       "Exchange type of the default queue.", ignored=_EXCHANGES),
     _S("task_default_routing_key", None, str, ("CELERY_DEFAULT_ROUTING_KEY",),
-       "Routing key of the default queue; None means the queue's name."),
+       "Routing key of the default queue; None means the queue's name.", ignored=_EXCHANGES),
     _S("task_default_rate_limit", None, (str, int, float), ("CELERY_DEFAULT_RATE_LIMIT",),
        "Rate limit of tasks that set none ('10/s', '100/m'); None: no limit."),
     _S("task_default_priority", None, int, ("CELERY_DEFAULT_PRIORITY",),
@@ -419,7 +576,9 @@ _TABLE: tuple[Setting, ...] = (
        ("CELERY_STORE_ERRORS_EVEN_IF_IGNORED",),
        "Store failures even when results are ignored."),
     _S("task_protocol", 2, int, ("CELERY_TASK_PROTOCOL",),
-       "Task message protocol version."),
+       "Task message protocol version.",
+       ignored="no effect: celeriac sends protocol 2 only (Celery's default since 4.0); its "
+               "workers run protocol 1 messages too"),
     _S("task_publish_retry", True, bool, ("CELERY_TASK_PUBLISH_RETRY", "CELERY_PUBLISH_RETRY"),
        "Retry sending a task when the broker connection fails."),
     _S("task_publish_retry_policy",
@@ -429,23 +588,31 @@ _TABLE: tuple[Setting, ...] = (
     _S("task_queues", None, (list, tuple, dict), ("CELERY_QUEUES",),
        "Queues workers consume from; None means just task_default_queue."),
     _S("task_queue_max_priority", None, int, ("CELERY_QUEUE_MAX_PRIORITY",),
-       "x-max-priority of declared queues."),
+       "x-max-priority of declared queues.",
+       ignored="no effect: x-max-priority is a RabbitMQ queue argument (celeriac has no AMQP "
+               "transport yet); the Redis and SQLite transports always order priorities 0-9"),
     _S("task_reject_on_worker_lost", None, bool,
        ("CELERY_REJECT_ON_WORKER_LOST", "CELERY_TASK_REJECT_ON_WORKER_LOST"),
        "With acks_late, requeue a task whose worker process died."),
     _S("task_retry_on_worker_lost", False, bool, ("CELERY_RETRY_ON_WORKER_LOST",),
-       "Retry a task whose worker process died."),
+       "Retry a task whose worker process died.",
+       ignored="not read yet: a task whose pool process died is requeued (acks_late) or failed "
+               "with WorkerLostError, never retried"),
     _S("task_remote_tracebacks", False, bool, ("CELERY_REMOTE_TRACEBACKS",),
-       "Raised task errors carry the worker's traceback."),
+       "Raised task errors carry the worker's traceback.",
+       ignored="not read: a re-raised task error carries no remote traceback; the worker's "
+               "traceback text is in AsyncResult.traceback"),
     _S("task_repr_maxlevels", 3, int, ("CELERY_REPR_MAXLEVELS",),
-       "Nesting shown when task arguments are logged."),
+       "Nesting shown when task arguments are logged.",
+       ignored="no effect: the worker does not log task arguments"),
     _S("task_args_repr_function", None, object, (),
-       "Callable or 'module:func' that shows task arguments in logs; None: built-in."),
+       "Callable or 'module:func' that shows task arguments in logs; None: built-in.",
+       ignored="no effect: the worker does not log task arguments"),
     _S("task_routes", None, object, ("CELERY_ROUTES",),
        "Routers: a dict (name or glob -> queue), a function, a path, or a list of them."),
     _S("task_send_sent_event", False, bool,
        ("CELERY_SEND_TASK_SENT_EVENT", "CELERY_SEND_SENT_EVENT"),
-       "Send a task-sent event for every task."),
+       "Send a task-sent event for every task.", ignored=_EVENTS),
     _S("task_serializer", "json", str, ("CELERY_TASK_SERIALIZER",),
        "Serializer of task messages."),
     _S("task_soft_time_limit", None, float,
@@ -457,7 +624,8 @@ _TABLE: tuple[Setting, ...] = (
        "Store the STARTED state when a task begins."),
     _S("task_allow_error_cb_on_chord_header", False, bool,
        ("CELERY_ALLOW_ERROR_CB_ON_CHORD_HEADER",),
-       "link_error on a chord also links its header tasks."),
+       "link_error on a chord also links its header tasks.",
+       ignored="not read yet: link_error on a chord is linked to its body only"),
 
     # Worker: the process that runs tasks.
     _S("worker_concurrency", None, int, ("CELERYD_CONCURRENCY",),
@@ -465,12 +633,18 @@ _TABLE: tuple[Setting, ...] = (
     _S("worker_prefetch_multiplier", 4, int, ("CELERYD_PREFETCH_MULTIPLIER",),
        "Messages reserved per concurrency slot; 0 means no limit."),
     _S("worker_disable_prefetch", False, bool, ("CELERYD_DISABLE_PREFETCH",),
-       "Fetch a message only when a slot is free."),
+       "Fetch a message only when a slot is free.",
+       ignored="not read yet: messages prefetched behind a long task go back to the queue after "
+               "worker_prefetch_release_after (1 s) instead"),
     _S("worker_enable_prefetch_count_reduction", True, bool,
        ("CELERYD_ENABLE_PREFETCH_COUNT_REDUCTION",),
-       "After a reconnect, raise the prefetch count back gradually."),
+       "After a reconnect, raise the prefetch count back gradually.",
+       ignored="no effect: celeriac has no broker-side prefetch count to lower after a reconnect;"
+               " a consumer fetches only what its slot can take"),
     _S("worker_eta_task_limit", None, int, ("CELERYD_ETA_TASK_LIMIT",),
-       "Most ETA tasks a worker holds at once; None: no limit."),
+       "Most ETA tasks a worker holds at once; None: no limit.",
+       ignored="no effect: ETA tasks wait in the broker, not in the worker's memory, so a worker "
+               "holds none to limit"),
     _S("worker_max_tasks_per_child", None, int, ("CELERYD_MAX_TASKS_PER_CHILD",),
        "Tasks a pool process runs before it is replaced; None: no limit."),
     _S("worker_max_memory_per_child", None, int, ("CELERYD_MAX_MEMORY_PER_CHILD",),
@@ -478,70 +652,106 @@ _TABLE: tuple[Setting, ...] = (
     _S("worker_pool", "prefork", str, ("CELERYD_POOL",),
        "Pool: prefork, threads, solo or asyncio."),
     _S("worker_pool_putlocks", True, bool, ("CELERYD_POOL_PUTLOCKS",),
-       "Wait for a free pool slot before taking a task."),
+       "Wait for a free pool slot before taking a task.",
+       ignored="no effect: each pool slot fetches its own messages, so a message never waits for "
+               "a full pool"),
     _S("worker_pool_restarts", False, bool, ("CELERYD_POOL_RESTARTS",),
-       "Allow the pool_restart remote control command."),
+       "Allow the pool_restart remote control command.", ignored=_CONTROL),
     _S("worker_pool_start_method", "fork", str, ("CELERYD_POOL_START_METHOD",),
-       "multiprocessing start method of the prefork pool."),
+       "multiprocessing start method of the prefork pool.",
+       ignored="not read: the prefork pool always forks; 'spawn' and 'forkserver' are not "
+               "supported"),
     _S("worker_proc_alive_timeout", 4.0, float, ("CELERYD_PROC_ALIVE_TIMEOUT",),
-       "Seconds a new pool process has to start."),
+       "Seconds a new pool process has to start.",
+       ignored="no effect: pool processes are forked from the worker with no start-up handshake "
+               "to time out"),
     _S("worker_lost_wait", 10.0, float, ("CELERYD_WORKER_LOST_WAIT",),
-       "Seconds to wait for a late result before raising WorkerLostError."),
+       "Seconds to wait for a late result before raising WorkerLostError.",
+       ignored="no effect: the worker learns from the operating system at once that a pool "
+               "process died, and settles its task then; there is no late result to wait for"),
     _S("worker_direct", False, bool, ("CELERY_WORKER_DIRECT",),
-       "Each worker also consumes its own <hostname>.dq queue."),
+       "Each worker also consumes its own <hostname>.dq queue.",
+       ignored="not read yet: workers do not consume a <hostname>.dq queue"),
     _S("worker_disable_rate_limits", False, bool, ("CELERY_DISABLE_RATE_LIMITS",),
        "Ignore all rate limits."),
     _S("worker_deduplicate_successful_tasks", False, bool,
        ("CELERYD_DEDUPLICATE_SUCCESSFUL_TASKS",),
-       "Skip redelivered acks_late tasks that already succeeded."),
+       "Skip redelivered acks_late tasks that already succeeded.",
+       ignored="not read yet: a redelivered acks_late message runs again even when its task "
+               "already succeeded"),
     _S("worker_enable_remote_control", True, bool, ("CELERY_ENABLE_REMOTE_CONTROL",),
-       "Workers answer remote control commands."),
+       "Workers answer remote control commands.", ignored=_CONTROL, harmless=(False,)),
     _S("worker_send_task_events", False, bool, ("CELERY_SEND_EVENTS",),
-       "Send task events (the -E flag)."),
+       "Send task events (the -E flag).", ignored=_EVENTS),
     _S("worker_state_db", None, str, ("CELERYD_STATE_DB",),
-       "File keeping worker state (revoked ids) across restarts."),
+       "File keeping worker state (revoked ids) across restarts.",
+       ignored="no effect: revocations live in the broker and survive restarts without a state "
+               "file"),
     _S("worker_timer_precision", 1.0, float, ("CELERYD_TIMER_PRECISION",),
-       "Longest sleep of the ETA timer in seconds."),
+       "Longest sleep of the ETA timer in seconds.",
+       ignored="no effect: ETA messages wait in the broker; the worker has no in-memory ETA "
+               "timer"),
     _S("worker_timer", None, str, ("CELERYD_TIMER",),
-       "ETA timer class; None means the pool's own."),
+       "ETA timer class; None means the pool's own.",
+       ignored="no effect: ETA messages wait in the broker; the worker has no in-memory ETA "
+               "timer"),
     _S("worker_agent", None, str, ("CELERYD_AGENT",),
-       "Agent class started with the worker."),
+       "Agent class started with the worker.",
+       ignored="not read: the parts of celeriac's worker cannot be replaced by class name"),
     _S("worker_autoscaler", None, (str, type), ("CELERYD_AUTOSCALER",),
        "Autoscaler class or path; None means the built-in one "
-       "(Celery: 'celery.worker.autoscale:Autoscaler')."),
+       "(Celery: 'celery.worker.autoscale:Autoscaler').",
+       ignored="not read: celeriac has no autoscaler yet"),
     _S("worker_consumer", None, (str, type), ("CELERYD_CONSUMER",),
        "Consumer class or path; None means the built-in one "
-       "(Celery: 'celery.worker.consumer:Consumer')."),
+       "(Celery: 'celery.worker.consumer:Consumer').",
+       ignored="not read: the parts of celeriac's worker cannot be replaced by class name"),
     _S("worker_cancel_long_running_tasks_on_connection_loss", False, bool,
        ("CELERYD_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS",),
-       "Cancel running acks_late tasks when the broker connection drops."),
+       "Cancel running acks_late tasks when the broker connection drops.",
+       ignored="not read: a running task is not cancelled when the broker connection drops; its "
+               "message stays this worker's while the worker lives"),
     _S("worker_soft_shutdown_timeout", 0.0, float, ("CELERYD_SOFT_SHUTDOWN_TIMEOUT",),
-       "Seconds running tasks get before a cold shutdown kills them."),
+       "Seconds running tasks get before a cold shutdown kills them.",
+       ignored="not read yet: a warm shutdown lets running tasks finish however long they take; a"
+               " second signal stops at once"),
     _S("worker_enable_soft_shutdown_on_idle", False, bool,
        ("CELERYD_ENABLE_SOFT_SHUTDOWN_ON_IDLE",),
-       "Wait worker_soft_shutdown_timeout even with no task running."),
+       "Wait worker_soft_shutdown_timeout even with no task running.",
+       ignored="not read yet: a warm shutdown lets running tasks finish however long they take; a"
+               " second signal stops at once"),
     _S("worker_detect_quorum_queues", True, bool, ("CELERYD_DETECT_QUORUM_QUEUES",),
-       "Turn off global QoS when a quorum queue is consumed."),
+       "Turn off global QoS when a quorum queue is consumed.", ignored=_AMQP),
     _S("worker_hijack_root_logger", True, bool, ("CELERYD_HIJACK_ROOT_LOGGER",),
-       "Replace the root logger's handlers."),
+       "Replace the root logger's handlers.",
+       ignored="not read: the worker always replaces the root logger's handlers (connect to the "
+               "setup_logging signal to keep your own)"),
     _S("worker_log_color", None, bool, ("CELERYD_LOG_COLOR",),
-       "Coloured logs; None means when writing to a terminal."),
+       "Coloured logs; None means when writing to a terminal.",
+       ignored="no effect: the worker's logs are never coloured", harmless=(False,)),
     _S("worker_log_format", _LOG_FORMAT, str, ("CELERYD_LOG_FORMAT", "CELERY_WORKER_LOG_FORMAT"),
-       "Format of worker log lines."),
+       "Format of worker log lines.",
+       ignored="not read: the worker logs with its own fixed format"),
     _S("worker_log_datefmt", None, str, ("CELERYD_LOG_DATEFMT",),
-       "Date format of worker log lines."),
+       "Date format of worker log lines.",
+       ignored="not read: the worker logs with its own fixed format"),
     _S("worker_task_log_format", _TASK_LOG_FORMAT, str,
        ("CELERYD_TASK_LOG_FORMAT", "CELERY_WORKER_TASK_LOG_FORMAT"),
-       "Format of log lines written inside tasks."),
+       "Format of log lines written inside tasks.",
+       ignored="not read: the worker logs with its own fixed format"),
     _S("worker_task_log_datefmt", None, str, ("CELERYD_TASK_LOG_DATEFMT",),
-       "Date format of task log lines."),
+       "Date format of task log lines.",
+       ignored="not read: the worker logs with its own fixed format"),
     _S("worker_redirect_stdouts", True, bool,
        ("CELERY_REDIRECT_STDOUTS", "CELERYD_REDIRECT_STDOUTS"),
-       "Send print output to the log."),
+       "Send print output to the log.",
+       ignored="not read: the worker does not send print() output to the log", harmless=(False,)),
     _S("worker_redirect_stdouts_level", "WARNING", str,
        ("CELERY_REDIRECT_STDOUTS_LEVEL", "CELERYD_REDIRECT_STDOUTS_LEVEL"),
-       "Log level of redirected print output."),
-    *_daemon_options("worker", "the worker"),
+       "Log level of redirected print output.",
+       ignored="not read: the worker does not send print() output to the log"),
+    *_daemon_options("worker", "the worker", "not read: pass -f/--logfile to celeriac worker",
+                     _NO_DETACH),
     _S("worker_heartbeat_interval", 2.0, float, (),
        "celeriac: seconds between refreshes of a worker's liveness key."),
     _S("worker_prefetch_release_after", 1.0, float, (),
@@ -641,6 +851,36 @@ def _unknown_message(name: str) -> str:
     if match:
         return f"unknown setting {name!r}: did you mean {match[0]!r}?"
     return f"unknown setting {name!r}; celeriac ignores it (keeping it in app.conf)"
+
+
+#: Names of ignored settings already reported by this process (see ``_warn_ignored``).
+_IGNORED_WARNED: set[str] = set()
+
+
+def _same_value(value: Any, other: Any) -> bool:
+    """``value == other``, counting a list and a tuple of the same items as equal."""
+    if isinstance(value, (list, tuple)) and isinstance(other, (list, tuple)):
+        value, other = list(value), list(other)
+    try:
+        return bool(value == other)
+    except Exception:  # noqa: BLE001 - an object whose == fails is not the default
+        return False
+
+
+def _warn_ignored(setting: Setting, given: str, value: Any, stacklevel: int) -> None:
+    """Warn, once per process, that ``setting`` (set as ``given``) has no effect here.
+
+    Setting it to its default, or to a value that asks for what celeriac does
+    anyway (``Setting.harmless``), does not warn.
+    """
+    name = setting.name
+    if name in _IGNORED_WARNED or _same_value(value, setting.default) or any(
+            _same_value(value, ok) for ok in setting.harmless):
+        return
+    _IGNORED_WARNED.add(name)
+    spelled = f" (set as {given!r})" if given != name else ""
+    warnings.warn(f"celeriac ignores the setting {name!r}{spelled}: {setting.ignored}",
+                  IgnoredSettingWarning, stacklevel=stacklevel)
 
 
 def _copy_value(value: Any) -> Any:
@@ -1033,6 +1273,7 @@ class Settings(MutableMapping[str, Any]):
 
     def _set(self, key: Any, value: Any, stacklevel: int) -> None:
         if isinstance(key, str):
+            given = key
             if key not in SETTINGS:
                 key = _ALIASES.get(key, key)
                 if key not in SETTINGS and not key.startswith("_") and key not in self._warned:
@@ -1041,6 +1282,9 @@ class Settings(MutableMapping[str, Any]):
                                   stacklevel=stacklevel)
             if key in _ONE_OR_MANY and isinstance(value, str):
                 value = [value]
+            setting = SETTINGS.get(key)
+            if setting is not None and setting.ignored:
+                _warn_ignored(setting, given, value, stacklevel + 1)
         self._data[key] = value
         self._changed[key] = None
 

@@ -21,6 +21,7 @@ from celeriac import config
 from celeriac.config import (
     OLD_NAMES,
     SETTINGS,
+    IgnoredSettingWarning,
     Setting,
     Settings,
     UnknownSettingWarning,
@@ -36,8 +37,11 @@ def conf() -> Settings:
 
 @pytest.fixture
 def no_warnings() -> Iterator[None]:
+    """Any warning fails the test, except IgnoredSettingWarning (tested on its own below):
+    these tests set arbitrary values, ignored settings among them."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        warnings.simplefilter("ignore", IgnoredSettingWarning)
         yield
 
 
