@@ -416,9 +416,7 @@ _TABLE: tuple[Setting, ...] = (
     _S("redis_socket_keepalive", False, bool, ("CELERY_REDIS_SOCKET_KEEPALIVE",),
        "TCP keepalive on Redis connections."),
     _S("redis_backend_use_ssl", None, dict, ("CELERY_REDIS_BACKEND_USE_SSL",),
-       "TLS options for the Redis result backend.",
-       ignored="not read yet: give TLS options in the rediss:// result_backend URL's query "
-               "(ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile)"),
+       "TLS options for the Redis result backend (needs a rediss:// URL)."),
     _S("redis_backend_health_check_interval", None, int, (),
        "Seconds between Redis connection health checks."),
     _S("redis_backend_credential_provider", None, object, (),

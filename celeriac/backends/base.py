@@ -110,6 +110,8 @@ class BackendOptions:
     #: client options from the store's own settings (``redis_socket_timeout``...);
     #: ``transport_options`` win over them, the URL's query over both
     connection: dict[str, Any] = field(default_factory=dict)
+    #: ``redis_backend_use_ssl``: TLS options (``ssl_cert_reqs``, ``ssl_ca_certs``...)
+    ssl: dict[str, Any] | None = None
 
     @classmethod
     def from_conf(cls, conf: Any) -> BackendOptions:
@@ -138,6 +140,7 @@ class BackendOptions:
             max_sleep_ms=int(conf.result_backend_max_sleep_between_retries_ms or 0),
             overrides=dict(conf.override_backends or {}),
             connection=connection,
+            ssl=dict(conf.redis_backend_use_ssl) if conf.redis_backend_use_ssl else None,
         )
 
     def expires_for(self, state: str) -> float | None:

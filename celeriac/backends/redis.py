@@ -11,11 +11,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import threading
 import time
 from typing import Any, Iterator
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .. import states
+from ..exceptions import ImproperlyConfigured
 from ..utils.pid import current_pid
 from ..utils.redis import RedisConnector, process_lock
 from .base import GROUP_KEY_PREFIX, Backend, BackendOptions, ChordPart
@@ -312,6 +315,35 @@ class _Listener:
             _quiet(conn.disconnect)
 
 
+_CERT_REQS = {ssl.CERT_NONE: "none", ssl.CERT_OPTIONAL: "optional",
+              ssl.CERT_REQUIRED: "required"}
+
+
+def with_ssl_options(url: str, options: dict[str, Any]) -> str:
+    """``url`` with the TLS options of ``redis_backend_use_ssl`` added to its query.
+
+    Options the URL already gives win, as in Celery. ``ssl_cert_reqs`` may be an
+    ``ssl.CERT_*`` constant or its name.
+
+    Raises:
+        ImproperlyConfigured: TLS options for a plain ``redis://`` URL (as Celery, which
+            asks for ``rediss://``).
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "rediss":
+        raise ImproperlyConfigured(
+            f"redis_backend_use_ssl is set but the result backend URL is {parts.scheme}://; "
+            "a TLS connection needs a rediss:// URL")
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    for key, value in options.items():
+        if key == "ssl_cert_reqs":
+            value = _CERT_REQS.get(value, value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        query.setdefault(key, str(value))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 def _quiet(fn: Any) -> None:
     with contextlib.suppress(Exception):
         fn()
@@ -329,6 +361,8 @@ class RedisBackend(Backend):
     def __init__(self, url: str, options: BackendOptions | None = None) -> None:
         super().__init__(url, options)
         transport = {**self.options.connection, **(self.options.transport_options or {})}
+        if self.options.ssl:
+            url = with_ssl_options(url, self.options.ssl)
         self._redis = RedisConnector(url, transport, "the Redis result backend")
         self.prefix: str = transport.get("global_keyprefix") or ""
         self._listener: _Listener | None = None

@@ -25,6 +25,14 @@ from celeriac.backends.memory import MemoryBackend
 from celeriac.exceptions import ImproperlyConfigured, QueueNotFound
 from celeriac.task import Context
 
+# A private TLS redis-server with a throw-away CA (skips without redis-server/openssl).
+from integration.test_redis_tls_and_socket import (  # noqa: E402,F401
+    openssl_binary,
+    redis_py,
+    redis_server_binary,
+    tls_server,
+)
+
 
 @pytest.fixture
 def app() -> Iterator[Celery]:
@@ -312,6 +320,35 @@ def test_result_backend_transport_options_win_over_redis_settings(
         client.delete(f"{prefix}celery-task-meta-t-prefix")
     finally:
         backend.close()
+
+
+def test_redis_backend_use_ssl_gives_the_tls_options(app: Celery, tls_server: Any) -> None:
+    import ssl
+
+    app.conf.result_backend = f"rediss://127.0.0.1:{tls_server.port}/0"
+    app.conf.redis_backend_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED,
+                                      "ssl_ca_certs": str(tls_server.ca)}
+    backend = backend_for(app)
+    try:
+        backend.store_result("t-tls", 1, states.SUCCESS)
+        assert backend.get_task_meta("t-tls")["result"] == 1
+    finally:
+        backend.close()
+    # Without the CA the server's throw-away certificate is refused: the options count.
+    app.conf.redis_backend_use_ssl = {"ssl_cert_reqs": "CERT_REQUIRED"}
+    untrusting = backend_for(app)
+    try:
+        with pytest.raises(Exception, match="(?i)certificate"):
+            untrusting.get_task_meta("t-tls")
+    finally:
+        untrusting.close()
+
+
+def test_redis_backend_use_ssl_needs_a_rediss_url(app: Celery) -> None:
+    app.conf.result_backend = "redis://127.0.0.1:6379/13"
+    app.conf.redis_backend_use_ssl = {"ssl_cert_reqs": "required"}
+    with pytest.raises(ImproperlyConfigured, match="rediss://"):
+        backend_for(app)
 
 
 # -- beat ----------------------------------------------------------------------------------
