@@ -206,7 +206,7 @@ _TABLE: tuple[Setting, ...] = (
        ignored=_RECONNECTS, harmless=(True,)),
     _S("broker_connection_max_retries", 100, int, ("BROKER_CONNECTION_MAX_RETRIES",),
        "Reconnection attempts before giving up; None or 0 means forever.",
-       ignored=_RECONNECTS, harmless=(0,)),
+       ignored=_RECONNECTS, harmless=(0, None)),
     _S("broker_channel_error_retry", False, bool, ("BROKER_CHANNEL_ERROR_RETRY",),
        "Also reconnect after an invalid response from the broker.", ignored=_AMQP),
     _S("broker_failover_strategy", None, object, ("BROKER_FAILOVER_STRATEGY",),
