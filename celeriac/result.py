@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from collections import deque
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from . import _state, states
-from .exceptions import ImproperlyConfigured
+from .exceptions import ImproperlyConfigured, TimeoutError
 
 if TYPE_CHECKING:
     from .app import Celery
@@ -73,25 +73,117 @@ class AsyncResult(ResultBase):
 
     def get(self, timeout: float | None = None, propagate: bool = True,
             interval: float = 0.5, no_ack: bool = True, follow_parents: bool = True,
-            disable_sync_subtasks: bool = True, callback: Any = None,
-            on_message: Any = None, on_interval: Any = None) -> Any:
-        """Wait for the task and return its result.
+            callback: Callable[[str, Any], Any] | None = None,
+            on_message: Callable[[dict[str, Any]], Any] | None = None,
+            on_interval: Callable[[], Any] | None = None,
+            disable_sync_subtasks: bool = True,
+            EXCEPTION_STATES: frozenset[str] = states.EXCEPTION_STATES,  # noqa: N803
+            PROPAGATE_STATES: frozenset[str] = states.PROPAGATE_STATES,  # noqa: N803
+            ) -> Any:
+        """Wait for the task and return its result (Celery's arguments, in its order).
+
+        Args:
+            timeout: seconds to wait at most; None waits for as long as it takes.
+            propagate: raise the task's exception when it failed.
+            interval: seconds between two reads of a store that cannot notify (SQLite),
+                and between two ``on_interval`` calls and parent checks.
+            no_ack: accepted as Celery does; it matters only where reading a result
+                consumes it (Celery's rpc backend). celeriac's stores keep a result
+                until it expires, so there is nothing to acknowledge.
+            follow_parents: with ``propagate``, raise the error of a failed earlier step
+                of a chain (the one nearest its start), checked before waiting and at
+                each interval: the steps after a failure never run, so waiting for
+                this one would last until ``timeout``.
+            callback: called as ``callback(task_id, value)`` with the value returned.
+            on_message: called with the meta (Celery's layout, the exception rebuilt
+                for failure states) of each state the task is seen in while waiting:
+                STARTED, custom states such as PROGRESS (read once per ``interval``,
+                so a state that lasts less may be missed), and always the final one.
+            on_interval: called each ``interval`` while the task is not ready.
+            disable_sync_subtasks: refuse to wait inside a task (it can deadlock).
+            EXCEPTION_STATES: states whose result is an exception.
+            PROPAGATE_STATES: states whose exception is raised when ``propagate``.
 
         Raises:
             RuntimeError: called inside a task without ``disable_sync_subtasks=False``.
             TimeoutError: not ready within ``timeout`` seconds.
             Exception: the task's own exception (re-created) when it failed and
-                ``propagate`` is true.
+                ``propagate`` is true; with ``follow_parents``, a failed parent's.
         """
         meta = self._ready_meta_or_none(disable_sync_subtasks)
         if self.ignored:
             return None
+        check_parents = follow_parents and propagate and self.parent is not None
+        if check_parents:
+            self._raise_failed_parent()
         if meta is None:
-            meta = self._cache = self.backend.wait_for(self.id, timeout=timeout,
-                                                       interval=interval)
+            if on_message is None and on_interval is None and not check_parents:
+                meta = self.backend.wait_for(self.id, timeout=timeout, interval=interval)
+            else:
+                meta = self._watch(timeout, interval, on_message, on_interval, check_parents)
+            self._cache = meta
+        if on_message is not None:
+            on_message(self._message(meta))
+        value = self._value(meta, propagate, EXCEPTION_STATES, PROPAGATE_STATES)
         if callback is not None:
-            callback(self.id, meta.get("result"))
-        return self._value(meta, propagate)
+            callback(self.id, value)
+        return value
+
+    def _watch(self, timeout: float | None, interval: float,
+               on_message: Callable[[dict[str, Any]], Any] | None,
+               on_interval: Callable[[], Any] | None, check_parents: bool) -> dict[str, Any]:
+        # get() with something to do while it waits: wait one interval at a time (a
+        # store that notifies still wakes it at once), and between two waits report a
+        # new state, call on_interval and look at the parents. Returns the ready meta;
+        # its on_message is get()'s.
+        backend = self.backend
+        deadline = None if timeout is None else time.monotonic() + timeout
+        reported: dict[str, Any] | None = None
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            step = interval if remaining is None else max(0.0, min(interval, remaining))
+            try:
+                return backend.wait_for(self.id, timeout=step, interval=interval)
+            except TimeoutError:
+                pass
+            if on_message is not None:
+                current = backend.get_task_meta(self.id)
+                if current.get("status") in states.READY_STATES:
+                    return current
+                # A meta without date_done was never stored: nothing was sent yet.
+                if "date_done" in current and current != reported:
+                    reported = current
+                    on_message(self._message(current))
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"task {self.id} not ready after {timeout} seconds")
+            if check_parents:
+                self._raise_failed_parent()
+            if on_interval is not None:
+                on_interval()
+
+    def _message(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """``meta`` as on_message receives it: the exception rebuilt, as Celery does."""
+        if meta.get("status") in states.EXCEPTION_STATES:
+            return dict(meta, result=self.backend.exception_to_python(meta.get("result")))
+        return meta
+
+    def _raise_failed_parent(self) -> None:
+        """Raise the error of the failed parent nearest the start of the chain, if any.
+
+        A ``GroupResult`` parent (a chord's header) is passed over: a header task that
+        fails always fails the chord's body with a ``ChordError`` naming it, so the
+        body's own result says it, and at a moment that does not depend on timing.
+        """
+        lineage = []
+        node = self.parent
+        while node is not None:
+            lineage.append(node)
+            node = node.parent
+        for node in reversed(lineage):
+            if isinstance(node, AsyncResult):
+                meta = node._meta()
+                if meta.get("status") in states.PROPAGATE_STATES:
+                    node._value(meta, propagate=True)  # raises
 
     wait = get
 
@@ -120,11 +212,13 @@ class AsyncResult(ResultBase):
             raise RuntimeError(_GET_IN_TASK)
         return self._cache
 
-    def _value(self, meta: dict[str, Any], propagate: bool) -> Any:
+    def _value(self, meta: dict[str, Any], propagate: bool,
+               exception_states: frozenset[str] = states.EXCEPTION_STATES,
+               propagate_states: frozenset[str] = states.PROPAGATE_STATES) -> Any:
         status = meta.get("status")
-        if status in states.EXCEPTION_STATES:
+        if status in exception_states:
             exc = self.backend.exception_to_python(meta.get("result"))
-            if propagate and status in states.PROPAGATE_STATES:
+            if propagate and status in propagate_states:
                 raise exc
             return exc
         return meta.get("result")
@@ -305,18 +399,27 @@ class ResultSet(ResultBase):
             r.forget()
 
     def get(self, timeout: float | None = None, propagate: bool = True,
-            interval: float = 0.5, callback: Any = None, no_ack: bool = True,
-            on_message: Any = None, disable_sync_subtasks: bool = True,
-            on_interval: Any = None) -> list[Any]:
+            interval: float = 0.5, callback: Callable[[str, Any], Any] | None = None,
+            no_ack: bool = True, on_message: Callable[[dict[str, Any]], Any] | None = None,
+            disable_sync_subtasks: bool = True,
+            on_interval: Callable[[], Any] | None = None) -> list[Any]:
         """Wait for every member; see ``join``."""
         return self.join(timeout=timeout, propagate=propagate, interval=interval,
-                         callback=callback, disable_sync_subtasks=disable_sync_subtasks)
+                         callback=callback, no_ack=no_ack, on_message=on_message,
+                         disable_sync_subtasks=disable_sync_subtasks,
+                         on_interval=on_interval)
 
     def join(self, timeout: float | None = None, propagate: bool = True,
-             interval: float = 0.5, callback: Any = None, no_ack: bool = True,
-             on_message: Any = None, on_interval: Any = None,
-             disable_sync_subtasks: bool = True) -> list[Any]:
+             interval: float = 0.5, callback: Callable[[str, Any], Any] | None = None,
+             no_ack: bool = True, on_message: Callable[[dict[str, Any]], Any] | None = None,
+             disable_sync_subtasks: bool = True,
+             on_interval: Callable[[], Any] | None = None) -> list[Any]:
         """The members' values in order, waiting at most ``timeout`` seconds in all.
+
+        The other arguments are ``AsyncResult.get``'s, applied to each member in turn:
+        ``on_message`` sees each member's states (its final one at least), and
+        ``callback(task_id, value)``, when given, receives each value instead of the
+        returned list (which is then empty).
 
         Raises:
             TimeoutError: not all ready in time.
@@ -334,6 +437,7 @@ class ResultSet(ResultBase):
                 self._prefetch(self.results[index:index + PREFETCH_WINDOW])
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             value = r.get(timeout=remaining, propagate=propagate, interval=interval,
+                          no_ack=no_ack, on_message=on_message, on_interval=on_interval,
                           disable_sync_subtasks=False)
             if callback is not None:
                 callback(r.id, value)
@@ -341,7 +445,17 @@ class ResultSet(ResultBase):
                 values.append(value)
         return values
 
-    join_native = join
+    def join_native(self, timeout: float | None = None, propagate: bool = True,
+                    interval: float = 0.5, callback: Callable[[str, Any], Any] | None = None,
+                    no_ack: bool = True,
+                    on_message: Callable[[dict[str, Any]], Any] | None = None,
+                    on_interval: Callable[[], Any] | None = None,
+                    disable_sync_subtasks: bool = True) -> list[Any]:
+        """``join`` (one implementation serves both; Celery's argument order)."""
+        return self.join(timeout=timeout, propagate=propagate, interval=interval,
+                         callback=callback, no_ack=no_ack, on_message=on_message,
+                         disable_sync_subtasks=disable_sync_subtasks,
+                         on_interval=on_interval)
 
     async def aget(self, timeout: float | None = None, propagate: bool = True,
                    interval: float = 0.5, disable_sync_subtasks: bool = True) -> list[Any]:
