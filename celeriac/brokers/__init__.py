@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from ..exceptions import UnknownTransport
 from ..utils.urls import scheme_of
-from .base import Broker, DeadLetter, Delivery, Outgoing
+from .base import Broker, DeadLetter, Delivery, Outgoing, Released
 
 
 def _memory() -> type[Broker]:
@@ -60,4 +60,4 @@ def connect(url: str, options: dict[str, Any] | None = None) -> Broker:
     return broker_class(url)(url, options)
 
 
-__all__ = ["Broker", "Delivery", "DeadLetter", "Outgoing", "TRANSPORTS", "connect", "broker_class"]
+__all__ = ["Broker", "Delivery", "DeadLetter", "Outgoing", "Released", "TRANSPORTS", "connect", "broker_class"]

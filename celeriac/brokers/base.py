@@ -12,7 +12,7 @@ import os
 import socket
 import uuid
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 
@@ -51,6 +51,25 @@ class DeadLetter:
     time: float
 
 
+@dataclass(slots=True)
+class Released:
+    """What handing back messages of a consumer (or of several) did.
+
+    Attributes:
+        returned: messages put back on their queues.
+        poisoned: messages set aside instead, because their holder was lost too often
+            (their tasks should be marked failed: the transport knows no result store).
+    """
+
+    returned: int = 0
+    poisoned: list[DeadLetter] = field(default_factory=list)
+
+    def add(self, other: Released) -> Released:
+        self.returned += other.returned
+        self.poisoned.extend(other.poisoned)
+        return self
+
+
 def poison_reason(losses: int) -> str:
     return (f"its worker was lost {losses} times while holding it; set aside as a "
             "probable poison message (see broker_max_redeliveries)")
@@ -84,9 +103,6 @@ class Broker(ABC):
         self.lost_timeout: float = float(self.options.get("lost_timeout", 10.0))
         #: a message whose consumer was lost this many times is dead-lettered
         self.max_redeliveries: int = int(self.options.get("max_redeliveries") or 5)
-        #: messages this instance dead-lettered as poison since the caller last looked,
-        #: so that their tasks can be marked failed (the transport knows no backend)
-        self.poisoned: list[DeadLetter] = []
 
     @abstractmethod
     def publish(self, queue: str, payload: str, priority: int = 0,
@@ -105,15 +121,6 @@ class Broker(ABC):
     @abstractmethod
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Remove messages for good."""
-
-    def ack_for(self, consumer_id: str, deliveries: Sequence[Delivery]) -> None:
-        """Ack on behalf of another consumer (a pool process that was killed)."""
-        own = self.consumer_id
-        self.consumer_id = consumer_id
-        try:
-            self.ack(deliveries)
-        finally:
-            self.consumer_id = own
 
     def ack_nowait(self, deliveries: Sequence[Delivery]) -> Callable[[], None]:
         """Send an ack and return a function that waits for the broker's reply.
@@ -138,16 +145,34 @@ class Broker(ABC):
         """Atomically move a fetched message to the dead-letter queue with ``reason``."""
 
     @abstractmethod
-    def heartbeat(self) -> int:
-        """Mark this consumer alive; hand back messages of dead consumers.
+    def heartbeat(self, consumer_ids: Sequence[str] | None = None) -> Released:
+        """Mark consumers alive (default: this one); hand back dead consumers' messages.
 
-        Returns:
-            how many messages of dead consumers were returned to their queues.
+        A consumer is dead when no beat for it reached the broker for ``lost_timeout``
+        seconds, judged on the broker's clock. Silence that everyone shared proves
+        nothing: when no beat at all arrived for ``lost_timeout / 2`` (the broker was
+        down or unreachable), every consumer's clock starts again instead.
+
+        Of a dead consumer's messages only the oldest, the one it was most likely
+        running, counts a loss towards ``max_redeliveries``; the others never ran.
+
+        Args:
+            consumer_ids: the ids to mark alive; a prefork parent beats for its
+                children, so a child busy in C code without the GIL stays alive.
         """
 
     @abstractmethod
-    def forget_consumer(self, consumer_id: str | None = None) -> int:
-        """Return the unacked messages of ``consumer_id`` (default: self) and drop it."""
+    def forget_consumer(self, consumer_id: str | None = None, lost: Sequence[Any] = (),
+                        drop: Sequence[Any] = ()) -> Released:
+        """Hand back every unacked message of ``consumer_id`` (default: self); drop it.
+
+        Args:
+            lost: tags of the messages that were running when the consumer died: each
+                counts a loss towards ``max_redeliveries``; the others return as they
+                were (they never ran).
+            drop: tags of messages to remove for good instead (what an ack would have
+                done: a task recorded as timed out or terminated).
+        """
 
     @abstractmethod
     def revoke(self, task_ids: Sequence[str], terminate: str | None, expires: float) -> None:

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from typing import Any, Sequence
 
-from .base import Broker, DeadLetter, Delivery, poison_reason
+from .base import Broker, DeadLetter, Delivery, Released, poison_reason
 
 
 class _Store:
@@ -23,6 +23,7 @@ class _Store:
         self.delayed: list[tuple[float, int, str, str]] = []
         self.unacked: dict[str, dict[int, Delivery]] = {}
         self.heartbeats: dict[str, float] = {}
+        self.last_beat = 0.0  # when any consumer last beat (the outage fence)
         self.dead: list[DeadLetter] = []
         self.losses: dict[str, int] = {}  # payload -> times its consumer was lost
         self.revoked: dict[str, tuple[float, str | None]] = {}  # id -> (expires at, signal)
@@ -120,32 +121,49 @@ class MemoryBroker(Broker):
                 return  # not ours any more (see defer)
             s.dead.append(DeadLetter(delivery.queue, reason, delivery.payload, time.time()))
 
-    def heartbeat(self) -> int:
+    def heartbeat(self, consumer_ids: Sequence[str] | None = None) -> Released:
         s = self._s
         now = time.time()
         with s.cond:
-            s.heartbeats[self.consumer_id] = now
+            silent_since, s.last_beat = s.last_beat, now
+            for consumer_id in consumer_ids or (self.consumer_id,):
+                s.heartbeats[consumer_id] = now
+            if silent_since and now - silent_since > self.lost_timeout / 2:
+                for consumer_id in s.heartbeats:
+                    s.heartbeats[consumer_id] = now
+                return Released()
             dead = [c for c, t in s.heartbeats.items() if now - t > self.lost_timeout]
-        return sum(self.forget_consumer(c) for c in dead)
+            released = Released()
+            for consumer_id in dead:
+                owned = s.unacked.get(consumer_id, {})
+                oldest = [min(owned)] if owned else []
+                released.add(self._release(consumer_id, oldest, ()))
+            return released
 
-    def forget_consumer(self, consumer_id: str | None = None) -> int:
+    def forget_consumer(self, consumer_id: str | None = None, lost: Sequence[Any] = (),
+                        drop: Sequence[Any] = ()) -> Released:
+        with self._s.cond:
+            return self._release(consumer_id or self.consumer_id, lost, drop)
+
+    def _release(self, consumer_id: str, lost: Sequence[Any], drop: Sequence[Any]) -> Released:
         s = self._s
-        consumer_id = consumer_id or self.consumer_id
-        with s.cond:
-            s.heartbeats.pop(consumer_id, None)
-            owned = s.unacked.pop(consumer_id, {})
-            returned = 0
-            for d in sorted(owned.values(), key=lambda d: d.tag, reverse=True):
+        s.heartbeats.pop(consumer_id, None)
+        owned = s.unacked.pop(consumer_id, {})
+        released = Released()
+        for d in sorted(owned.values(), key=lambda d: d.tag, reverse=True):
+            if d.tag in drop:
+                continue
+            if d.tag in lost:
                 losses = s.losses[d.payload] = s.losses.get(d.payload, 0) + 1
                 if losses >= self.max_redeliveries:
                     dead = DeadLetter(d.queue, poison_reason(losses), d.payload, time.time())
                     s.dead.append(dead)
-                    self.poisoned.append(dead)
+                    released.poisoned.append(dead)
                     continue
-                s.queues.setdefault(d.queue, deque()).append(d.payload)
-                returned += 1
-            s.cond.notify_all()
-            return returned
+            s.queues.setdefault(d.queue, deque()).append(d.payload)
+            released.returned += 1
+        s.cond.notify_all()
+        return released
 
     def revoke(self, task_ids: Sequence[str], terminate: str | None, expires: float) -> None:
         s = self._s

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from ..exceptions import ImproperlyConfigured
 from ..utils.redis import RedisConnector, process_lock
-from .base import Broker, DeadLetter, Delivery, Outgoing, new_consumer_id, poison_reason
+from .base import Broker, DeadLetter, Delivery, Outgoing, Released, new_consumer_id, poison_reason
 
 DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
 DEFAULT_SEP = "\x06\x16"
@@ -149,11 +149,11 @@ DEAD_LETTER = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then redis.call('LPUSH', KEYS[2], ARGV[2]) end
 """
 
-# KEYS: consumers, landing-source; ARGV: mode, consumer id, lost timeout,
-# unacked key prefix, landing key prefix
-# KEYS: consumers, landing-source, dead-letter list
-# ARGV: mode, consumer id, lost timeout, unacked prefix, landing prefix,
-#       loss-counter prefix, max redeliveries, poison reason format
+# KEYS: consumers, landing-source, dead-letter list, last-beat key
+# ARGV: mode ('beat' or 'forget'), lost timeout, unacked prefix, landing prefix,
+#       loss-counter prefix, max redeliveries, poison reason format,
+#       then a count and that many consumer ids (beat: to mark alive; forget: the one),
+#       then (forget) a count and the tags that count a loss, a count and tags to drop.
 # Returns {messages returned, poisoned record...}.
 RELEASE = _SPLIT + """
 local now
@@ -161,56 +161,88 @@ do
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
+local lost_timeout = tonumber(ARGV[2])
 local poisoned = {}
--- Count how often a message's holder was lost; past the bound it is set aside
--- instead of returned, so one message that kills every worker cannot stop the queue.
-local function hand_back(list, payload)
-  local counter = ARGV[6] .. redis.sha1hex(payload)
-  local losses = redis.call('INCR', counter)
-  redis.call('EXPIRE', counter, 86400)
-  if losses >= tonumber(ARGV[7]) then
-    redis.call('DEL', counter)
-    local record = cjson.encode({queue = list, reason = string.format(ARGV[8], losses),
-                                 time = now, payload = payload})
-    redis.call('LPUSH', KEYS[3], record)
-    poisoned[#poisoned + 1] = record
-    return 0
+local function list_arg(at)
+  local n = tonumber(ARGV[at])
+  local items = {}
+  for i = at + 1, at + n do items[#items + 1] = ARGV[i] end
+  return items, at + n + 1
+end
+local ids, after_ids = list_arg(8)
+-- A message whose holder was lost while running it counts a loss; past the bound it
+-- is set aside instead of returned, so one message that kills every worker cannot
+-- stop the queue. Messages that were only waiting behind it return as they were.
+local function hand_back(list, payload, counts)
+  if counts then
+    local counter = ARGV[5] .. redis.sha1hex(payload)
+    local losses = redis.call('INCR', counter)
+    redis.call('EXPIRE', counter, 86400)
+    if losses >= tonumber(ARGV[6]) then
+      redis.call('DEL', counter)
+      local record = cjson.encode({queue = list, reason = string.format(ARGV[7], losses),
+                                   time = now, payload = payload})
+      redis.call('LPUSH', KEYS[3], record)
+      poisoned[#poisoned + 1] = record
+      return 0
+    end
   end
   redis.call('RPUSH', list, payload)
   return 1
 end
-local function release(id)
+-- lost: set of tags that count a loss, or nil for "the oldest one" (a consumer found
+-- dead runs its messages in tag order, so the oldest unacked one was running)
+local function release(id, lost, drop)
   local n = 0
-  local landing = ARGV[5] .. id
+  local landing = ARGV[4] .. id
   local src = redis.call('HGET', KEYS[2], id)
   if src then
-    -- newest first, so the oldest ends up next in line
+    -- newest first, so the oldest ends up next in line; landed messages never ran
     while true do
       local p = redis.call('LPOP', landing)
       if not p then break end
-      n = n + hand_back(src, p)
+      n = n + hand_back(src, p, false)
     end
   end
-  local flat = redis.call('HGETALL', ARGV[4] .. id)
+  local flat = redis.call('HGETALL', ARGV[3] .. id)
   local items = {}
-  for i = 1, #flat, 2 do items[#items + 1] = {tonumber(flat[i]) or 0, flat[i + 1]} end
+  for i = 1, #flat, 2 do items[#items + 1] = {tonumber(flat[i]) or 0, flat[i + 1], flat[i]} end
   table.sort(items, function(a, b) return a[1] > b[1] end)
+  local oldest = items[#items]
   for _, item in ipairs(items) do
-    local list, payload = split(item[2])
-    if list then n = n + hand_back(list, payload) end
+    if not drop[item[3]] then
+      local list, payload = split(item[2])
+      local counts
+      if lost then counts = lost[item[3]] == true else counts = item == oldest end
+      if list then n = n + hand_back(list, payload, counts) end
+    end
   end
-  redis.call('DEL', ARGV[4] .. id)
+  redis.call('DEL', ARGV[3] .. id)
   redis.call('HDEL', KEYS[2], id)
   redis.call('ZREM', KEYS[1], id)
   return n
 end
 local n = 0
-if ARGV[1] ~= 'beat' then
-  n = release(ARGV[2])
+if ARGV[1] == 'beat' then
+  local last = tonumber(redis.call('GET', KEYS[4]) or '0')
+  redis.call('SET', KEYS[4], tostring(now))
+  for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], now, id) end
+  if last > 0 and now - last > lost_timeout / 2 then
+    -- No beat at all reached the server for a while: it was down or cut off, and
+    -- everyone's silence proves nothing. Start every consumer's clock again.
+    local everyone = redis.call('ZRANGE', KEYS[1], 0, -1)
+    for _, id in ipairs(everyone) do redis.call('ZADD', KEYS[1], now, id) end
+  else
+    local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - lost_timeout))
+    for _, id in ipairs(dead) do n = n + release(id, nil, {}) end
+  end
 else
-  redis.call('ZADD', KEYS[1], now, ARGV[2])
-  local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[3])))
-  for _, id in ipairs(dead) do n = n + release(id) end
+  local lost_tags, after_lost = list_arg(after_ids)
+  local drop_tags = list_arg(after_lost)
+  local lost, drop = {}, {}
+  for _, t in ipairs(lost_tags) do lost[t] = true end
+  for _, t in ipairs(drop_tags) do drop[t] = true end
+  n = release(ids[1], lost, drop)
 end
 table.insert(poisoned, 1, n)
 return poisoned
@@ -314,6 +346,7 @@ class RedisBroker(Broker):
         p = self.prefix
         self._delayed = p + "celeriac.delayed"
         self._consumers = p + "celeriac.consumers"
+        self._last_beat = p + "celeriac.last-beat"
         self._landing_source = p + "celeriac.landing-source"
         self._dead = p + self.dead_letter_queue
         self._revoked = p + "celeriac.revoked"
@@ -503,26 +536,29 @@ class RedisBroker(Broker):
         self._p().dead_letter(keys=[self._unacked(), self._dead], args=[delivery.tag, record])
 
     # -- liveness ------------------------------------------------------------------
-    def _release(self, mode: str, consumer_id: str) -> int:
+    def _release(self, mode: str, ids: Sequence[str], lost: Sequence[Any] = (),
+                 drop: Sequence[Any] = ()) -> Released:
         reply = self._p().release(
-            keys=[self._consumers, self._landing_source, self._dead],
-            args=[mode, consumer_id, repr(self.lost_timeout),
-                  f"{self.prefix}celeriac.unacked.", f"{self.prefix}celeriac.landing.",
-                  f"{self.prefix}celeriac.losses.", self.max_redeliveries,
-                  poison_reason(999).replace("999", "%d")])
+            keys=[self._consumers, self._landing_source, self._dead, self._last_beat],
+            args=[mode, repr(self.lost_timeout), f"{self.prefix}celeriac.unacked.",
+                  f"{self.prefix}celeriac.landing.", f"{self.prefix}celeriac.losses.",
+                  self.max_redeliveries, poison_reason(999).replace("999", "%d"),
+                  len(ids), *ids, len(lost), *lost, len(drop), *drop])
+        released = Released(int(reply[0]))
         for raw in reply[1:]:
             record = json.loads(raw)
-            self.poisoned.append(DeadLetter(record["queue"], record["reason"],
-                                            record["payload"], float(record["time"])))
-        return int(reply[0])
+            released.poisoned.append(DeadLetter(record["queue"], record["reason"],
+                                                record["payload"], float(record["time"])))
+        return released
 
-    def heartbeat(self) -> int:
+    def heartbeat(self, consumer_ids: Sequence[str] | None = None) -> Released:
         self._p()  # first, so that a forked child beats under its own id
-        return self._release("beat", self.consumer_id)
+        return self._release("beat", list(consumer_ids or (self.consumer_id,)))
 
-    def forget_consumer(self, consumer_id: str | None = None) -> int:
+    def forget_consumer(self, consumer_id: str | None = None, lost: Sequence[Any] = (),
+                        drop: Sequence[Any] = ()) -> Released:
         self._p()
-        return self._release("forget", consumer_id or self.consumer_id)
+        return self._release("forget", [consumer_id or self.consumer_id], lost, drop)
 
     # -- management ----------------------------------------------------------------
     def purge(self, queue: str) -> int:

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from ..utils.sqlite import SQLiteFile, placeholders
 from ..utils.urls import sqlite_path
-from .base import Broker, DeadLetter, Delivery, Outgoing, poison_reason
+from .base import Broker, DeadLetter, Delivery, Outgoing, Released, poison_reason
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS celeriac_messages (
@@ -31,6 +31,10 @@ CREATE INDEX IF NOT EXISTS celeriac_messages_consumer ON celeriac_messages (cons
 CREATE TABLE IF NOT EXISTS celeriac_consumers (
     id TEXT PRIMARY KEY,
     heartbeat REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS celeriac_clock (
+    name TEXT PRIMARY KEY,
+    value REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS celeriac_rates (
     key TEXT PRIMARY KEY,
@@ -132,39 +136,65 @@ class SQLiteBroker(Broker):
 
         self.db.write(move)
 
-    def heartbeat(self) -> int:
+    def heartbeat(self, consumer_ids: Sequence[str] | None = None) -> Released:
         now = time.time()
+        ids = list(consumer_ids or (self.consumer_id,))
 
-        def beat(conn: Any) -> int:
-            conn.execute("INSERT OR REPLACE INTO celeriac_consumers (id, heartbeat) VALUES (?, ?)",
-                         (self.consumer_id, now))
+        def beat(conn: Any) -> Released:
+            row = conn.execute("SELECT value FROM celeriac_clock WHERE name = 'last_beat'"
+                               ).fetchone()
+            conn.execute("INSERT OR REPLACE INTO celeriac_clock (name, value) "
+                         "VALUES ('last_beat', ?)", (now,))
+            conn.executemany("INSERT OR REPLACE INTO celeriac_consumers (id, heartbeat) "
+                             "VALUES (?, ?)", [(i, now) for i in ids])
+            if row and now - row[0] > self.lost_timeout / 2:
+                # Nobody could beat (the machine slept, the file was locked): silence
+                # everyone shared proves no one dead. Start every clock again.
+                conn.execute("UPDATE celeriac_consumers SET heartbeat = ?", (now,))
+                return Released()
             dead = [r[0] for r in conn.execute(
                 "SELECT id FROM celeriac_consumers WHERE heartbeat < ?",
                 (now - self.lost_timeout,))]
-            if not dead:
-                return 0
-            return sum(self._release(conn, c) for c in dead)
+            released = Released()
+            for consumer_id in dead:
+                oldest = conn.execute("SELECT MIN(id) FROM celeriac_messages WHERE consumer = ?",
+                                      (consumer_id,)).fetchone()[0]
+                lost = () if oldest is None else (oldest,)
+                released.add(self._release(conn, consumer_id, lost, ()))
+            return released
 
         return self.db.write(beat)
 
-    def _release(self, conn: Any, consumer_id: str) -> int:
+    def _release(self, conn: Any, consumer_id: str, lost: Sequence[Any],
+                 drop: Sequence[Any]) -> Released:
         conn.execute("DELETE FROM celeriac_consumers WHERE id = ?", (consumer_id,))
-        held = conn.execute("SELECT id, queue, payload, lost FROM celeriac_messages "
-                            "WHERE consumer = ?", (consumer_id,)).fetchall()
-        conn.execute("UPDATE celeriac_messages SET consumer = NULL, lost = lost + 1 "
-                     "WHERE consumer = ?", (consumer_id,))
-        poison = [row for row in held if row[3] + 1 >= self.max_redeliveries]
-        for row_id, queue, payload, lost in poison:
-            dead = DeadLetter(queue, poison_reason(lost + 1), payload, time.time())
-            conn.execute("INSERT INTO celeriac_dead_letters (queue, reason, time, payload) "
-                         "VALUES (?, ?, ?, ?)", (queue, dead.reason, dead.time, payload))
-            conn.execute("DELETE FROM celeriac_messages WHERE id = ?", (row_id,))
-            self.poisoned.append(dead)
-        return len(held) - len(poison)
+        if drop:
+            conn.execute(f"DELETE FROM celeriac_messages WHERE consumer = ? AND id IN "
+                         f"({placeholders(drop)})", (consumer_id, *drop))
+        released = Released()
+        if lost:
+            held = conn.execute(
+                f"SELECT id, queue, payload, lost FROM celeriac_messages WHERE consumer = ? "
+                f"AND id IN ({placeholders(lost)})", (consumer_id, *lost)).fetchall()
+            conn.execute(f"UPDATE celeriac_messages SET lost = lost + 1 WHERE consumer = ? "
+                         f"AND id IN ({placeholders(lost)})", (consumer_id, *lost))
+            for row_id, queue, payload, losses in held:
+                if losses + 1 < self.max_redeliveries:
+                    continue
+                dead = DeadLetter(queue, poison_reason(losses + 1), payload, time.time())
+                conn.execute("INSERT INTO celeriac_dead_letters (queue, reason, time, payload) "
+                             "VALUES (?, ?, ?, ?)", (queue, dead.reason, dead.time, payload))
+                conn.execute("DELETE FROM celeriac_messages WHERE id = ?", (row_id,))
+                released.poisoned.append(dead)
+        released.returned = conn.execute(
+            "UPDATE celeriac_messages SET consumer = NULL WHERE consumer = ?",
+            (consumer_id,)).rowcount
+        return released
 
-    def forget_consumer(self, consumer_id: str | None = None) -> int:
+    def forget_consumer(self, consumer_id: str | None = None, lost: Sequence[Any] = (),
+                        drop: Sequence[Any] = ()) -> Released:
         cid = consumer_id or self.consumer_id
-        return self.db.write(lambda conn: self._release(conn, cid))
+        return self.db.write(lambda conn: self._release(conn, cid, list(lost), list(drop)))
 
     def revoke(self, task_ids: Sequence[str], terminate: str | None, expires: float) -> None:
         now = time.time()

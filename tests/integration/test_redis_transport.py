@@ -212,13 +212,17 @@ def test_heartbeat_recovers_dead_consumer(make_broker):
     b = make_broker(lost_timeout=0.5)
     for i in range(5):
         a.publish("celery", f"m{i}")
-    assert a.heartbeat() == 0
+    assert a.heartbeat().returned == 0
     assert payloads(a.fetch(["celery"], 3, 0)) == ["m0", "m1", "m2"]
-    assert b.heartbeat() == 0
-    time.sleep(0.6)
-    assert b.heartbeat() == 3
+    assert b.heartbeat().returned == 0
+    returned = 0
+    deadline = time.monotonic() + 0.6
+    while time.monotonic() < deadline:  # b lives on (a silent broker would be an outage)
+        returned += b.heartbeat().returned
+        time.sleep(0.02)
+    assert returned == 3
     assert payloads(b.fetch(["celery"], 10, 0)) == ["m0", "m1", "m2", "m3", "m4"]
-    assert b.heartbeat() == 0
+    assert b.heartbeat().returned == 0
 
 
 def test_heartbeat_returns_landing_list(make_broker, r):
@@ -229,7 +233,7 @@ def test_heartbeat_returns_landing_list(make_broker, r):
     r.lpush("celeriac.landing.ghost", "landed")
     r.hset("celeriac.unacked.ghost", mapping={"1": f"celery{SEP}3\nfirst"})
     r.lpush(f"celery{SEP}3", "waiting")
-    assert b.heartbeat() == 2
+    assert b.heartbeat().returned == 2
     assert payloads(b.fetch(["celery"], 10, 0)) == ["first", "landed", "waiting"]
     assert not r.hexists("celeriac.landing-source", "ghost")
     assert r.zscore("celeriac.consumers", "ghost") is None
@@ -242,10 +246,10 @@ def test_forget_consumer(make_broker, r):
         a.publish("celery", f"m{i}")
     a.heartbeat()
     a.fetch(["celery"], 2, 0)
-    assert b.forget_consumer(a.consumer_id) == 2
+    assert b.forget_consumer(a.consumer_id).returned == 2
     assert r.zscore("celeriac.consumers", a.consumer_id) is None
     assert payloads(b.fetch(["celery"], 10, 0)) == ["m0", "m1", "m2", "m3"]
-    assert b.forget_consumer() == 4
+    assert b.forget_consumer().returned == 4
     assert b.size("celery") == 4
 
 
@@ -563,9 +567,12 @@ def test_message_that_keeps_losing_its_worker_is_dead_lettered(make_broker, r):
     publisher.publish("celery", "fine")
     for _ in range(3):
         victim = make_broker(max_redeliveries=3, dead_letter_queue="poison.dead")
-        assert payloads(victim.fetch(["celery"], 1, 0)) == ["poison"]
-        victim.forget_consumer()  # as when its worker dies holding it
-    assert [d.reason for d in victim.poisoned] and "lost 3 times" in victim.poisoned[0].reason
+        got = victim.fetch(["celery"], 1, 0)
+        assert payloads(got) == ["poison"]
+        # as when its pool process dies running it
+        released = victim.forget_consumer(lost=[d.tag for d in got])
+    assert [d.reason for d in released.poisoned]
+    assert "lost 3 times" in released.poisoned[0].reason
     assert payloads(publisher.fetch(["celery"], 5, 0)) == ["fine"]
     (dead,) = publisher.dead_letters()
     assert dead.payload == "poison" and "probable poison message" in dead.reason
@@ -604,3 +611,60 @@ def test_direct_line_gives_up_on_error_and_reconnects_next_time(r):
         line.call(("GET", "x"))
     assert line.call(("GET", "x")) == [b"1"]
     connector.close()
+
+
+# -- who counts a loss, and when silence is not death -------------------------------------
+def test_only_the_running_message_counts_a_loss(make_broker, r):
+    publisher = make_broker(max_redeliveries=3, dead_letter_queue="poison.dead")
+    for payload in ("poison", "x", "y", "z"):
+        publisher.publish("celery", payload)
+    for _ in range(3):
+        victim = make_broker(max_redeliveries=3, dead_letter_queue="poison.dead")
+        got = victim.fetch(["celery"], 4, 0)
+        assert payloads(got)[0] == "poison"
+        released = victim.forget_consumer(lost=[got[0].tag])
+    assert released.returned == 3
+    assert [d.payload for d in released.poisoned] == ["poison"]
+    assert sorted(payloads(publisher.fetch(["celery"], 10, 0))) == ["x", "y", "z"]
+
+
+def test_a_consumer_found_dead_counts_a_loss_for_its_oldest_message_only(make_broker, r):
+    opts = dict(lost_timeout=0.3, max_redeliveries=2, dead_letter_queue="poison.dead")
+    judge = make_broker(**opts)
+    judge.publish("celery", "poison")
+    judge.publish("celery", "x")
+    poisoned = []
+    for _ in range(2):
+        victim = make_broker(**opts)
+        victim.heartbeat()
+        assert payloads(victim.fetch(["celery"], 2, 0)) == ["poison", "x"]
+        deadline = time.monotonic() + 0.45
+        while time.monotonic() < deadline:  # the judge lives on, the victim is silent
+            poisoned += judge.heartbeat().poisoned
+            time.sleep(0.02)
+    assert [d.payload for d in poisoned] == ["poison"]
+    assert payloads(judge.fetch(["celery"], 10, 0)) == ["x"]
+
+
+def test_forget_consumer_drops_what_it_is_told_to(broker, r):
+    broker.publish("celery", "timed-out")
+    broker.publish("celery", "waiting")
+    got = broker.fetch(["celery"], 2, 0)
+    assert broker.forget_consumer(drop=[got[0].tag]).returned == 1
+    assert payloads(broker.fetch(["celery"], 10, 0)) == ["waiting"]
+
+
+def test_silence_everyone_shared_is_not_taken_for_death(make_broker, r):
+    first, second = make_broker(lost_timeout=0.5), make_broker(lost_timeout=0.5)
+    first.publish("celery", "running")
+    first.heartbeat()
+    second.heartbeat()
+    assert payloads(first.fetch(["celery"], 1, 0)) == ["running"]
+    time.sleep(0.8)  # an outage: nobody's beat reaches the server
+    assert second.heartbeat().returned == 0
+    returned = 0
+    deadline = time.monotonic() + 0.7
+    while time.monotonic() < deadline:  # now `first` really is silent
+        returned += second.heartbeat().returned
+        time.sleep(0.02)
+    assert returned == 1

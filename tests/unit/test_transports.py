@@ -59,6 +59,16 @@ def drain(broker: Broker, queues: list[str] | None = None, limit: int = 100) -> 
     return payloads_of(broker.fetch(queues or [Q], limit, timeout=0))
 
 
+def beat_through(broker: Broker, seconds: float) -> int:
+    """Beat as a live worker does, often, for ``seconds``; how many messages came back."""
+    returned = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        returned += broker.heartbeat().returned
+        time.sleep(0.02)
+    return returned + broker.heartbeat().returned
+
+
 def test_connect_picks_the_transport_by_scheme(tmp_path: Path) -> None:
     assert isinstance(brokers.connect(f"memory://unit-{uuid.uuid4()}"), MemoryBroker)
     sqlite = brokers.connect(f"sqlite:///{tmp_path}/x.db")
@@ -127,7 +137,7 @@ def test_ack_removes_for_good(make_broker: BrokerFactory) -> None:
     publish_all(broker, ["a", "b"])
     got = broker.fetch([Q], 10, timeout=0)
     broker.ack(got)
-    assert broker.forget_consumer() == 0  # nothing left to hand back
+    assert broker.forget_consumer().returned == 0  # nothing left to hand back
     assert drain(broker) == []
     assert drain(make_broker()) == []
     assert broker.size(Q) == 0
@@ -137,7 +147,7 @@ def test_ack_of_part_of_a_batch(broker: Broker) -> None:
     publish_all(broker, ["a", "b", "c"])
     got = broker.fetch([Q], 10, timeout=0)
     broker.ack(got[1:2])
-    assert broker.forget_consumer() == 2
+    assert broker.forget_consumer().returned == 2
     assert drain(broker) == ["a", "c"]
 
 
@@ -149,7 +159,7 @@ def test_unacked_messages_survive_in_the_broker(make_broker: BrokerFactory) -> N
     second = make_broker()
     assert drain(second) == []
     # ...but they come back when the first lets go.
-    assert first.forget_consumer() == 2
+    assert first.forget_consumer().returned == 2
     assert drain(second) == ["a", "b"]
 
 
@@ -178,7 +188,7 @@ def test_defer_holds_a_message_until_its_eta(broker: Broker) -> None:
     broker.defer(delivery, eta)
     assert drain(broker) == []
     assert broker.size(Q) == 1  # it waits in the broker, not in a worker
-    assert broker.forget_consumer() == 0  # no longer owned by the consumer
+    assert broker.forget_consumer().returned == 0  # no longer owned by the consumer
     got = broker.fetch([Q], 1, timeout=5)
     assert payloads_of(got) == ["later"]
     assert time.time() >= eta - 0.01
@@ -229,7 +239,7 @@ def test_dead_letter_keeps_reason_and_payload(make_broker: BrokerFactory) -> Non
     assert all(d.time >= before - 1 for d in letters)
     assert [d.payload for d in broker.dead_letters(limit=1)] == ['{"bad": 2}']
     # set aside, not requeued and not lost
-    assert broker.forget_consumer() == 1  # only "ok" was still owned
+    assert broker.forget_consumer().returned == 1  # only "ok" was still owned
     assert drain(broker) == ["ok"]
 
 
@@ -270,12 +280,11 @@ def test_lost_consumer_messages_are_returned_by_another_consumers_heartbeat(
     publish_all(dying, ["a", "b", "c", "d"])
     dying.heartbeat()
     assert drain(dying, limit=3) == ["a", "b", "c"]
-    assert alive.heartbeat() == 0  # the other consumer is still alive: hands off
+    assert alive.heartbeat().returned == 0  # the other consumer is still alive: hands off
     assert drain(alive) == ["d"]
-    time.sleep(0.3)  # `dying` stops beating
-    assert alive.heartbeat() == 3
+    assert beat_through(alive, 0.3) == 3  # `dying` stopped beating
     assert drain(alive) == ["a", "b", "c"]  # back in their original order
-    assert alive.heartbeat() == 0  # returned once, not twice
+    assert alive.heartbeat().returned == 0  # returned once, not twice
 
 
 def test_a_beating_consumer_keeps_its_messages(make_broker: BrokerFactory) -> None:
@@ -287,7 +296,7 @@ def test_a_beating_consumer_keeps_its_messages(make_broker: BrokerFactory) -> No
     for _ in range(3):
         time.sleep(0.1)
         worker.heartbeat()
-        assert other.heartbeat() == 0
+        assert other.heartbeat().returned == 0
     assert drain(other) == []
 
 
@@ -297,12 +306,12 @@ def test_forget_consumer(make_broker: BrokerFactory) -> None:
     assert drain(a, limit=2) == ["1", "2"]
     assert drain(b, limit=1) == ["3"]
     # another process can forget `a` by id (e.g. `celeriac` noticing it exited)...
-    assert b.forget_consumer(a.consumer_id) == 2
+    assert b.forget_consumer(a.consumer_id).returned == 2
     assert drain(b) == ["1", "2"]
     # ...and a consumer can forget itself on shutdown
-    assert b.forget_consumer() == 3
+    assert b.forget_consumer().returned == 3
     assert sorted(drain(a)) == ["1", "2", "3"]
-    assert a.forget_consumer("no-such-consumer") == 0
+    assert a.forget_consumer("no-such-consumer").returned == 0
 
 
 def test_size_and_purge(broker: Broker) -> None:
@@ -332,7 +341,7 @@ def test_purge_leaves_fetched_messages_to_their_consumer(broker: Broker) -> None
     assert drain(broker, limit=1) == ["a"]
     assert broker.size(Q) == 1
     assert broker.purge(Q) == 1
-    assert broker.forget_consumer() == 1  # "a" is still owned and comes back
+    assert broker.forget_consumer().returned == 1  # "a" is still owned and comes back
     assert drain(broker) == ["a"]
 
 
@@ -381,15 +390,14 @@ def test_a_consumer_declared_lost_cannot_touch_a_message_another_now_owns(
     publish_all(stale, ["a", "b", "c"])
     stale.heartbeat()
     old = stale.fetch([Q], 3, timeout=0)
-    time.sleep(0.3)
-    assert live.heartbeat() == 3
+    assert beat_through(live, 0.3) == 3
     assert drain(live) == ["a", "b", "c"]
     stale.ack(old[:1])
     stale.defer(old[1], time.time())
     stale.dead_letter(old[2], "late verdict")
     assert live.dead_letters() == []
     assert drain(live) == []  # nothing duplicated by the defer
-    assert live.forget_consumer() == 3  # all three still owned by `live`
+    assert live.forget_consumer().returned == 3  # all three still owned by `live`
     assert drain(live) == ["a", "b", "c"]
 
 
@@ -401,8 +409,70 @@ def test_message_that_keeps_losing_its_worker_is_dead_lettered(
         victim = make_broker({"max_redeliveries": 3})
         got = victim.fetch([Q], 1, timeout=0)
         assert payloads_of(got) == ["poison"]
-        victim.forget_consumer()  # as when its worker dies holding it
+        # as when its pool process dies running it
+        released = victim.forget_consumer(lost=[d.tag for d in got])
+    assert [d.payload for d in released.poisoned] == ["poison"]
     assert drain(publisher) == ["fine"]  # the others are unharmed
     (dead,) = publisher.dead_letters()
     assert dead.payload == "poison" and "lost 3 times" in dead.reason
     assert "poison message" in dead.reason
+
+
+def test_only_the_running_message_counts_a_loss(make_broker: BrokerFactory) -> None:
+    # A pool process that dies running a poison task held three more messages behind
+    # it: those never ran, and must not be set aside with it.
+    publisher = make_broker({"max_redeliveries": 3})
+    publish_all(publisher, ["poison", "x", "y", "z"])
+    for _ in range(3):
+        victim = make_broker({"max_redeliveries": 3})
+        got = victim.fetch([Q], 4, timeout=0)
+        assert payloads_of(got)[0] == "poison"
+        released = victim.forget_consumer(lost=[got[0].tag])
+    assert released.returned == 3
+    assert [d.payload for d in released.poisoned] == ["poison"]
+    assert sorted(drain(publisher)) == ["x", "y", "z"]
+    assert [d.payload for d in publisher.dead_letters()] == ["poison"]
+
+
+def test_a_consumer_found_dead_counts_a_loss_for_its_oldest_message_only(
+        make_broker: BrokerFactory) -> None:
+    opts = {"lost_timeout": 0.2, "max_redeliveries": 2}
+    judge = make_broker(opts)
+    publish_all(judge, ["poison", "x"])
+    poisoned = []
+    for _ in range(2):
+        victim = make_broker(opts)
+        victim.heartbeat()
+        assert drain(victim) == ["poison", "x"]
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline:  # the judge lives on, the victim is silent
+            poisoned += judge.heartbeat().poisoned
+            time.sleep(0.02)
+    assert [d.payload for d in poisoned] == ["poison"]
+    assert drain(judge) == ["x"]
+
+
+def test_forget_consumer_drops_what_it_is_told_to(broker: Broker) -> None:
+    publish_all(broker, ["timed-out", "waiting"])
+    got = broker.fetch([Q], 2, timeout=0)
+    released = broker.forget_consumer(drop=[got[0].tag])
+    assert released.returned == 1 and not released.poisoned
+    assert drain(broker) == ["waiting"]
+
+
+def test_silence_everyone_shared_is_not_taken_for_death(make_broker: BrokerFactory) -> None:
+    # The broker was unreachable (or the machine slept) longer than lost_timeout: no
+    # consumer could beat. The first to beat again must not take the others for dead
+    # and hand back what they are running: they get a fresh lost_timeout to beat.
+    opts = {"lost_timeout": 0.4}
+    first, second = make_broker(opts), make_broker(opts)
+    publish_all(first, ["running"])
+    first.heartbeat()
+    second.heartbeat()
+    assert drain(first) == ["running"]
+    time.sleep(0.6)  # an outage: nobody beats
+    assert second.heartbeat().returned == 0
+    assert drain(second) == []
+    # ...and a consumer that stays silent after the outage is found dead as usual.
+    assert beat_through(second, 0.5) == 1
+    assert drain(second) == ["running"]
