@@ -32,6 +32,7 @@ from .execute import Execution, Outcome, is_async, request_from_message
 from .heartbeat import Heartbeat
 from .ratelimit import LocalLimits, parse_rate
 from .revocations import Revocations
+from .siblings import Siblings
 from .timelimits import RunningSlot, chord_context, enforce, limits_for
 
 if TYPE_CHECKING:
@@ -78,8 +79,12 @@ class Consumer:
                  loop: EventLoopThread, max_tasks: int | None = None,
                  consumer_id: str | None = None, fetch_timeout: float = 0.25,
                  slot: RunningSlot | None = None, max_memory_kib: int | None = None,
-                 rate_share: float = 1.0) -> None:
+                 rate_share: float = 1.0, siblings: Siblings | None = None,
+                 index: int = 0) -> None:
         self.app = app
+        #: the idle flags of this worker's consumers, and this one's place among them
+        self.siblings = siblings if siblings is not None and siblings.count > 1 else None
+        self.index = index
         #: shared with a prefork parent, which enforces hard limits through it
         self.slot = slot
         # how long an idle fetch blocks: bounds how late a stop request is noticed
@@ -92,10 +97,13 @@ class Consumer:
         self.heartbeat = heartbeat
         self.loop = loop
         self.max_tasks = max_tasks
-        self.execution = Execution(app, hostname)
+        self.execution = Execution(app, hostname, stop)
         conf = app.conf
         self.accept = serialization.accepted_content_types(conf.accept_content)
         self.acks_late_default = bool(conf.task_acks_late)
+        self.acks_on_failure_default = conf.task_acks_on_failure_or_timeout is not False
+        self.rate_limits_disabled = bool(conf.worker_disable_rate_limits)
+        self.default_rate_limit = conf.task_default_rate_limit
         self.broker = app.connect_broker()
         if consumer_id:
             self.broker.consumer_id = consumer_id
@@ -112,9 +120,15 @@ class Consumer:
         # Fetched, not started; the heartbeat thread may hand them back (fair dispatch).
         self._pending: deque[Delivery] = deque()
         self._pending_lock = threading.Lock()
+        # Messages whose ack/requeue/defer/dead-letter call failed (the broker went
+        # away): each is said again, in order, before anything else is fetched, so none
+        # stays owned by this consumer with nobody to settle it.
+        self._unsettled: deque[tuple[str, Delivery, Any]] = deque()
+        self._unsettled_lock = threading.Lock()
         self._running_since: float | None = None
         self.release_after = float(app.conf.worker_prefetch_release_after or 0)
         self._trouble_pause = 0.0
+        self.outage = _OutageLog()
         self._async_inflight = 0
         self._async_cond = threading.Condition()
 
@@ -132,10 +146,9 @@ class Consumer:
                 except Exception as exc:  # the broker went away: wait and carry on
                     self._broker_trouble(exc)
             self._drain_async()
-            if self._waiting:
-                self.broker.requeue([d for _, _, d in sorted(self._waiting)])
-                self._waiting.clear()
+            self._leave()
         finally:
+            self._set_idle(False)
             self.heartbeat.unwatch(self)
             self.heartbeat.remove(self.broker)
             try:
@@ -144,9 +157,31 @@ class Consumer:
                 logger.warning("could not deregister consumer: %r", exc)
             self.broker.close()
 
+    def _leave(self) -> None:
+        """Settle what is left before stopping; a broker still down gets a few tries."""
+        with self._pending_lock:
+            self._pending.extend(d for _, _, d in sorted(self._waiting))
+        self._waiting.clear()
+        for attempt in range(5):
+            try:
+                self._settle_leftovers()
+                self._give_back()
+                return
+            except Exception as exc:
+                logger.warning("could not settle messages before stopping: %r", exc)
+                time.sleep(min(0.2 * 2 ** attempt, 2.0))
+        # Still owned by this consumer in the broker: its heartbeat stops with it, so
+        # a live worker hands them back after worker_lost_timeout.
+        logger.error("stopping with %d message(s) unsettled; other workers will take "
+                     "them over once this one's heartbeat expires",
+                     len(self._pending) + len(self._unsettled))
+
     def _consume_once(self) -> None:
+        self._settle_leftovers()
         if self._pending:
             # Left over from a batch interrupted by a broker error: put back first.
+            # (After an outage they may have been handed to another worker meanwhile;
+            # giving back only touches messages this consumer still owns.)
             self._give_back()
         timeout = self.fetch_timeout
         if self._waiting:
@@ -160,8 +195,13 @@ class Consumer:
         limit = self.prefetch
         if self.max_tasks:
             limit = min(limit, self.max_tasks - self.done)
+        self._set_idle(True)
+        if self.siblings is not None and self.siblings.others_idle(self.index):
+            # Idle siblings take the rest: never hold a message back from them.
+            limit = 1
         batch = self.broker.fetch(self.queues, limit, timeout=timeout)
         if batch:
+            self._set_idle(False)
             self.revocations.refresh()
         with self._pending_lock:
             self._pending.extend(batch)
@@ -185,7 +225,43 @@ class Consumer:
                 break
         if self._pending:
             self._give_back()
-        self._trouble_pause = 0.0
+        self._outage_over()
+
+    def _set_idle(self, idle: bool) -> None:
+        if self.siblings is not None:
+            self.siblings.set_idle(self.index, idle)
+
+    # -- settling messages --------------------------------------------------------------
+    def _settle_message(self, how: str, delivery: Delivery, arg: Any = None) -> None:
+        """Ack, requeue, defer or dead-letter one message; kept to say again on failure."""
+        try:
+            self._apply(how, delivery, arg)
+        except Exception:
+            with self._unsettled_lock:
+                self._unsettled.append((how, delivery, arg))
+            raise
+
+    def _apply(self, how: str, delivery: Delivery, arg: Any) -> None:
+        broker = self.broker
+        if how == "ack":
+            broker.ack([delivery])
+        elif how == "requeue":
+            broker.requeue([delivery])
+        elif how == "defer":
+            broker.defer(delivery, arg)
+        else:
+            broker.dead_letter(delivery, arg)
+
+    def _settle_leftovers(self) -> None:
+        # Every call here is safe to repeat: it touches only messages still owned.
+        while True:
+            with self._unsettled_lock:
+                if not self._unsettled:
+                    return
+                how, delivery, arg = self._unsettled[0]
+            self._apply(how, delivery, arg)
+            with self._unsettled_lock:
+                self._unsettled.popleft()
 
     def _run_due_waiting(self) -> None:
         while self._waiting and self._waiting[0][0] <= time.time() and not self.stop.is_set():
@@ -199,7 +275,8 @@ class Consumer:
     def _hold_for_rate(self, task: Any, delivery: Delivery) -> bool:
         """Reserve the task's next start; hold the message if that is not now."""
         now = time.time()
-        start = self.rate_limits.reserve(task.name, task.rate_limit, now)
+        start = self.rate_limits.reserve(task.name, task.rate_limit or self.default_rate_limit,
+                                         now)
         global_limit = getattr(task, "global_rate_limit", None)
         if global_limit:
             rate = parse_rate(global_limit)
@@ -215,26 +292,42 @@ class Consumer:
         with self._pending_lock:
             waiting = list(self._pending)
             self._pending.clear()
-        if waiting:
+        if not waiting:
+            return
+        try:
             self.broker.requeue(waiting)
+        except Exception:
+            # Not given back: keep them, in front of anything fetched meanwhile, so the
+            # next attempt (or the consumer's exit) settles them.
+            with self._pending_lock:
+                self._pending.extendleft(reversed(waiting))
+            raise
 
     def release_if_stuck(self) -> None:
-        """Fair dispatch: a task running longer than ``worker_prefetch_release_after``
-        gives the messages prefetched behind it back to the queue, for idle workers."""
+        """Fair dispatch: the messages prefetched behind a running task go back to the
+        queue when a sibling slot is idle, when the task runs longer than
+        ``worker_prefetch_release_after``, or when this consumer is stopping."""
         since = self._running_since
-        if (not self.release_after or since is None or not self._pending
-                or time.monotonic() - since < self.release_after):
+        if since is None or not self._pending:
+            return
+        if not (self.stop.is_set()
+                or (self.siblings is not None and self.siblings.others_idle(self.index))
+                or (self.release_after and time.monotonic() - since >= self.release_after)):
             return
         try:
             self._give_back()
         except Exception as exc:
-            logger.warning("could not give back prefetched messages: %r", exc)
+            logger.warning("could not give back prefetched messages yet: %r", exc)
 
     def _broker_trouble(self, exc: Exception) -> None:
         self._trouble_pause = min(max(self._trouble_pause * 2, 0.1), 5.0)
-        logger.error("broker error: %r; retrying in %.1fs", exc, self._trouble_pause,
-                     exc_info=True)
+        self.outage.failed(exc)
         self.stop.wait(self._trouble_pause)
+
+    def _outage_over(self) -> None:
+        if self._trouble_pause:
+            self._trouble_pause = 0.0
+            self.outage.recovered()
 
     def _wait_for_async_room(self) -> None:
         with self._async_cond:
@@ -260,7 +353,7 @@ class Consumer:
             if eta is not None and eta > datetime.now(timezone.utc):
                 # A producer that puts eta tasks straight on the queue (Celery does):
                 # park it in the broker's delayed set instead of holding it in memory.
-                self.broker.defer(delivery, eta.timestamp())
+                self._settle_message("defer", delivery, eta.timestamp())
                 return
         if msg.expires:
             expires = messages.from_iso(msg.expires)
@@ -270,7 +363,9 @@ class Consumer:
         if msg.id in self.revocations.ids:
             self._skip_revoked(delivery, msg, task, expired=False)
             return
-        if not rate_checked and (task.rate_limit or getattr(task, "global_rate_limit", None)):
+        if not rate_checked and not self.rate_limits_disabled and (
+                task.rate_limit or self.default_rate_limit
+                or getattr(task, "global_rate_limit", None)):
             if self._hold_for_rate(task, delivery):
                 return
         request = request_from_message(msg, self.hostname)
@@ -280,7 +375,7 @@ class Consumer:
         hard, soft = limits_for(task, msg.headers.get("timelimit"), self.app.conf)
         if is_async(task):
             if not acks_late:
-                self.broker.ack([delivery])
+                self._ack_before_start(delivery)
             self._start_async(task, request, delivery, acks_late, hard)
             return
         slot = self.slot
@@ -289,18 +384,41 @@ class Consumer:
                        chord_context(request) if request.chord else None)
         # An early ack reaches the broker before the task starts; its reply is read
         # after the task, so the task does not wait a round trip for it.
-        acked = None if acks_late else self.broker.ack_nowait([delivery])
+        acked = None if acks_late else self._ack_before_start(delivery, wait=False)
         try:
             with enforce(hard, soft, hard_by_parent=slot is not None):
                 outcome = self.execution.run(task, request)
         finally:
             if acked is not None:
-                acked()
+                try:
+                    acked()
+                except Exception as exc:  # said again before the next fetch
+                    logger.warning("ack of %s not confirmed yet: %r", msg.id, exc)
+                    with self._unsettled_lock:
+                        self._unsettled.append(("ack", delivery, None))
         if slot is not None:
             slot.clear()
-        self._settle(delivery, outcome, acks_late)
+        self._settle(delivery, outcome, acks_late,
+                     self._acks_on_failure(task))
 
-    def _settle(self, delivery: Delivery, outcome: Outcome, acks_late: bool) -> None:
+    def _ack_before_start(self, delivery: Delivery, wait: bool = True) -> Any:
+        """Ack a message whose task has not started; on failure it stays unstarted."""
+        try:
+            if wait:
+                self.broker.ack([delivery])
+                return None
+            return self.broker.ack_nowait([delivery])
+        except Exception:
+            with self._pending_lock:  # given back with the rest once the broker answers
+                self._pending.appendleft(delivery)
+            raise
+
+    def _acks_on_failure(self, task: Any) -> bool:
+        own = getattr(task, "acks_on_failure_or_timeout", None)
+        return self.acks_on_failure_default if own is None else bool(own)
+
+    def _settle(self, delivery: Delivery, outcome: Outcome, acks_late: bool,
+                acks_on_failure: bool = True) -> None:
         self.done += 1
         if outcome.rejected and not acks_late:
             # As in Celery: the message was acked when the task started, so there is
@@ -308,15 +426,27 @@ class Consumer:
             logger.warning("Task rejected (%r) after its message was acked; use acks_late "
                            "for Reject to requeue or set the message aside", outcome.value)
         elif outcome.rejected:
-            if outcome.requeue:
-                self.broker.requeue([delivery])
-            else:
-                self.broker.dead_letter(delivery, f"rejected by the task: {outcome.value!r}")
             if signals.task_rejected.receivers:
                 signals.task_rejected.send(sender=self, message=delivery, exc=outcome.value)
+            if outcome.requeue:
+                self._settle_message("requeue", delivery)
+            else:
+                self._settle_message("dead", delivery,
+                                     f"rejected by the task: {outcome.value!r}")
             return
-        if acks_late:
-            self.broker.ack([delivery])
+        if not acks_late:
+            return
+        if not outcome.recorded:
+            # Its result could not be stored (the result store stayed down): run it
+            # again later rather than lose what it did.
+            logger.error("Task %s: result not stored; its message goes back to the queue",
+                         outcome.task_id)
+            self._settle_message("requeue", delivery)
+        elif outcome.state == states.FAILURE and not acks_on_failure:
+            self._settle_message("dead", delivery, "the task failed and "
+                                 "acks_on_failure_or_timeout is off")
+        else:
+            self._settle_message("ack", delivery)
 
     def _start_async(self, task: Any, request: Any, delivery: Delivery, acks_late: bool,
                      hard: float | None) -> None:
@@ -331,7 +461,9 @@ class Consumer:
             except BaseException as exc:  # cancelled, or a bug below the task
                 outcome = Outcome(states.FAILURE, exc)
             try:
-                self._settle(delivery, outcome, acks_late)
+                self._settle(delivery, outcome, acks_late, self._acks_on_failure(task))
+            except Exception as exc:  # kept in _unsettled, said again by the consumer
+                logger.warning("could not settle %s yet: %r", request.id, exc)
             finally:
                 with self._async_cond:
                     self._async_inflight -= 1
@@ -381,7 +513,7 @@ class Consumer:
     def _set_aside(self, delivery: Delivery, task_id: str | None, reason: str) -> None:
         logger.error("Message %s from queue %r set aside in %r: %s", task_id or "<no id>",
                      delivery.queue, self.broker.dead_letter_queue, reason)
-        self.broker.dead_letter(delivery, reason)
+        self._settle_message("dead", delivery, reason)
 
     def _unknown(self, delivery: Delivery, msg: TaskMessage) -> None:
         exc = NotRegistered(msg.name)
@@ -396,7 +528,7 @@ class Consumer:
                 msg, self.hostname))
         except Exception as store_exc:
             logger.warning("could not record NotRegistered for %s: %r", msg.id, store_exc)
-        self.broker.dead_letter(delivery, f"unregistered task {msg.name!r}")
+        self._settle_message("dead", delivery, f"unregistered task {msg.name!r}")
 
     def _skip_revoked(self, delivery: Delivery, msg: TaskMessage, task: Any,
                       expired: bool) -> None:
@@ -409,10 +541,27 @@ class Consumer:
             if request.chord:
                 self.execution.chord_part(task.backend, request, states.REVOKED, error)
         finally:
-            self.broker.ack([delivery])
+            self._settle_message("ack", delivery)
         if signals.task_revoked.receivers:
             signals.task_revoked.send(sender=task, request=request, terminated=False,
                                       signum=None, expired=expired)
+
+
+class _OutageLog:
+    """Logs a broker outage once when it starts and once when it ends."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    def failed(self, exc: Exception) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            logger.error("broker error: %r; retrying", exc, exc_info=True)
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            logger.warning("broker reachable again after %.1fs", time.monotonic() - self.since)
+            self.since = None
 
 
 def resident_kib() -> int:

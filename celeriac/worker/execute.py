@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 import time
 import traceback as tb_module
 import uuid
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import _state, signals, states
+from ..backends.base import is_connection_error
 from ..exceptions import Ignore, Reject, Retry
 from ..messages import TaskMessage
 from ..task import Context, Task
@@ -48,6 +50,9 @@ class Outcome:
     requeue: bool = False  # Reject(requeue=True)
     rejected: bool = False
     runtime: float = 0.0
+    #: False when the outcome could not be stored (the result store stayed down)
+    recorded: bool = True
+    task_id: str | None = None
 
 
 def request_from_message(msg: TaskMessage, hostname: str | None) -> Context:
@@ -71,12 +76,23 @@ def request_from_message(msg: TaskMessage, hostname: str | None) -> Context:
     )
 
 
-class Execution:
-    """Runs tasks for one app; shared by every pool of a worker process."""
+# How long the wait between two attempts to store a result grows to, while the result
+# store is unreachable.
+MAX_STORE_PAUSE = 5.0
 
-    def __init__(self, app: Celery, hostname: str | None = None) -> None:
+
+class Execution:
+    """Runs tasks for one app; shared by every pool of a worker process.
+
+    Args:
+        stop: set when the worker stops; a result store outage is waited out until then.
+    """
+
+    def __init__(self, app: Celery, hostname: str | None = None,
+                 stop: threading.Event | None = None) -> None:
         self.app = app
         self.hostname = hostname
+        self.stop = stop
         conf = app.conf
         self.ignore_result_default = bool(conf.task_ignore_result)
         self.track_started_default = bool(conf.task_track_started)
@@ -131,9 +147,37 @@ class Execution:
             task.pop_request()
         return outcome
 
+    def _record(self, write: Any, *args: Any, **kwargs: Any) -> None:
+        """Store an outcome, waiting out an outage of the result store.
+
+        A task that ran must not end with its result lost: connection errors (the
+        backend already retried a few times) are retried here, backed off, until the
+        store answers or the worker stops. Other errors are raised at once.
+        """
+        pause = 0.1
+        since: float | None = None
+        while True:
+            try:
+                write(*args, **kwargs)
+                if since is not None:
+                    logger.warning("result store reachable again after %.1fs",
+                                   time.monotonic() - since)
+                return
+            except Exception as exc:
+                if not is_connection_error(exc) or self.stop is None or self.stop.is_set():
+                    raise
+                if since is None:
+                    since = time.monotonic()
+                    logger.error("cannot store the result of %s yet (%r); retrying until "
+                                 "the result store answers", args[0] if args else "?", exc)
+                if self.stop.wait(pause):
+                    raise
+                pause = min(pause * 2, MAX_STORE_PAUSE)
+
     def _on_success(self, task: Task[Any, Any], request: Context, outcome: Outcome) -> None:
         if not self._ignores_result(task, request):
-            task.backend.mark_as_done(request.id, outcome.value, request=request)
+            self._record(task.backend.mark_as_done, request.id, outcome.value,
+                         request=request)
         task.on_success(outcome.value, _id(request), request.args, request.kwargs)
         if signals.task_success.receivers:
             signals.task_success.send(sender=task, result=outcome.value)
@@ -152,7 +196,8 @@ class Execution:
         exc = reason.exc if isinstance(reason, Retry) and reason.exc is not None else reason
         # Task.retry stores RETRY itself, before it sends the next run.
         if not getattr(reason, "_celeriac_stored", False) and self._stores_errors(task, request):
-            task.backend.mark_as_retry(request.id, exc, outcome.traceback, request=request)
+            self._record(task.backend.mark_as_retry, request.id, exc, outcome.traceback,
+                         request=request)
         einfo = ExceptionInfo(error) if error else None
         task.on_retry(exc, _id(request), request.args, request.kwargs, einfo)
         if signals.task_retry.receivers:
@@ -162,7 +207,8 @@ class Execution:
     def _on_failure(self, task: Task[Any, Any], request: Context, outcome: Outcome,
                     exc: BaseException) -> None:
         if self._stores_errors(task, request):
-            task.backend.mark_as_failure(request.id, exc, outcome.traceback, request=request)
+            self._record(task.backend.mark_as_failure, request.id, exc, outcome.traceback,
+                         request=request)
         einfo = ExceptionInfo(exc)
         task.on_failure(exc, _id(request), request.args, request.kwargs, einfo)
         if signals.task_failure.receivers:
@@ -328,11 +374,14 @@ class Execution:
                                          kwargs=request.kwargs, request=request, exception=exc,
                                          traceback=exc.__traceback__,
                                          einfo=ExceptionInfo(exc))
+        recorded = True
         try:
             task.backend.mark_as_failure(request.id, exc, _format(exc), request=request)
         except Exception:
             logger.exception("cannot record the failure of %s", request.id)
-        return Outcome(states.FAILURE, exc, _format(exc))
+            recorded = False
+        return Outcome(states.FAILURE, exc, _format(exc), recorded=recorded,
+                       task_id=request.id)
 
 
 def is_async(task: Task[Any, Any]) -> bool:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .. import messages
-from ..brokers import Broker
+from ..brokers import Broker, DeadLetter, Released
 from ..exceptions import WorkerLostError
 
 if TYPE_CHECKING:
@@ -24,22 +24,27 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 
-def record_poisoned(app: Celery, broker: Broker) -> None:
-    """Mark the tasks of messages the broker just set aside as poison as failed.
+def record_poisoned(app: Celery, poisoned: Sequence[DeadLetter], queue: str) -> None:
+    """Mark the tasks of messages a broker just set aside as poison as failed.
 
     Their callers would otherwise wait forever on a task that will never run.
     """
-    while broker.poisoned:
-        dead = broker.poisoned.pop()
+    for dead in poisoned:
         try:
             task_id = messages.decode_envelope(dead.payload).task_id
             if task_id:
-                logger.error("Task %s set aside in %r: %s", task_id, broker.dead_letter_queue,
-                             dead.reason)
+                logger.error("Task %s set aside in %r: %s", task_id, queue, dead.reason)
                 app.backend.mark_as_failure(task_id, WorkerLostError(dead.reason),
                                             f"WorkerLostError: {dead.reason}")
         except Exception as exc:
             logger.warning("could not record a poison message as failed: %r", exc)
+
+
+def report_released(app: Celery, broker: Broker, released: Released, whose: str) -> None:
+    if released.returned:
+        logger.warning("returned %d message(s) of %s to their queues", released.returned,
+                       whose)
+    record_poisoned(app, released.poisoned, broker.dead_letter_queue)
 
 
 # How often the heartbeat thread looks for prefetched messages stuck behind a long task.
@@ -60,6 +65,8 @@ class Heartbeat(threading.Thread):
         self.brokers: list[Broker] = []
         self.consumers: list[Consumer] = []
         self.stopped = threading.Event()
+        #: called on every tick (a prefork child watches for its parent's death)
+        self.on_tick: list[Callable[[], None]] = []
         # A consumer leaving closes its broker; the lock keeps a beat from using (or
         # re-registering) a broker that is being removed.
         self._lock = threading.Lock()
@@ -76,11 +83,7 @@ class Heartbeat(threading.Thread):
 
     def _beat(self, broker: Broker) -> None:
         try:
-            returned = broker.heartbeat()
-            if returned:
-                logger.warning("returned %d message(s) of lost workers to their queues",
-                               returned)
-            record_poisoned(self.app, broker)
+            report_released(self.app, broker, broker.heartbeat(), "lost workers")
         except Exception as exc:
             logger.warning("heartbeat failed: %r (will retry)", exc)
 
@@ -96,6 +99,8 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         next_beat = time.monotonic() + self.interval
         while not self.stopped.wait(min(FAIRNESS_TICK, self.interval)):
+            for tick in self.on_tick:
+                tick()
             with self._lock:
                 for consumer in self.consumers:
                     consumer.release_if_stuck()

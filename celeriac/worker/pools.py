@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from .. import signals
 from ..brokers.base import new_consumer_id
-from ..brokers import Delivery
 from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
 from ..serialization import loads
 from ..states import FAILURE, REVOKED
 from ..task import Context
 from .consumer import Consumer, EventLoopThread
 from .execute import Execution
-from .heartbeat import Heartbeat, record_poisoned
+from .heartbeat import Heartbeat, report_released
 from .revocations import Revocations
+from .siblings import Siblings
 from .timelimits import Running, RunningSlot, shared_board
 
 if TYPE_CHECKING:
@@ -80,10 +80,11 @@ class ThreadedPool(Pool):
         w = self.worker
         heartbeat = Heartbeat(w.app.conf.worker_heartbeat_interval, w.app)
         loop = EventLoopThread()
+        siblings = Siblings(self.count)
         for i in range(self.count):
             consumer = Consumer(w.app, w.queues, w.hostname, w.prefetch, self.async_limit,
                                 self.stop, heartbeat, loop, max_tasks=None,
-                                rate_share=1.0 / self.count)
+                                rate_share=1.0 / self.count, siblings=siblings, index=i)
             self.consumers.append(consumer)
             thread = threading.Thread(target=self._run, args=(consumer,),
                                       name=f"celeriac-{self.name}-{i}", daemon=True)
@@ -129,6 +130,9 @@ class PreforkPool(Pool):
         self.timed_out: set[int] = set()  # pids killed for overrunning a hard limit
         self.terminated: dict[int, str] = {}  # pid -> signal, for revoke(terminate=True)
         self._revocations: Revocations | None = None
+        self.siblings = Siblings(processes)
+        self.beat_interval = float(worker.app.conf.worker_heartbeat_interval)
+        self._next_beat = 0.0
 
     def start(self) -> None:
         for slot in range(self.processes):
@@ -151,9 +155,11 @@ class PreforkPool(Pool):
     def _child(self, slot: int, consumer_id: str) -> int:
         multiprocessing.current_process().name = f"ForkPoolWorker-{slot + 1}"
         stop = threading.Event()
+        parent = os.getppid()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides on Ctrl-C
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+        _term_with_parent()
         w = self.worker
         try:
             signals.worker_process_init.send(sender=None)
@@ -162,7 +168,9 @@ class PreforkPool(Pool):
                                 heartbeat, EventLoopThread(), max_tasks=w.max_tasks_per_child,
                                 consumer_id=consumer_id, slot=self.slots[slot],
                                 max_memory_kib=w.app.conf.worker_max_memory_per_child,
-                                rate_share=1.0 / self.processes)
+                                rate_share=1.0 / self.processes, siblings=self.siblings,
+                                index=slot)
+            heartbeat.on_tick.append(lambda: _watch_parent(parent, stop, self.slots[slot]))
             heartbeat.start()
             consumer.run()
             return 0
@@ -178,11 +186,30 @@ class PreforkPool(Pool):
         return self._broker
 
     def supervise(self) -> None:
+        self._reap()
+        self._beat_for_children()
         self._enforce_hard_limits()
         try:
             self._terminate_revoked()
         except Exception as exc:
             logger.warning("could not read revocations: %r", exc)
+
+    def _beat_for_children(self) -> None:
+        # The children beat too, from a thread; but a task running C code that holds
+        # the GIL (sum(range(10**9))) silences that thread. The parent's beats keep such
+        # a child alive, so its message is not handed to another worker and run twice.
+        now = time.monotonic()
+        if now < self._next_beat or not self.children:
+            return
+        self._next_beat = now + self.beat_interval
+        try:
+            broker = self._parent_broker()
+            ids = [consumer_id for _, consumer_id in self.children.values()]
+            report_released(self.worker.app, broker, broker.heartbeat(ids), "lost workers")
+        except Exception as exc:
+            logger.warning("heartbeat for the pool processes failed: %r (will retry)", exc)
+
+    def _reap(self) -> None:
         while self.children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -199,8 +226,8 @@ class PreforkPool(Pool):
             if code != 0 and pid not in self.timed_out and pid not in self.terminated:
                 logger.error("Pool process %d (slot %d) exited with %s", pid, slot,
                              f"signal {-code}" if code < 0 else f"code {code}")
-            self._account_for(slot, consumer_id, pid, code)
-            self._release(consumer_id)
+            lost, drop = self._account_for(slot, consumer_id, pid, code)
+            self._release(consumer_id, lost, drop)
             if not self.stopping:
                 if code != 0 and time.monotonic() - self.started.get(pid, 0) < 1.0:
                     # It died at once: do not fork in a tight loop.
@@ -240,51 +267,57 @@ class PreforkPool(Pool):
                 self.terminated[pid] = signame
                 _kill(pid, signum)
 
-    def _account_for(self, slot: int, consumer_id: str, pid: int, code: int) -> None:
-        """Record what a child that ended took with it; leave its message as it should be.
+    def _account_for(self, slot: int, consumer_id: str, pid: int,
+                      code: int) -> tuple[list[Any], list[Any]]:
+        """Record what a child that ended took with it; say what becomes of its message.
 
-        Killed at the hard limit: FAILURE with ``TimeLimitExceeded``, message acked.
-        Died otherwise mid-task: an early-acked task is FAILURE with ``WorkerLostError``
-        (its message is gone); an ``acks_late`` one goes back to its queue.
+        Killed at the hard limit: FAILURE with ``TimeLimitExceeded``, message dropped.
+        Terminated by a revoke: REVOKED, message dropped. Died otherwise mid-task: an
+        early-acked task is FAILURE with ``WorkerLostError`` (its message is gone); an
+        ``acks_late`` one goes back to its queue, counting one loss towards
+        ``broker_max_redeliveries``, unless ``reject_on_worker_lost`` is explicitly
+        False (Celery's choice: dropped, and recorded as lost).
+
+        Returns:
+            ``(lost, drop)``: the tags for ``Broker.forget_consumer``. The messages
+            prefetched behind the task never ran, and return as they were.
         """
         running = self.slots[slot].read()
         timed_out = pid in self.timed_out
         self.timed_out.discard(pid)
         terminated = self.terminated.pop(pid, None)
         if running is None:
-            return
+            return [], []
+        tag = [running.tag] if running.acks_late and running.tag >= 0 else []
         app = self.worker.app
+        task = app.tasks.get(running.name)
+        reject = getattr(task, "reject_on_worker_lost", None)
+        if reject is None:
+            reject = app.conf.task_reject_on_worker_lost
         try:
-            if timed_out or terminated:
-                if running.acks_late and running.tag >= 0:
-                    self._parent_broker().ack_for(consumer_id, [Delivery(running.tag, "", "")])
             if terminated:
                 revoked = TaskRevokedError("terminated")
                 app.backend.store_result(running.task_id, revoked, REVOKED)
                 self._count_in_chord(running, REVOKED, revoked)
                 signals.task_revoked.send(sender=None, request=None, terminated=True,
                                           signum=terminated, expired=False)
-                return
+                return [], tag
             if timed_out:
                 hard = running.deadline - running.started if running.deadline else None
                 exc: BaseException = TimeLimitExceeded(hard)
-            elif not running.acks_late or app.conf.task_reject_on_worker_lost is False:
-                # Early-acked: the message is gone. acks_late with reject_on_worker_lost
-                # explicitly False: Celery's choice, ack and record the loss. Left at its
-                # default (None), celeriac gives an acks_late message back instead.
-                if running.acks_late and running.tag >= 0:
-                    self._parent_broker().ack_for(consumer_id, [Delivery(running.tag, "", "")])
-                exc = WorkerLostError(f"Worker exited prematurely: {_describe(code)}.")
-            else:
+            elif running.acks_late and reject is not False:
                 logger.warning("Task %s[%s] was running in pool process %d when it died; "
                                "its message goes back to the queue", running.name,
                                running.task_id, pid)
-                return
+                return tag, []
+            else:
+                exc = WorkerLostError(f"Worker exited prematurely: {_describe(code)}.")
             app.backend.mark_as_failure(running.task_id, exc, f"{type(exc).__name__}: {exc}")
             logger.error("Task %s[%s] failed: %r", running.name, running.task_id, exc)
             self._count_in_chord(running, FAILURE, exc)
         except Exception as store_exc:
             logger.warning("could not record the end of %s: %r", running.task_id, store_exc)
+        return [], tag
 
     def _count_in_chord(self, running: Running, state: str, exc: BaseException) -> None:
         # The child died before it could count its chord header task in; without this
@@ -303,17 +336,14 @@ class PreforkPool(Pool):
         backend = task.backend if task is not None else app.backend
         Execution(app, self.worker.hostname).chord_part(backend, Context(**fields), state, exc)
 
-    def _release(self, consumer_id: str | None) -> None:
+    def _release(self, consumer_id: str, lost: list[Any], drop: list[Any]) -> None:
         # A child that died holding messages: give them back now instead of waiting
         # for its heartbeat to expire.
-        if not consumer_id:
-            return
         try:
             broker = self._parent_broker()
-            returned = broker.forget_consumer(consumer_id)
-            if returned:
-                logger.warning("returned %d message(s) of a lost pool process", returned)
-            record_poisoned(self.worker.app, broker)
+            report_released(self.worker.app, broker,
+                            broker.forget_consumer(consumer_id, lost, drop),
+                            "a lost pool process")
         except Exception as exc:
             logger.warning("could not return messages of %s: %r", consumer_id, exc)
 
@@ -334,6 +364,34 @@ class PreforkPool(Pool):
         while self.children and time.monotonic() < deadline:
             self.supervise()
             time.sleep(0.05)
+
+
+def _term_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # elsewhere, _watch_parent notices within a heartbeat tick
+
+
+def _watch_parent(parent: int, stop: threading.Event, slot: RunningSlot) -> None:
+    """An orphaned child stops: its supervisor, which enforces hard time limits and
+    hands back what a dead child held, is gone. It finishes the running task (giving
+    back what it prefetched at once) unless that overruns its hard limit."""
+    if os.getppid() == parent:
+        return
+    if not stop.is_set():
+        logger.error("the worker's main process is gone; this pool process stops")
+        stop.set()
+    running = slot.read()
+    if running is not None and running.deadline and time.time() > running.deadline:
+        logger.error("Task %s[%s] exceeded its hard time limit with no supervisor left; "
+                     "exiting", running.name, running.task_id)
+        os._exit(1)
 
 
 def _describe(code: int) -> str:

@@ -6,49 +6,25 @@ synced on every write, as a production Redis that must not lose queued work woul
 
 from __future__ import annotations
 
-import shutil
 import signal
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from support import free_port, lines, private_redis_server, wait_until
+from support import lines, wait_until
 
 from celeriac.contrib.testing import WorkerProcess
 
-DURABLE = ["--appendonly", "yes", "--appendfsync", "always"]
+
+@pytest.fixture
+def server(durable_redis: dict[str, Any]) -> dict[str, Any]:
+    return durable_redis
 
 
 @pytest.fixture
-def redis_binary(redis_server: str) -> str:
-    path = shutil.which("redis-server")
-    if path is None:
-        pytest.fail("redis-server is not on PATH")
-    return path
-
-
-@pytest.fixture
-def server(redis_binary: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    import redis
-
-    port = free_port()
-    workdir = tmp_path / "redis-data"
-    workdir.mkdir()
-    url = f"redis://127.0.0.1:{port}/0"
-
-    def probe() -> Any:
-        return redis.Redis.from_url(url, socket_timeout=1)
-
-    options = ["--port", str(port), "--bind", "127.0.0.1", *DURABLE]
-    with private_redis_server(redis_binary, workdir, options, probe) as proc:
-        yield {"url": url, "proc": proc, "restart": lambda: private_redis_server(
-            redis_binary, workdir, options, probe)}
-
-
-@pytest.fixture
-def broker_url(server: dict[str, Any]) -> str:
-    return str(server["url"])
+def broker_url(durable_redis: dict[str, Any]) -> str:
+    return str(durable_redis["url"])
 
 
 @pytest.mark.parametrize("pool", ["prefork", "threads"])

@@ -392,3 +392,36 @@ def grow_chord(self, how_many):
     for i in range(how_many):
         self.add_to_chord(add.s(i, 100))
     return "grown"
+
+
+# -- promises under fault (tests/fault/test_promises.py) ------------------------------------
+@app.task(acks_late=True)
+def touch_late(path, value):
+    """An acks_late task that leaves one line per run."""
+    touch(path, str(value))
+    return value
+
+
+@app.task(acks_late=True)
+def hold_gil(path, seconds):
+    """A C call that keeps the GIL for ``seconds``: no other thread of the process runs."""
+    import ctypes
+
+    touch(path, "start")
+    ctypes.PyDLL(None).sleep(int(seconds))  # PyDLL: the GIL is not released
+    return os.getpid()
+
+
+@app.task(acks_late=True)
+def exit_process(path):
+    """Kills the process that runs it, every time: a poison message."""
+    touch(path, "died")
+    os._exit(1)
+
+
+@app.task
+def span(seconds):
+    """When it started and ended, to see which runs overlapped."""
+    started = time.time()
+    time.sleep(seconds)
+    return [started, time.time(), os.getpid()]
