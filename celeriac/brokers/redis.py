@@ -12,17 +12,17 @@ their queues by the next live consumer's heartbeat.
 
 ETA and countdown messages wait in the sorted set ``celeriac.delayed``, scored by due
 time, and every celeriac consumer's fetch moves the due ones to their queues. Only
-celeriac workers do that: a Celery worker never looks at the set. For a fleet where
-Celery workers must run what celeriac producers send with an eta, set the transport
-option ``delayed_delivery``:
+celeriac workers look at that set, so by default producers do as Celery's do, and the
+transport option ``delayed_delivery`` says otherwise:
 
-* ``'broker'`` (default): eta messages wait in ``celeriac.delayed`` until due; they
-  survive worker restarts and never trip a visibility timeout.
-* ``'queue'``: eta messages go straight onto the queue list with their ``eta`` header,
-  as Celery's producers do; the worker that takes one holds it until due (a Celery
-  worker in memory, a celeriac worker parks it in ``celeriac.delayed``).
+* ``'queue'`` (default): eta messages go straight onto the queue list with their ``eta``
+  header, as Celery's producers put them, so a mixed fleet of Celery and celeriac
+  workers runs them. A celeriac worker that takes one not yet due parks it in
+  ``celeriac.delayed`` (one round trip); a Celery worker holds it in memory.
+* ``'broker'``: eta messages go into ``celeriac.delayed`` at once, for fleets with no
+  Celery worker left: no round trip through a worker.
 
-    app.conf.broker_transport_options = {'delayed_delivery': 'queue'}
+    app.conf.broker_transport_options = {'delayed_delivery': 'broker'}
 """
 
 from __future__ import annotations
@@ -336,7 +336,7 @@ class RedisBroker(Broker):
         self.priority_steps = sorted({int(s) for s in steps})
         self.sep: str = self.options.get("sep") or DEFAULT_SEP
         self.prefix: str = self.options.get("global_keyprefix") or ""
-        delayed = self.options.get("delayed_delivery") or "broker"
+        delayed = self.options.get("delayed_delivery") or "queue"
         if delayed not in DELAYED_DELIVERY:
             raise ImproperlyConfigured(
                 f"broker transport option delayed_delivery={delayed!r}; choose one of: "

@@ -83,9 +83,10 @@ def test_publish_fetch_fifo(broker, r):
     assert broker.fetch(["celery"], 10, 0) == []
 
 
-def test_publish_many_is_one_pipeline_in_the_same_layout(broker, r):
+def test_publish_many_is_one_pipeline_in_the_same_layout(make_broker, r):
     from celeriac.brokers import Outgoing
 
+    broker = make_broker(delayed_delivery="broker")
     broker.publish_many([Outgoing("celery", "m0"), Outgoing("celery", "p5", priority=5),
                          Outgoing("celery", "m1"),
                          Outgoing("celery", "later", eta=time.time() + 3600)])
@@ -152,7 +153,14 @@ def test_requeue_skips_tags_no_longer_owned(broker):
     assert broker.size("celery") == 0
 
 
-def test_eta_not_fetched_until_due(broker, r):
+def test_eta_goes_on_the_queue_by_default_as_celery_puts_it(broker, r):
+    broker.publish("celery", "later", eta=time.time() + 60)
+    assert r.lrange("celery", 0, -1) == [b"later"]
+    assert r.zcard("celeriac.delayed") == 0
+
+
+def test_eta_not_fetched_until_due(make_broker, r):
+    broker = make_broker(delayed_delivery="broker")
     broker.publish("celery", "later", eta=time.time() + 0.3)
     assert r.zcard("celeriac.delayed") == 1
     assert broker.size("celery") == 1

@@ -27,9 +27,8 @@ def interop_apps(redis_server: str) -> SimpleNamespace:
     import interop_celery
     import interop_shared
 
-    # A producer in a fleet with Celery workers puts eta tasks on the queue, as Celery
-    # does (the default keeps them in celeriac's delayed set, which Celery never reads).
-    interop_celeriac.app.conf.broker_transport_options = {"delayed_delivery": "queue"}
+    # The celeriac producer keeps the default: eta tasks go on the queue, as Celery's do,
+    # so the Celery workers of a mixed fleet run them.
     return SimpleNamespace(celery=interop_celery, celeriac=interop_celeriac,
                            shared=interop_shared)
 

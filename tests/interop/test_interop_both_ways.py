@@ -134,7 +134,7 @@ def test_countdown_and_eta_are_honoured(side: Side, broker_db: Any) -> None:
     by_countdown = c.whoami.apply_async(("countdown",), countdown=1)
     by_eta = c.whoami.apply_async(("eta",), eta=eta)
     if side.worker_kind == "celery":
-        # the celeriac client runs with delayed_delivery='queue' (see conftest)
+        # by default a celeriac client puts eta tasks on the queue, as Celery does
         assert broker_db.zcard("celeriac.delayed") == 0
     for r in (by_countdown, by_eta):
         info = r.get(timeout=T)

@@ -1,10 +1,11 @@
 """ETA and countdown tasks across the two kinds of worker.
 
-A celeriac producer keeps eta tasks in the sorted set ``celeriac.delayed``, which only
-celeriac workers promote. With ``broker_transport_options={'delayed_delivery': 'queue'}``
-it puts them on the queue list with their ``eta`` header, as Celery does, so a Celery
-worker holds them until due. A celeriac worker that takes an eta message off the queue
-(from either producer) parks it in the delayed set rather than in memory.
+A celeriac producer puts eta tasks on the queue list with their ``eta`` header, as
+Celery does, so a Celery worker holds them until due. With
+``broker_transport_options={'delayed_delivery': 'broker'}`` it keeps them in the sorted
+set ``celeriac.delayed`` instead, which only celeriac workers promote. A celeriac worker
+that takes an eta message off the queue (from either producer) parks it in the delayed
+set rather than in memory.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ T = 30
 
 @pytest.fixture
 def broker_mode_client(interop_apps: Any) -> Any:
-    """A celeriac client with the default delayed_delivery ('broker')."""
+    """A celeriac client with delayed_delivery='broker', for celeriac-only fleets."""
     from celeriac import Celery
 
     shared = interop_apps.shared
     app = Celery("interop_broker_mode", broker=shared.BROKER_URL,
                  backend=shared.RESULT_BACKEND, set_as_current=False)
+    app.conf.broker_transport_options = {"delayed_delivery": "broker"}
     yield app
     app.close()
 
@@ -38,11 +40,11 @@ def ran_once(scratch_db: Any, shared: Any, task_id: str) -> bool:
             and scratch_db.get(shared.DUPS) is None)
 
 
-def test_queue_mode_celeriac_client_celery_worker(start_worker: Any, interop_apps: Any,
+def test_countdown_from_a_default_celeriac_client_runs_on_a_celery_worker(start_worker: Any, interop_apps: Any,
                                                   broker_db: Any, scratch_db: Any) -> None:
     start_worker("celery", "celery-eta", "-P", "solo")
     c = interop_apps.celeriac
-    assert c.app.conf.broker_transport_options == {"delayed_delivery": "queue"}
+    assert "delayed_delivery" not in c.app.conf.broker_transport_options  # the default
     r = c.record.apply_async((7,), countdown=1)
     who = c.whoami.apply_async(("eta",), countdown=1)
     assert broker_db.zcard("celeriac.delayed") == 0

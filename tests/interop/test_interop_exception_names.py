@@ -60,8 +60,8 @@ def test_delayed_delivery_option_is_checked() -> None:
     pytest.importorskip("redis")
     from celeriac.brokers.redis import RedisBroker
 
-    assert RedisBroker("redis://127.0.0.1:6379/8").delay_in_broker
-    assert not RedisBroker("redis://127.0.0.1:6379/8",
-                           {"delayed_delivery": "queue"}).delay_in_broker
+    assert not RedisBroker("redis://127.0.0.1:6379/8").delay_in_broker  # as Celery does
+    assert RedisBroker("redis://127.0.0.1:6379/8",
+                       {"delayed_delivery": "broker"}).delay_in_broker
     with pytest.raises(exc.ImproperlyConfigured, match="delayed_delivery"):
         RedisBroker("redis://127.0.0.1:6379/8", {"delayed_delivery": "memory"})
