@@ -96,6 +96,11 @@ class Beat:
         self.is_leader = False
         self._lease_ends = 0.0
         self._stop = threading.Event()
+        #: held while this beat does anything but sleep (a turn, its start, its close).
+        #: A process that forks while beat runs in one of its threads (``worker -B``)
+        #: takes it first: a child forked while beat held some lock (the import lock, a
+        #: resolver's, a connection pool's) would wait for it forever.
+        self.busy = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------
     def setup(self) -> Scheduler:
@@ -115,14 +120,18 @@ class Beat:
 
     def run(self) -> None:
         """Run until ``stop()``."""
-        scheduler = self.scheduler or self.setup()
-        logger.info("beat: Starting (owner %s, scheduler %s)", self.owner,
-                    type(scheduler).__name__)
+        with self.busy:
+            scheduler = self.scheduler or self.setup()
+            logger.info("beat: Starting (owner %s, scheduler %s)", self.owner,
+                        type(scheduler).__name__)
         try:
             while not self._stop.is_set():
-                self._stop.wait(self.turn())
+                with self.busy:
+                    sleep = self.turn()
+                self._stop.wait(sleep)
         finally:
-            self.close()
+            with self.busy:
+                self.close()
 
     def turn(self) -> float:
         """One turn of the loop; returns how long to sleep."""

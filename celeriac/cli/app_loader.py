@@ -11,6 +11,10 @@ from ..app import Celery
 from ..utils.imports import symbol_by_name
 
 
+class AppNotFound(AttributeError):
+    """``-A`` led to a module or an object, but to no Celery app."""
+
+
 def find_app(name: str) -> Celery:
     """Resolve ``proj``, ``proj.celery``, ``proj:app`` or ``proj.celery.app`` to an app.
 
@@ -18,7 +22,8 @@ def find_app(name: str) -> Celery:
     its ``celery`` submodule, then any ``Celery`` instance it holds.
 
     Raises:
-        ImportError / AttributeError: with a message that says what was tried.
+        AppNotFound: the module holds no app (the message says what was tried).
+        Exception: whatever importing the user's module raised.
     """
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -27,7 +32,7 @@ def find_app(name: str) -> Celery:
         return _search_module(found, name)
     if isinstance(found, Celery):
         return found
-    raise AttributeError(f"-A {name!r} names {found!r}, which is not a Celery app")
+    raise AppNotFound(f"-A {name!r} names {found!r}, which is not a Celery app")
 
 
 def _search_module(module: ModuleType, name: str) -> Celery:
@@ -44,6 +49,6 @@ def _search_module(module: ModuleType, name: str) -> Celery:
     for value in vars(module).values():
         if isinstance(value, Celery):
             return value
-    raise AttributeError(
+    raise AppNotFound(
         f"module {name!r} has no Celery app: define 'app = Celery(...)' in it, or pass "
         f"-A {name}:<attribute>")

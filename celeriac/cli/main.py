@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import sys
+import traceback
+from pathlib import Path
 from typing import Any
 
 import click
@@ -11,6 +15,43 @@ import click
 from .. import __version__
 from ..exceptions import CeleriacError
 from .app_loader import find_app
+
+_NOT_USER_CODE = tuple(str(Path(p).resolve().parent) + os.sep
+                      for p in (str(Path(__file__).parent), importlib.__file__))
+
+
+def _own_frame(filename: str) -> bool:
+    """A frame of celeriac's or of the import machinery, not of the user's code."""
+    if filename.startswith("<frozen importlib"):
+        return True
+    try:
+        return str(Path(filename).resolve()).startswith(_NOT_USER_CODE)
+    except (OSError, ValueError):
+        return False
+
+
+def _user_frames(te: traceback.TracebackException) -> bool:
+    """Drop from ``te`` (and its causes) the frames of the loader before the user's code
+    and the import machinery's; say whether any of the user's frames are left."""
+    frames = list(te.stack)
+    first = next((i for i, f in enumerate(frames) if not _own_frame(f.filename)), len(frames))
+    te.stack = traceback.StackSummary.from_list(
+        [f for f in frames[first:] if not f.filename.startswith("<frozen importlib")])
+    found = first < len(frames)
+    for linked in (te.__cause__, te.__context__):
+        if linked is not None:
+            found = _user_frames(linked) or found
+    return found
+
+
+def describe_load_error(name: str, exc: BaseException) -> str:
+    """Why ``-A name`` could not be loaded: one line, then the traceback of the user's
+    code when the error came from there (a failing import inside the module, a typo)."""
+    head = f"cannot load app {name!r}: {type(exc).__name__}: {exc}"
+    te = traceback.TracebackException.from_exception(exc)
+    if not _user_frames(te):
+        return head
+    return head + "\n" + "".join(te.format()).rstrip()
 
 
 class _Context:
@@ -33,8 +74,8 @@ class _Context:
             if self.app_name:
                 try:
                     self._app = find_app(self.app_name)
-                except (ImportError, AttributeError) as exc:
-                    raise click.UsageError(f"cannot load app {self.app_name!r}: {exc}") from exc
+                except Exception as exc:
+                    raise click.UsageError(describe_load_error(self.app_name, exc)) from exc
             else:
                 from ..app import Celery
 
@@ -45,7 +86,36 @@ class _Context:
                 self._app.conf.broker_url = self.broker
             if self.result_backend:
                 self._app.conf.result_backend = self.result_backend
+            if not self.app_name:
+                self._say_default(self._app)
         return self._app
+
+    @staticmethod
+    def _say_default(app: Any) -> None:
+        # Without -A every setting is a default: a producer and a worker started in
+        # different directories would each use their own file and never meet.
+        if app.conf.resolved_broker_url():
+            return
+        from ..utils.urls import sqlite_path
+
+        path = os.path.abspath(sqlite_path(app.broker_url))
+        state = "existing" if os.path.exists(path) else "new"
+        click.echo(f"celeriac: no app given (-A), so using the default SQLite broker and "
+                   f"result store {path} ({state} file); choose an app with -A <module> or "
+                   f"CELERIAC_APP, or a broker with -b <url>", err=True)
+
+    def error(self, exc: BaseException) -> click.ClickException:
+        """A CLI error for ``exc`` with every credential of the app's settings masked."""
+        message = str(exc)
+        if self._app is not None:
+            from ..utils.urls import redact
+            from ..worker.main import app_secrets
+
+            try:
+                message = redact(message, app_secrets(self._app))
+            except Exception:  # noqa: BLE001 - the message as it is, then
+                pass
+        return click.ClickException(message)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,26 +169,19 @@ def worker(obj: _Context, loglevel: str, concurrency: int | None, pool: str | No
     from ..worker.main import Worker
 
     try:
-        if embed_beat:
-            from .. import signals
-            from ..beat import Beat
-
-            service = Beat(obj.app, scheduler=scheduler, schedule_filename=schedule_filename)
-            thread = service.start_thread()
-
-            def stop_beat(**kwargs: Any) -> None:  # save the state, release the lock
-                service.stop()
-                thread.join(5.0)
-
-            signals.worker_shutdown.connect(stop_beat, weak=False)
+        # With -B, beat runs in a thread started only once the pool processes exist
+        # (a fork while it works could leave a pool process hung); the worker stops it,
+        # saving its state and releasing its lock, when it stops.
         node = Worker(obj.app, hostname=hostname, concurrency=concurrency, pool=pool,
                       queues=_csv(queues) or None, exclude_queues=_csv(exclude_queues) or None,
                       loglevel=loglevel, logfile=logfile,
                       max_tasks_per_child=max_tasks_per_child,
-                      prefetch_multiplier=prefetch_multiplier, send_events=task_events)
+                      prefetch_multiplier=prefetch_multiplier, send_events=task_events,
+                      beat=embed_beat, schedule_filename=schedule_filename,
+                      scheduler=scheduler)
         sys.exit(node.start())
     except CeleriacError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise obj.error(exc) from exc
 
 
 @cli.command()
@@ -144,9 +207,10 @@ def beat(obj: _Context, loglevel: str, logfile: str | None, schedule_filename: s
 
     from ..beat import Beat
     from ..beat.service import DEFAULT_LOCK_TTL
-    from ..worker.main import setup_logging
+    from ..worker.main import app_secrets, redact_logs, setup_logging
 
     setup_logging(loglevel, logfile)
+    redact_logs(app_secrets(obj.app))
     try:
         service = Beat(obj.app, scheduler=scheduler, schedule_filename=schedule_filename,
                        max_interval=max_interval, lock=False if no_lock else None,
@@ -155,7 +219,7 @@ def beat(obj: _Context, loglevel: str, logfile: str | None, schedule_filename: s
             signal.signal(signum, lambda *_: service.stop())
         service.run()
     except CeleriacError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise obj.error(exc) from exc
 
 
 @cli.command()
@@ -181,14 +245,38 @@ def call(obj: _Context, name: str, args: str, kwargs: str, countdown: float | No
 
 @cli.command()
 @click.argument("task_id")
-@click.option("--traceback", "show_traceback", is_flag=True, help="Show the traceback.")
+@click.option("-t", "--task", "task_name", help="Name of the task (for its own backend).")
+@click.option("--traceback", "show_traceback", is_flag=True,
+              help="Print the traceback instead of the result.")
+@click.option("--timeout", type=float, default=None,
+              help="Seconds to wait for the result (default: as long as it takes).")
 @click.pass_obj
-def result(obj: _Context, task_id: str, show_traceback: bool) -> None:
-    """Print a task's state and result."""
-    res = obj.app.AsyncResult(task_id)
-    click.echo(f"{res.state}: {res.result!r}")
-    if show_traceback and res.traceback:
+def result(obj: _Context, task_id: str, task_name: str | None, show_traceback: bool,
+           timeout: float | None) -> None:
+    """Print the return value of a task (waiting for it), as Celery does."""
+    app = obj.app
+    if task_name:
+        try:
+            res = app.tasks[task_name].AsyncResult(task_id)
+        except KeyError as exc:
+            raise click.UsageError(f"no task named {task_name!r} in the app") from exc
+    else:
+        res = app.AsyncResult(task_id)
+    if show_traceback:
         click.echo(res.traceback)
+        return
+    from ..exceptions import TimeoutError as ResultTimeout
+
+    try:
+        value = res.get(timeout=timeout)
+    except ResultTimeout as exc:
+        raise click.ClickException(f"no result for {task_id} within {timeout} s "
+                                   f"(state {res.state})") from exc
+    except Exception as exc:  # the task failed: its traceback, as the worker saw it
+        tb = res.traceback
+        click.echo(tb.rstrip() if tb else f"{type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)
+    click.echo(value)
 
 
 @cli.command()

@@ -1,23 +1,34 @@
 """The worker process: start-up in a written order, shutdown in reverse.
 
-Start: import the app's modules, set up logging, print the banner, start the pool,
-announce readiness. Stop (SIGTERM/SIGINT): stop fetching, let running tasks finish, give
-unstarted messages back. A second signal (or SIGQUIT) stops cold.
+Start: import the app's modules, set up logging, check that the broker and the result
+backend answer (or exit with one line that says why), print the banner, start the pool,
+then the services that run in threads of this process (embedded beat), announce
+readiness. Stop (SIGTERM/SIGINT): stop the services and fetching, let running tasks
+finish, give unstarted messages back. A second signal (or SIGQUIT) stops cold.
+
+No fork while a service thread is busy: a child forked while another thread holds a
+lock (the import lock, the resolver's, a connection pool's) waits for it forever. So
+services start only once the pool processes exist, and a pool process forked later (a
+replacement) waits until every service thread is between two steps (``add_fork_gate``).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import platform
 import signal
 import socket
 import sys
+import threading
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence
 
 from .. import __version__, signals
-from ..exceptions import ImproperlyConfigured
+from ..exceptions import CeleriacError, ImproperlyConfigured, MissingDependency
+from ..utils.outage import OutageLog, describe
+from ..utils.urls import mask_password, redact, scheme_of, secrets_of
 from .pools import POOLS, Pool, create_pool
 
 if TYPE_CHECKING:
@@ -34,6 +45,263 @@ def format_hostname(template: str) -> str:
     name, _, domain = host.partition(".")
     return template.replace("%h", host).replace("%n", name).replace("%d", domain).replace(
         "%%", "%")
+
+
+# -- no fork while a service thread is busy ----------------------------------------------
+#: locks held by service threads while they work; a fork in this process waits for each
+_fork_gates: list[threading.Lock] = []
+_held = threading.local()
+#: how long a fork waits for a busy service thread before going ahead anyway (warned)
+FORK_GATE_TIMEOUT = 30.0
+
+
+def add_fork_gate(gate: threading.Lock) -> None:
+    """Make every later ``os.fork()`` in this process wait until ``gate`` is free."""
+    _fork_gates.append(gate)
+
+
+def remove_fork_gate(gate: threading.Lock) -> None:
+    try:
+        _fork_gates.remove(gate)
+    except ValueError:
+        pass
+
+
+def _before_fork() -> None:
+    held = []
+    for gate in list(_fork_gates):
+        if gate.acquire(timeout=FORK_GATE_TIMEOUT):
+            held.append(gate)
+        else:
+            logger.warning("forking while a service thread has been busy for %.0f s; the "
+                           "new pool process may hang", FORK_GATE_TIMEOUT)
+    _held.gates = held
+
+
+def _after_fork_in_parent() -> None:
+    for gate in getattr(_held, "gates", ()):
+        gate.release()
+    _held.gates = []
+
+
+def _after_fork_in_child() -> None:
+    _after_fork_in_parent()
+    _fork_gates.clear()  # the service threads stayed in the parent
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
+
+
+class Service(Protocol):
+    """Something a worker runs beside its pool, in a thread of the main process."""
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def request_stop(self) -> None:
+        """Ask it to stop; called from a signal handler, so it must not block."""
+
+    def stop(self) -> None:
+        """Stop it and wait (bounded) until it has put its things away."""
+
+    def alive(self) -> bool:
+        """Whether it still runs (a service that ended by itself stops the worker)."""
+
+
+class EmbeddedBeat:
+    """``worker -B``: the beat service in a thread of the worker's main process.
+
+    Its state is saved and its leader lock released when the worker stops.
+    """
+
+    name = "beat"
+    join_timeout = 10.0
+
+    def __init__(self, app: Any, scheduler: Any = None, schedule_filename: str | None = None,
+                 max_interval: float | None = None) -> None:
+        from ..beat import Beat
+
+        self.beat = Beat(app, scheduler=scheduler, schedule_filename=schedule_filename,
+                         max_interval=max_interval)
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        add_fork_gate(self.beat.busy)
+        try:
+            self.thread = self.beat.start_thread()
+        except BaseException:
+            remove_fork_gate(self.beat.busy)
+            raise
+
+    def request_stop(self) -> None:
+        self.beat.stop()
+
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def stop(self) -> None:
+        self.beat.stop()
+        if self.thread is not None:
+            self.thread.join(self.join_timeout)
+            if self.thread.is_alive():
+                logger.warning("beat did not stop within %.0f s; leaving it",
+                               self.join_timeout)
+        remove_fork_gate(self.beat.busy)
+
+
+# -- start-up checks ------------------------------------------------------------------------
+class StartupError(CeleriacError):
+    """The broker or the result backend cannot be used; the worker does not start."""
+
+    def __init__(self, what: str, url: str, reason: str, detail: str, hint: str,
+                 retries: int = 0) -> None:
+        self.what, self.url, self.reason, self.detail, self.hint = what, url, reason, detail, hint
+        self.retries = retries
+        after = f" after {retries} retries" if retries else ""
+        detail = f" ({detail})" if detail and reason not in detail else ""
+        super().__init__(f"Cannot start: {what} {url}: {reason}{detail}{after}. {hint}")
+
+
+_REFUSED = ("connection refused", "errno 111", "error 111")
+_AUTH = ("wrongpass", "noauth", "authentication", "invalid password", "invalid username",
+         "auth <password> called without")
+_NAME = ("name or service not known", "nodename nor servname", "temporary failure in name",
+         "no address associated")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen and len(seen) < 10:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return seen
+
+
+def classify(exc: BaseException, what: str, setting: str) -> tuple[str, bool, str]:
+    """``(reason, worth retrying, what to do)`` for an error met while connecting."""
+    chain = _chain(exc)
+    names = {cls.__name__ for e in chain for cls in type(e).__mro__}
+    text = " ".join(str(e) for e in chain).lower()
+    if isinstance(exc, MissingDependency):
+        return str(exc), False, "Install the extra it names."
+    if isinstance(exc, ImproperlyConfigured):
+        return str(exc), False, f"Fix {setting}."
+    if "AuthenticationError" in names or any(word in text for word in _AUTH):
+        return ("authentication failed", False,
+                f"Check the user name and password in {setting} (or in its transport "
+                "options).")
+    if "BusyLoadingError" in names:
+        return "the server is still loading its data", True, "Wait for it, or start later."
+    if (any(isinstance(e, ConnectionRefusedError) for e in chain)
+            or any(word in text for word in _REFUSED)):
+        return ("connection refused", True,
+                f"Check that the server is running and that {setting} names its host and "
+                "port.")
+    if any(isinstance(e, socket.gaierror) for e in chain) or any(w in text for w in _NAME):
+        return "host name not found", True, f"Check the host name in {setting}."
+    if ("TimeoutError" in names or "timeout" in names or "timed out" in text
+            or any(isinstance(e, OSError) and e.errno == errno.ETIMEDOUT for e in chain)):
+        return ("timed out", True,
+                f"Check that the host in {setting} is reachable from here (firewall, "
+                "network).")
+    if "unable to open database file" in text:
+        return ("cannot open the database file", False,
+                f"Check that the directory of the file in {setting} exists and is "
+                "writable.")
+    if "database is locked" in text:
+        return "the database is locked", True, "Another process holds it; retrying may help."
+    if "ConnectionError" in names or any(isinstance(e, OSError) for e in chain):
+        return "unreachable", True, f"Check that the server named by {setting} is running."
+    return describe(exc), False, f"Check {setting}."
+
+
+def startup_retry_policy(conf: Any) -> tuple[bool, int | None]:
+    """``(retry at all, most retries or None for no limit)``, as Celery reads them."""
+    retry = conf.broker_connection_retry_on_startup
+    if retry is None:
+        retry = conf.broker_connection_retry
+    most = conf.broker_connection_max_retries
+    return bool(retry), (int(most) if most else None)
+
+
+def retry_pause(attempt: int) -> float:
+    """Seconds before retry number ``attempt`` (1, 2, ...): short, doubling, at most 2 s."""
+    return min(0.1 * 2 ** (attempt - 1), 2.0)
+
+
+def check_connection(what: str, url: str, setting: str, probe: Callable[[], Any], conf: Any,
+                     sleep: Callable[[float], Any] = time.sleep) -> Any:
+    """Run ``probe`` (a connect and a cheap round trip) until it works; return its value.
+
+    Errors that waiting can heal (refused, timed out, name not found) are retried as
+    ``broker_connection_retry_on_startup`` and ``broker_connection_max_retries`` say,
+    with short backed-off pauses; an outage is logged once, then every 30 s.
+
+    Raises:
+        StartupError: it failed for good; the message is one line with the masked URL,
+            the reason, and what to do.
+    """
+    masked = mask_password(url)
+    retry, most = startup_retry_policy(conf)
+    outage = OutageLog(logger, what, masked, level=logging.WARNING)
+    attempt = 0
+    while True:
+        try:
+            value = probe()
+        except Exception as exc:  # noqa: BLE001 - every failure is classified below
+            reason, transient, hint = classify(exc, what, setting)
+            if not transient or not retry or (most is not None and attempt >= most):
+                if transient and retry:
+                    hint += " broker_connection_max_retries sets how long to wait."
+                raise StartupError(what, masked, reason, describe(exc), hint,
+                                   attempt) from exc
+            attempt += 1
+            outage.failed(exc, note=f"retrying (up to {most} times)" if most else
+                          "retrying until it answers")
+            sleep(retry_pause(attempt))
+            continue
+        outage.recovered()
+        return value
+
+
+# -- logging ----------------------------------------------------------------------------------
+class RedactingFormatter(logging.Formatter):
+    """Formats with ``inner``, then replaces every known secret with ``**``."""
+
+    def __init__(self, inner: logging.Formatter | None, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+        self.secrets = set(secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record), self.secrets)
+
+
+def redact_logs(secrets: Iterable[str], logger_: logging.Logger | None = None) -> None:
+    """Scrub ``secrets`` from whatever the root logger's handlers write (tracebacks too)."""
+    secrets = {s for s in secrets if s}
+    if not secrets:
+        return
+    for handler in (logger_ or logging.getLogger()).handlers:
+        current = handler.formatter
+        if isinstance(current, RedactingFormatter):
+            current.secrets |= secrets
+        else:
+            handler.setFormatter(RedactingFormatter(current, secrets))
+
+
+def app_secrets(app: Any) -> set[str]:
+    """The credentials in the app's configuration (URLs, transport options, passwords)."""
+    conf = app.conf
+    try:
+        table = conf.table(with_defaults=True, censored=False)
+    except Exception:  # noqa: BLE001 - a best effort on top of the URLs below
+        table = {}
+    urls = [conf.resolved_broker_url(), conf.resolved_broker_read_url(),
+            conf.resolved_broker_write_url(), conf.resolved_result_backend()]
+    return secrets_of(table, *[u for u in urls if u])
 
 
 def setup_logging(loglevel: str | int, logfile: str | None = None) -> None:
@@ -66,7 +334,8 @@ class Worker:
                  exclude_queues: Sequence[str] | None = None, loglevel: str = "WARNING",
                  logfile: str | None = None, max_tasks_per_child: int | None = None,
                  prefetch_multiplier: int | None = None, send_events: bool | None = None,
-                 banner: bool = True) -> None:
+                 banner: bool = True, beat: bool = False, schedule_filename: str | None = None,
+                 scheduler: Any = None, services: Sequence[Service] = ()) -> None:
         conf = app.conf
         self.app = app
         self.hostname = format_hostname(hostname or "celeriac@%h")
@@ -88,6 +357,13 @@ class Worker:
         self.queues = self._select_queues(queues, exclude_queues)
         self.pool: Pool | None = None
         self._signals = 0
+        #: run beside the pool once it is up; stopped (in reverse) before the worker ends
+        self.services: list[Service] = list(services)
+        if beat:
+            self.services.append(EmbeddedBeat(app, scheduler=scheduler,
+                                               schedule_filename=schedule_filename))
+        self._started: list[Service] = []
+        self._told_to_stop: set[int] = set()
 
     def _select_queues(self, queues: Sequence[str] | None,
                        exclude: Sequence[str] | None) -> list[str]:
@@ -111,13 +387,14 @@ class Worker:
         signals.celeryd_init.send(sender=self.hostname, instance=self, conf=app.conf,
                                   options={})
         setup_logging(self.loglevel, self.logfile)
+        redact_logs(app_secrets(app))
         app.finalize()
-        broker = app.connect_broker()  # fails early on a bad URL or a missing extra
-        if not broker.shared_between_processes and self.pool_name == "prefork":
-            logger.warning("%s cannot be shared between processes; using the threads pool",
-                           broker.safe_url())
-            self.pool_name = "threads"
-        broker.close()
+        redact_logs(app_secrets(app))  # on_after_configure handlers may have added some
+        try:
+            self.check_connections()
+        except StartupError as exc:
+            self._fatal(str(exc))
+            return 1
         signals.worker_init.send(sender=self)
         if self.banner:
             print(self.render_banner(), flush=True)
@@ -125,16 +402,119 @@ class Worker:
         self._install_signal_handlers()
         self.pool = create_pool(self)
         self.pool.start()
-        signals.worker_ready.send(sender=self)
-        logger.warning("%s ready.", self.hostname)
+        code = 0
         try:
+            if not self._signals:
+                try:
+                    self._start_services()
+                except Exception as exc:
+                    self._fatal(f"Cannot start: {self._started_name}: {describe(exc)}")
+                    code = 1
+                    self._signals += 1
+                    self._warm_stop(f"{self._started_name} did not start")
+            if not code:
+                signals.worker_ready.send(sender=self)
+                logger.warning("%s ready.", self.hostname)
             while self.pool.alive():
                 self.pool.supervise()
+                if self._signals:
+                    self._tell_pool_to_stop()
+                elif not code and self._a_service_ended():
+                    code = 1
                 time.sleep(0.1)
         finally:
+            self._stop_services()
             signals.worker_shutdown.send(sender=self)
             app.close()
-        return 1 if self.pool.failed else 0
+        return 1 if code or self.pool.failed else 0
+
+    def _fatal(self, message: str) -> None:
+        message = redact(message, app_secrets(self.app))
+        logger.critical("%s", message)
+        if self.logfile:  # whoever started the worker sees why it did not
+            print(message, file=sys.stderr, flush=True)
+
+    # -- start-up checks -------------------------------------------------------------------
+    def check_connections(self) -> None:
+        """Connect to the broker and the result backend and make one cheap round trip each.
+
+        Raises:
+            StartupError: one of them cannot be used (after the retries the settings
+                allow when waiting may help).
+        """
+        app = self.app
+        conf = app.conf
+        broker_url = conf.resolved_broker_read_url() or app.broker_url
+
+        def probe_broker() -> bool:
+            broker = app.connect_broker()
+            try:
+                broker.size(self.queues[0])
+                return bool(broker.shared_between_processes)
+            finally:
+                broker.close()
+
+        shared = check_connection("broker", broker_url, "broker_url", probe_broker, conf)
+        if not shared and self.pool_name == "prefork":
+            logger.warning("%s cannot be shared between processes; using the threads pool",
+                           mask_password(broker_url))
+            self.pool_name = "threads"
+        backend_url = app.result_backend_url
+        if scheme_of(backend_url) != "disabled":
+
+            def probe_backend() -> None:
+                try:
+                    app.backend.get_task_meta("celeriac-startup-check")
+                except BaseException:
+                    app.close()  # the next try builds its client afresh
+                    raise
+
+            check_connection("result backend", backend_url, "result_backend", probe_backend,
+                             conf)
+        app.close()  # nothing opened here is carried into the pool processes
+
+    # -- services ----------------------------------------------------------------------------
+    _started_name = ""
+
+    def _start_services(self) -> None:
+        for service in self.services:
+            self._started_name = service.name
+            service.start()
+            self._started.append(service)
+
+    def _a_service_ended(self) -> bool:
+        for service in self._started:
+            if not service.alive():
+                # -B promised periodic tasks; a worker quietly running without them
+                # would break that promise, so it stops, non-zero, for its supervisor.
+                self._fatal(f"{service.name} stopped unexpectedly (see above); stopping "
+                            "the worker")
+                self._signals += 1
+                self._warm_stop(f"{service.name} ended")
+                return True
+        return False
+
+    def _stop_services(self) -> None:
+        while self._started:
+            service = self._started.pop()
+            try:
+                service.stop()
+            except Exception:
+                logger.exception("could not stop %s", service.name)
+
+    def _tell_pool_to_stop(self) -> None:
+        # A pool process forked while the stop signal was being handled (a replacement)
+        # was not told; tell each child once. SIGTERM to a child means "finish and stop".
+        children = getattr(self.pool, "children", None)
+        if not children:
+            return
+        for pid in list(children):
+            if pid not in self._told_to_stop:
+                self._told_to_stop.add(pid)
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
 
     def _install_signal_handlers(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -144,15 +524,20 @@ class Worker:
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
         self._signals += 1
         if self._signals == 1:
-            logger.warning("worker: Warm shutdown (%s): finishing running tasks, "
-                           "returning the rest; signal again to stop now",
-                           signal.Signals(signum).name)
-            signals.worker_shutting_down.send(sender=self.hostname, sig=signum, how="Warm",
-                                              exitcode=0)
-            if self.pool is not None:
-                self.pool.warm_stop()
+            self._warm_stop(signal.Signals(signum).name, signum)
         else:
             self._cold()
+
+    def _warm_stop(self, why: str, signum: int = signal.SIGTERM) -> None:
+        logger.warning("worker: Warm shutdown (%s): finishing running tasks, "
+                       "returning the rest; signal again to stop now", why)
+        signals.worker_shutting_down.send(sender=self.hostname, sig=signum, how="Warm",
+                                          exitcode=0)
+        for service in self._started:
+            service.request_stop()
+        if self.pool is not None:
+            self._told_to_stop.update(getattr(self.pool, "children", ()))
+            self.pool.warm_stop()
 
     def _cold(self) -> None:
         logger.warning("worker: Cold shutdown: stopping running tasks")
@@ -162,16 +547,14 @@ class Worker:
     # -- the banner ----------------------------------------------------------------------
     def render_banner(self) -> str:
         app = self.app
-        broker = app.connect_broker()
-        from ..utils.urls import mask_password
-
+        broker_url = app.conf.resolved_broker_read_url() or app.broker_url
         tasks = [n for n in app.tasks.names() if not n.startswith("celery.")]
         lines = [
             f"celeriac {__version__} · {self.hostname}",
             f"  {platform.platform()} · Python {platform.python_version()}",
             "",
             f"  app:          {app.main or '__main__'} ({type(app).__name__} at {id(app):#x})",
-            f"  transport:    {broker.safe_url()}",
+            f"  transport:    {mask_password(broker_url)}",
             f"  results:      {mask_password(app.result_backend_url)}",
             f"  concurrency:  {self.concurrency} ({self.pool_name})",
             f"  prefetch:     {self.prefetch} per consumer",
@@ -183,5 +566,6 @@ class Worker:
             "[tasks]",
             *([f"  . {n}" for n in tasks] or ["  (none registered: check -A and include)"]),
         ]
-        broker.close()
-        return "\n".join(lines)
+        if any(s.name == "beat" for s in self.services):
+            lines[9:9] = ["  beat:         embedded (-B)"]
+        return redact("\n".join(lines), app_secrets(app))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from celeriac.utils.urls import mask_options, mask_password, redact, secrets_of
@@ -84,3 +86,25 @@ def test_redact_replaces_secrets_in_free_text() -> None:
     assert redact("abcd-efgh", {"abcd", "abcd-efgh"}) == "**"
     # one to three characters would scrub ordinary words: not replaced
     assert redact("a pass", {"a"}) == "a pass"
+
+
+def test_redacting_formatter_scrubs_messages_and_tracebacks() -> None:
+    from celeriac.worker.main import redact_logs
+
+    logger = logging.getLogger("test-redact")
+    logger.propagate = False
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(self.format(record))
+
+    logger.handlers[:] = [Keep()]
+    redact_logs({"hunter22"}, logger)
+    try:
+        raise ConnectionError("cannot AUTH hunter22")
+    except ConnectionError:
+        logger.exception("url redis://:hunter22@h/0")
+    logger.handlers.clear()
+    assert records and "hunter22" not in records[0]
+    assert "url redis://:**@h/0" in records[0] and "ConnectionError: cannot AUTH **" in records[0]
