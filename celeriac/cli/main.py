@@ -67,8 +67,6 @@ class _Context:
     @property
     def app(self) -> Any:
         if self._app is None:
-            import os
-
             if self.workdir:
                 os.chdir(self.workdir)
             if self.app_name:
