@@ -577,20 +577,7 @@ class Celery:
         return self._backend.get()
 
     def _new_backend(self) -> Backend:
-        conf = self.conf
-        accept = conf.result_accept_content or conf.accept_content
-        from . import serialization
-
-        options = BackendOptions(
-            serializer=conf.result_serializer,
-            accept=serialization.accepted_content_types(accept) | frozenset(
-                {serialization.serializer(conf.result_serializer).content_type}),
-            expires=seconds(conf.result_expires),
-            extended=bool(conf.result_extended),
-            transport_options=dict(conf.result_backend_transport_options or {}),
-            store_attempts=_store_attempts(conf),
-        )
-        return connect_backend(self.result_backend_url, options)
+        return connect_backend(self.result_backend_url, BackendOptions.from_conf(self.conf))
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802
         return AsyncResult(task_id, app=self, **kwargs)
@@ -610,15 +597,6 @@ class Celery:
 
     def __repr__(self) -> str:
         return f"<Celery {self.main or '__main__'} at {id(self):#x}>"
-
-
-def _store_attempts(conf: Settings) -> int:
-    # celeriac always retries a result write over connection errors for a while;
-    # Celery's result_backend_always_retry makes it retry as long as it says.
-    if not conf.result_backend_always_retry:
-        return 15
-    limit = conf.result_backend_max_retries
-    return 10**9 if limit in (None, float("inf")) else max(1, int(limit))
 
 
 def _sig_list(value: Any) -> list[Any] | None:

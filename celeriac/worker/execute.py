@@ -175,16 +175,19 @@ class Execution:
                 pause = min(pause * 2, MAX_STORE_PAUSE)
 
     def _on_success(self, task: Task[Any, Any], request: Context, outcome: Outcome) -> None:
+        # Callbacks and the next chain step are sent before the result is stored, as
+        # Celery does: send_task records each task sent under this request in
+        # request.children, which the stored meta carries to AsyncResult.children.
+        if request.callbacks:
+            self._send_callbacks(request, outcome.value)
+        if request.chain:
+            self._send_next_step(request, outcome.value)
         if not self._ignores_result(task, request):
             self._record(task.backend.mark_as_done, request.id, outcome.value,
                          request=request)
         task.on_success(outcome.value, _id(request), request.args, request.kwargs)
         if signals.task_success.receivers:
             signals.task_success.send(sender=task, result=outcome.value)
-        if request.callbacks:
-            self._send_callbacks(request, outcome.value)
-        if request.chain:
-            self._send_next_step(request, outcome.value)
         if request.chord:
             self.chord_part(task.backend, request, states.SUCCESS, outcome.value)
         logger.info("Task %s[%s] succeeded in %.6fs: %r", task.name, request.id,
@@ -225,12 +228,19 @@ class Execution:
             "" if expected else outcome.traceback)
 
     def _send_callbacks(self, request: Context, value: Any) -> None:
-        from ..canvas import Signature
+        from ..canvas import group, signature
 
-        for sig in request.callbacks:
-            sig = Signature(sig, app=self.app)
-            args = [] if sig.immutable else [value]
-            sig.apply_async(args, parent_id=request.id, root_id=request.root_id)
+        sigs = [signature(sig, app=self.app) for sig in request.callbacks]
+        # Celery's layout: one callback is sent alone; several go as one group (a group
+        # callback as its own), so the task's children hold one result for them.
+        groups = [sig for sig in sigs if isinstance(sig, group)]
+        singles = [sig for sig in sigs if not isinstance(sig, group)]
+        if len(sigs) > 1 and singles:
+            groups.append(group(singles, app=self.app))
+        elif singles:
+            groups.append(singles[0])
+        for sig in groups:
+            sig.apply_async((value,), parent_id=request.id, root_id=request.root_id)
 
     def _send_next_step(self, request: Context, value: Any) -> None:
         # embed.chain holds the remaining steps last-first: pop the next one and send it

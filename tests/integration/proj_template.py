@@ -425,3 +425,13 @@ def span(seconds):
     started = time.time()
     time.sleep(seconds)
     return [started, time.time(), os.getpid()]
+
+
+@app.task(acks_late=True)
+def fail_late(message):
+    raise ValueError(message)
+
+
+@app.task(rate_limit="1/m")
+def once_a_minute(value):
+    return value

@@ -12,22 +12,12 @@ from celeriac.canvas import chain
 from celeriac.contrib.testing import WorkerProcess
 from celeriac.result import AsyncResult, GroupResult
 
-# The worker stores a task's result before it sends the task's callbacks and next
-# chain step, so what they send is recorded in request.children too late to be stored.
-# Celery sends them first (app/trace.py: "callback tasks must be applied before the
-# result is stored, so that result.children is populated"). The fix belongs to
-# celeriac/worker/execute.py (Execution._on_success); see the closing report.
-NEEDS_EXECUTE_CHANGE = pytest.mark.xfail(
-    strict=True, reason="worker/execute.py stores the result before sending callbacks")
-
-
 @pytest.fixture
 def worker(proj: Any, project: Path) -> Iterator[Any]:
     with WorkerProcess("proj", cwd=project, args=["-P", "threads", "-c", "2"]):
         yield proj
 
 
-@NEEDS_EXECUTE_CHANGE
 def test_a_link_callback_is_a_child(worker: Any) -> None:
     proj = worker
     result = proj.add.apply_async((2, 2), link=proj.add.s(16))
@@ -40,7 +30,6 @@ def test_a_link_callback_is_a_child(worker: Any) -> None:
     assert [c.get(timeout=20) for c in fixed.children] == [2]
 
 
-@NEEDS_EXECUTE_CHANGE
 def test_several_link_callbacks_are_one_group_child(worker: Any) -> None:
     # Celery sends several callbacks as one group, recorded as one GroupResult child.
     proj = worker
@@ -51,7 +40,6 @@ def test_several_link_callbacks_are_one_group_child(worker: Any) -> None:
     assert child.get(timeout=20) == [20, 40]
 
 
-@NEEDS_EXECUTE_CHANGE
 def test_the_next_step_of_a_chain_is_a_child(worker: Any) -> None:
     proj = worker
     last = chain(proj.add.s(1, 1), proj.add.s(2)).delay()

@@ -265,8 +265,6 @@ def test_override_backends_refuses_what_is_not_a_backend(app: Celery) -> None:
         backend_for(app, "x://")
 
 
-@pytest.mark.xfail(strict=True, reason="app._new_backend does not build its options with "
-                   "BackendOptions.from_conf yet (app.py); drop this mark once it does")
 def test_the_app_gives_its_backend_every_backend_setting(app: Celery) -> None:
     app.conf.result_compression = "gzip"
     app.conf.result_failure_expires = 5
