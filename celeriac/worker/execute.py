@@ -233,7 +233,7 @@ class Execution:
         sigs = [signature(sig, app=self.app) for sig in request.callbacks]
         # Celery's layout: one callback is sent alone; several go as one group (a group
         # callback as its own), so the task's children hold one result for them.
-        groups = [sig for sig in sigs if isinstance(sig, group)]
+        groups: list[Any] = [sig for sig in sigs if isinstance(sig, group)]
         singles = [sig for sig in sigs if not isinstance(sig, group)]
         if len(sigs) > 1 and singles:
             groups.append(group(singles, app=self.app))
