@@ -112,8 +112,6 @@ _SQLALCHEMY = ("celeriac has no SQLAlchemy result backend yet (db+postgresql://,
                "db+sqlite:// is the built-in SQLite store, which takes no options")
 _NO_DETACH = ("no effect: celeriac's programs do not detach or switch user; run them under a "
               "process supervisor (systemd, supervisord, a container)")
-_RECONNECTS = ("not read: a celeriac worker always reconnects to a lost or absent broker, "
-               "with a back-off of up to 5 s, for as long as it runs")
 _EXCHANGES = ("no effect: celeriac's transports put a message straight on its queue, so "
               "exchanges and routing keys do not route (they do on AMQP, which celeriac "
               "has not yet)")
@@ -200,13 +198,13 @@ _TABLE: tuple[Setting, ...] = (
        ignored="not read: the Redis transport's connect timeout is socket_connect_timeout in "
                "broker_transport_options"),
     _S("broker_connection_retry", True, bool, ("BROKER_CONNECTION_RETRY",),
-       "Reconnect when the broker connection is lost.", ignored=_RECONNECTS),
+       "Reconnect when the broker connection is lost.",
+       ignored="read at start-up only: once running, a celeriac worker always reconnects "
+               "to a lost broker, backed off up to 5 s"),
     _S("broker_connection_retry_on_startup", None, bool, ("BROKER_CONNECTION_RETRY_ON_STARTUP",),
-       "Retry the first connection; None means follow broker_connection_retry.",
-       ignored=_RECONNECTS, harmless=(True,)),
+       "Retry the first connection; None means follow broker_connection_retry."),
     _S("broker_connection_max_retries", 100, int, ("BROKER_CONNECTION_MAX_RETRIES",),
-       "Reconnection attempts before giving up; None or 0 means forever.",
-       ignored=_RECONNECTS, harmless=(0, None)),
+       "Reconnection attempts before giving up; None or 0 means forever."),
     _S("broker_channel_error_retry", False, bool, ("BROKER_CHANNEL_ERROR_RETRY",),
        "Also reconnect after an invalid response from the broker.", ignored=_AMQP),
     _S("broker_failover_strategy", None, object, ("BROKER_FAILOVER_STRATEGY",),

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..exceptions import ImproperlyConfigured, MissingDependency
 from .pid import current_pid
+from .urls import mask_password
 
 # Transport options passed through to the connection pool when present.
 POOL_OPTIONS = (
@@ -75,7 +76,7 @@ def redis_py_url(url: str) -> str:
     if scheme == "redis+socket":
         scheme = "unix"
     elif scheme not in ("redis", "rediss", "unix"):
-        raise ImproperlyConfigured(f"not a Redis URL: {url!r}")
+        raise ImproperlyConfigured(f"not a Redis URL: {mask_password(url)!r}")
     # urlunsplit would drop the '//' of a socket URL, which has no host.
     query = f"?{urlencode(fixed)}" if fixed else ""
     return f"{scheme}://{parts.netloc}{parts.path}{query}"

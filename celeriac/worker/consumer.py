@@ -28,6 +28,8 @@ from ..exceptions import (
     TimeLimitExceeded,
 )
 from ..messages import TaskMessage
+from ..utils.outage import OutageLog
+from ..utils.urls import mask_password
 from .execute import Execution, Outcome, is_async, request_from_message
 from .heartbeat import Heartbeat
 from .ratelimit import LocalLimits, parse_rate
@@ -128,7 +130,7 @@ class Consumer:
         self._running_since: float | None = None
         self.release_after = float(app.conf.worker_prefetch_release_after or 0)
         self._trouble_pause = 0.0
-        self.outage = _OutageLog()
+        self.outage = OutageLog(logger, "broker", mask_password(self.broker.url))
         self._async_inflight = 0
         self._async_cond = threading.Condition()
 
@@ -321,6 +323,7 @@ class Consumer:
 
     def _broker_trouble(self, exc: Exception) -> None:
         self._trouble_pause = min(max(self._trouble_pause * 2, 0.1), 5.0)
+        logger.debug("broker error", exc_info=True)  # the traceback, for -l DEBUG
         self.outage.failed(exc)
         self.stop.wait(self._trouble_pause)
 
@@ -545,23 +548,6 @@ class Consumer:
         if signals.task_revoked.receivers:
             signals.task_revoked.send(sender=task, request=request, terminated=False,
                                       signum=None, expired=expired)
-
-
-class _OutageLog:
-    """Logs a broker outage once when it starts and once when it ends."""
-
-    def __init__(self) -> None:
-        self.since: float | None = None
-
-    def failed(self, exc: Exception) -> None:
-        if self.since is None:
-            self.since = time.monotonic()
-            logger.error("broker error: %r; retrying", exc, exc_info=True)
-
-    def recovered(self) -> None:
-        if self.since is not None:
-            logger.warning("broker reachable again after %.1fs", time.monotonic() - self.since)
-            self.since = None
 
 
 def resident_kib() -> int:
