@@ -6,6 +6,7 @@ Set CELERIAC_REQUIRE_SERVICES=1 (CI does) to turn a missing Redis into a failure
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
 import textwrap
@@ -16,7 +17,7 @@ from typing import Any, Iterator
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/support.py as ``support``
-from support import load_proj, require  # noqa: E402
+from support import free_port, load_proj, private_redis_server, require  # noqa: E402
 
 REQUIRE_SERVICES = os.environ.get("CELERIAC_REQUIRE_SERVICES") == "1"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -77,3 +78,31 @@ def proj(project: Path) -> Iterator[Any]:
     yield module
     module.app.close()
     sys.modules.pop("proj", None)
+
+
+# An append-only file synced on every write, as a production Redis that must not lose
+# queued work keeps: what the server acknowledged survives its kill -9.
+DURABLE = ["--appendonly", "yes", "--appendfsync", "always"]
+
+
+@pytest.fixture
+def durable_redis(redis_server: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A private redis-server: ``url``, its process ``proc``, and ``restart()``, a
+    context manager that starts it again on the same port and files."""
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not on PATH")
+    port = free_port()
+    workdir = tmp_path / "redis-data"
+    workdir.mkdir()
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def probe() -> Any:
+        return redis.Redis.from_url(url, socket_timeout=1)
+
+    options = ["--port", str(port), "--bind", "127.0.0.1", *DURABLE]
+    with private_redis_server(binary, workdir, options, probe) as proc:
+        yield {"url": url, "proc": proc, "restart": lambda: private_redis_server(
+            binary, workdir, options, probe)}

@@ -12,6 +12,7 @@ import os
 import socket
 import uuid
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -63,10 +64,14 @@ class Released:
 
     returned: int = 0
     poisoned: list[DeadLetter] = field(default_factory=list)
+    #: envelopes of early-acked tasks that were running when their consumer was lost:
+    #: they are not run again (they were acked), but their callers must be told
+    interrupted: list[str] = field(default_factory=list)
 
     def add(self, other: Released) -> Released:
         self.returned += other.returned
         self.poisoned.extend(other.poisoned)
+        self.interrupted.extend(other.interrupted)
         return self
 
 
@@ -75,8 +80,19 @@ def poison_reason(losses: int) -> str:
             "probable poison message (see broker_max_redeliveries)")
 
 
-def _nothing() -> None:
+def nothing_to_wait_for() -> None:
+    """What ``ack_started`` returns when the broker's reply was read already."""
     return None
+
+
+def take_all(items: deque[Any]) -> list[Any]:
+    """Empty ``items`` (which other threads append to) into a list."""
+    taken = []
+    while True:
+        try:
+            taken.append(items.popleft())
+        except IndexError:
+            return taken
 
 
 def new_consumer_id() -> str:
@@ -122,15 +138,23 @@ class Broker(ABC):
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Remove messages for good."""
 
-    def ack_nowait(self, deliveries: Sequence[Delivery]) -> Callable[[], None]:
-        """Send an ack and return a function that waits for the broker's reply.
+    def ack_started(self, deliveries: Sequence[Delivery]) -> Callable[[], None]:
+        """Early ack: these messages' tasks start now, and are never delivered again.
 
-        The worker acks early ones this way: the broker has the ack before the task
-        runs, but the task need not wait a round trip for the answer. Transports that
-        cannot split the two ack here and return a no-op.
+        The broker keeps a note of each until ``finished`` says its task ended, so that
+        whoever finds this consumer dead meanwhile learns which tasks died with it
+        (``Released.interrupted``) and can record them as lost, instead of their callers
+        waiting forever. Returns a function that waits for the broker's reply: the
+        broker has the ack before the task runs, but the task need not wait for it.
         """
         self.ack(deliveries)
-        return _nothing
+        return nothing_to_wait_for
+
+    def finished(self, deliveries: Sequence[Delivery]) -> None:
+        """The tasks of these early-acked messages ended: drop their notes.
+
+        No round trip of its own: transports send it with their next call.
+        """
 
     @abstractmethod
     def requeue(self, deliveries: Sequence[Delivery]) -> None:

@@ -11,9 +11,9 @@ import itertools
 import threading
 import time
 from collections import deque
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from .base import Broker, DeadLetter, Delivery, Released, poison_reason
+from .base import Broker, DeadLetter, Delivery, Released, nothing_to_wait_for, poison_reason
 
 
 class _Store:
@@ -22,6 +22,7 @@ class _Store:
         self.queues: dict[str, deque[str]] = {}
         self.delayed: list[tuple[float, int, str, str]] = []
         self.unacked: dict[str, dict[int, Delivery]] = {}
+        self.started: dict[str, dict[int, Delivery]] = {}  # early-acked, running
         self.heartbeats: dict[str, float] = {}
         self.last_beat = 0.0  # when any consumer last beat (the outage fence)
         self.dead: list[DeadLetter] = []
@@ -95,6 +96,22 @@ class MemoryBroker(Broker):
             for d in deliveries:
                 mine.pop(d.tag, None)
 
+    def ack_started(self, deliveries: Sequence[Delivery]) -> Callable[[], None]:
+        s = self._s
+        with s.cond:
+            mine = s.unacked.get(self.consumer_id, {})
+            notes = s.started.setdefault(self.consumer_id, {})
+            for d in deliveries:
+                if mine.pop(d.tag, None) is not None:
+                    notes[d.tag] = d
+        return nothing_to_wait_for
+
+    def finished(self, deliveries: Sequence[Delivery]) -> None:
+        with self._s.cond:
+            notes = self._s.started.get(self.consumer_id, {})
+            for d in deliveries:
+                notes.pop(d.tag, None)
+
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         s = self._s
         with s.cond:
@@ -150,6 +167,9 @@ class MemoryBroker(Broker):
         s.heartbeats.pop(consumer_id, None)
         owned = s.unacked.pop(consumer_id, {})
         released = Released()
+        for tag, d in sorted(s.started.pop(consumer_id, {}).items()):
+            if tag not in drop:
+                released.interrupted.append(d.payload)
         for d in sorted(owned.values(), key=lambda d: d.tag, reverse=True):
             if d.tag in drop:
                 continue

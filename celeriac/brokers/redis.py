@@ -31,12 +31,23 @@ import json
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Callable
 
 from ..exceptions import ImproperlyConfigured
 from ..utils.redis import RedisConnector, process_lock
-from .base import Broker, DeadLetter, Delivery, Outgoing, Released, new_consumer_id, poison_reason
+from .base import (
+    Broker,
+    DeadLetter,
+    Delivery,
+    Outgoing,
+    Released,
+    new_consumer_id,
+    nothing_to_wait_for,
+    poison_reason,
+    take_all,
+)
 
 DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
 DEFAULT_SEP = "\x06\x16"
@@ -135,6 +146,23 @@ end
 return n
 """
 
+# KEYS: unacked, started; ARGV: n, n tags whose tasks start now, tags whose tasks ended
+# An early ack: the message leaves the unacked hash (it is never delivered again) for
+# the started hash, where it stays until its task ends, so that a consumer found dead
+# meanwhile tells which tasks died with it.
+START = """
+local n = tonumber(ARGV[1])
+for i = 2, n + 1 do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  if v then
+    redis.call('HSET', KEYS[2], ARGV[i], v)
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+if #ARGV > n + 1 then redis.call('HDEL', KEYS[2], unpack(ARGV, n + 2)) end
+return n
+"""
+
 # KEYS: unacked, delayed; ARGV: tag, eta
 DEFER = """
 local v = redis.call('HGET', KEYS[1], ARGV[1])
@@ -151,10 +179,11 @@ if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then redis.call('LPUSH', KEYS[2], A
 
 # KEYS: consumers, landing-source, dead-letter list, last-beat key
 # ARGV: mode ('beat' or 'forget'), lost timeout, unacked prefix, landing prefix,
-#       loss-counter prefix, max redeliveries, poison reason format,
+#       loss-counter prefix, max redeliveries, poison reason format, started prefix,
 #       then a count and that many consumer ids (beat: to mark alive; forget: the one),
 #       then (forget) a count and the tags that count a loss, a count and tags to drop.
-# Returns {messages returned, poisoned record...}.
+# Returns {messages returned, count of poisoned, poisoned record..., interrupted...}:
+# interrupted are the envelopes of early-acked tasks that were running.
 RELEASE = _SPLIT + """
 local now
 do
@@ -163,13 +192,14 @@ do
 end
 local lost_timeout = tonumber(ARGV[2])
 local poisoned = {}
+local interrupted = {}
 local function list_arg(at)
   local n = tonumber(ARGV[at])
   local items = {}
   for i = at + 1, at + n do items[#items + 1] = ARGV[i] end
   return items, at + n + 1
 end
-local ids, after_ids = list_arg(8)
+local ids, after_ids = list_arg(9)
 -- A message whose holder was lost while running it counts a loss; past the bound it
 -- is set aside instead of returned, so one message that kills every worker cannot
 -- stop the queue. Messages that were only waiting behind it return as they were.
@@ -194,6 +224,14 @@ end
 -- dead runs its messages in tag order, so the oldest unacked one was running)
 local function release(id, lost, drop)
   local n = 0
+  local notes = redis.call('HGETALL', ARGV[8] .. id)
+  for i = 1, #notes, 2 do
+    if not drop[notes[i]] then
+      local _, payload = split(notes[i + 1])
+      interrupted[#interrupted + 1] = payload
+    end
+  end
+  redis.call('DEL', ARGV[8] .. id)
   local landing = ARGV[4] .. id
   local src = redis.call('HGET', KEYS[2], id)
   if src then
@@ -244,8 +282,10 @@ else
   for _, t in ipairs(drop_tags) do drop[t] = true end
   n = release(ids[1], lost, drop)
 end
-table.insert(poisoned, 1, n)
-return poisoned
+local out = {n, #poisoned}
+for _, record in ipairs(poisoned) do out[#out + 1] = record end
+for _, payload in ipairs(interrupted) do out[#out + 1] = payload end
+return out
 """
 
 # KEYS: delayed, lists...; counts the lists' messages and the delayed ones bound for them
@@ -306,6 +346,7 @@ class _Process:
         self.fetch = client.register_script(FETCH)
         self.requeue = client.register_script(REQUEUE)
         self.defer = client.register_script(DEFER)
+        self.start = client.register_script(START)
         self.dead_letter = client.register_script(DEAD_LETTER)
         self.release = client.register_script(RELEASE)
         self.size = client.register_script(SIZE)
@@ -315,10 +356,6 @@ class _Process:
         self.rotor = 0
         self.declared: set[str] = set()
         self.fetch_lock = threading.Lock()
-
-
-def _nothing() -> None:
-    return None
 
 
 class RedisBroker(Broker):
@@ -353,6 +390,8 @@ class RedisBroker(Broker):
         self._revoked_signals = p + "celeriac.revoked-terminate"
         self._revoked_version = p + "celeriac.revoked-version"
         self._proc: _Process | None = None
+        # tags of ended early-acked tasks whose notes go with the next call
+        self._ended: deque[Any] = deque()
         # (pid, consumer id) last put to use, to tell a forked child it needs its own id
         self._claim = (os.getpid(), self.consumer_id)
 
@@ -375,6 +414,9 @@ class RedisBroker(Broker):
 
     def _unacked(self, consumer_id: str | None = None) -> str:
         return f"{self.prefix}celeriac.unacked.{consumer_id or self.consumer_id}"
+
+    def _started(self, consumer_id: str | None = None) -> str:
+        return f"{self.prefix}celeriac.started.{consumer_id or self.consumer_id}"
 
     def _landing(self) -> str:
         return f"{self.prefix}celeriac.landing.{self.consumer_id}"
@@ -482,11 +524,15 @@ class RedisBroker(Broker):
         keys = [self._delayed, self._unacked(), self._landing(), self._landing_source,
                 *sources]
         args = [repr(time.time()), limit, proc.next_tag, self.consumer_id, PROMOTE_BATCH]
+        ended = take_all(self._ended)
+        commands: list[tuple[Any, ...]] = [("HDEL", self._started(), *ended)] if ended else []
+        commands.append(("EVALSHA", proc.fetch.sha, len(keys), *keys, *args))
         try:
-            (reply,) = self._redis.line().call(("EVALSHA", proc.fetch.sha, len(keys), *keys,
-                                                *args))
+            reply = self._redis.line().call(*commands)[-1]
         except Exception:  # noqa: BLE001 - not loaded yet, or the line broke
             # Safe to repeat: the script hands out again what it moved last time.
+            if ended:
+                proc.client.hdel(self._started(), *ended)
             reply = proc.fetch(keys=keys, args=args)
         next_due = float(reply[0]) if reply[0] else None
         out = [Delivery(int(reply[i]), self._strip(reply[i + 1]),
@@ -505,23 +551,30 @@ class RedisBroker(Broker):
         except Exception:  # noqa: BLE001 - HDEL is idempotent: say it again, with retries
             self._p().client.hdel(self._unacked(), *tags)
 
-    def ack_nowait(self, deliveries: Sequence[Delivery]) -> Callable[[], None]:
+    def ack_started(self, deliveries: Sequence[Delivery]) -> Callable[[], None]:
         if not deliveries:
-            return _nothing
+            return nothing_to_wait_for
+        proc = self._p()
+        keys = [self._unacked(), self._started()]
+        tags = [d.tag for d in deliveries]
+        args = [len(tags), *tags, *take_all(self._ended)]
         try:
-            ticket = self._redis.line().send(("HDEL", self._unacked(),
-                                              *[d.tag for d in deliveries]))
-        except Exception:  # noqa: BLE001
-            self.ack(deliveries)
-            return _nothing
+            ticket = self._redis.line().send(("EVALSHA", proc.start.sha, len(keys), *keys,
+                                              *args))
+        except Exception:  # noqa: BLE001 - the line broke: say it again, with retries
+            proc.start(keys=keys, args=args)
+            return nothing_to_wait_for
 
         def wait() -> None:
             try:
                 ticket.replies()
-            except Exception:  # noqa: BLE001 - the reply was lost: say it again
-                self.ack(deliveries)
+            except Exception:  # noqa: BLE001 - not loaded yet, or the reply was lost:
+                proc.start(keys=keys, args=args)  # safe to repeat
 
         return wait
+
+    def finished(self, deliveries: Sequence[Delivery]) -> None:
+        self._ended.extend(d.tag for d in deliveries)
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
@@ -543,12 +596,16 @@ class RedisBroker(Broker):
             args=[mode, repr(self.lost_timeout), f"{self.prefix}celeriac.unacked.",
                   f"{self.prefix}celeriac.landing.", f"{self.prefix}celeriac.losses.",
                   self.max_redeliveries, poison_reason(999).replace("999", "%d"),
+                  f"{self.prefix}celeriac.started.",
                   len(ids), *ids, len(lost), *lost, len(drop), *drop])
         released = Released(int(reply[0]))
-        for raw in reply[1:]:
+        poisoned = int(reply[1])
+        for raw in reply[2:2 + poisoned]:
             record = json.loads(raw)
             released.poisoned.append(DeadLetter(record["queue"], record["reason"],
                                                 record["payload"], float(record["time"])))
+        released.interrupted = [raw.decode("utf-8", "surrogateescape")
+                                for raw in reply[2 + poisoned:]]
         return released
 
     def heartbeat(self, consumer_ids: Sequence[str] | None = None) -> Released:
@@ -558,6 +615,8 @@ class RedisBroker(Broker):
     def forget_consumer(self, consumer_id: str | None = None, lost: Sequence[Any] = (),
                         drop: Sequence[Any] = ()) -> Released:
         self._p()
+        if not consumer_id or consumer_id == self.consumer_id:
+            drop = [*drop, *take_all(self._ended)]
         return self._release("forget", [consumer_id or self.consumer_id], lost, drop)
 
     # -- management ----------------------------------------------------------------

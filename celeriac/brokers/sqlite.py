@@ -8,11 +8,13 @@ messages where the next heartbeat of a live consumer can hand them back.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections import deque
+from typing import Any, Callable, Sequence
 
 from ..utils.sqlite import SQLiteFile, placeholders
 from ..utils.urls import sqlite_path
-from .base import Broker, DeadLetter, Delivery, Outgoing, Released, poison_reason
+from .base import (Broker, DeadLetter, Delivery, Outgoing, Released, nothing_to_wait_for,
+                   poison_reason, take_all)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS celeriac_messages (
@@ -32,6 +34,13 @@ CREATE TABLE IF NOT EXISTS celeriac_consumers (
     id TEXT PRIMARY KEY,
     heartbeat REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS celeriac_started (
+    id INTEGER PRIMARY KEY,
+    consumer TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS celeriac_started_consumer ON celeriac_started (consumer);
 CREATE TABLE IF NOT EXISTS celeriac_clock (
     name TEXT PRIMARY KEY,
     value REAL NOT NULL
@@ -67,6 +76,8 @@ class SQLiteBroker(Broker):
         super().__init__(url, options)
         self.path = sqlite_path(url)
         self.db = SQLiteFile(self.path, SCHEMA)
+        # notes of ended early-acked tasks, dropped with the next write
+        self._ended: deque[Any] = deque()
 
     def publish(self, queue: str, payload: str, priority: int = 0,
                 eta: float | None = None) -> None:
@@ -87,6 +98,7 @@ class SQLiteBroker(Broker):
             "ORDER BY priority, id LIMIT ?) RETURNING id, queue, payload"
         )
         conn = self.db.connection()
+        self._drop_ended()
         while True:
             params = (self.consumer_id, *queues, time.time(), limit)
             rows = self.db._retry(lambda: conn.execute(sql, params).fetchall())
@@ -108,6 +120,35 @@ class SQLiteBroker(Broker):
         self.db.connection().execute(
             f"DELETE FROM celeriac_messages WHERE id IN ({placeholders(tags)}) "
             "AND consumer = ?", (*tags, self.consumer_id))
+
+    def ack_started(self, deliveries: Sequence[Delivery]) -> Callable[[], None]:
+        tags = [d.tag for d in deliveries]
+        ended = take_all(self._ended)
+
+        def start(conn: Any) -> None:
+            # Owned rows only (see ack).
+            conn.execute(
+                f"INSERT OR REPLACE INTO celeriac_started (id, consumer, queue, payload) "
+                f"SELECT id, consumer, queue, payload FROM celeriac_messages "
+                f"WHERE id IN ({placeholders(tags)}) AND consumer = ?", (*tags, self.consumer_id))
+            conn.execute(f"DELETE FROM celeriac_messages WHERE id IN ({placeholders(tags)}) "
+                         "AND consumer = ?", (*tags, self.consumer_id))
+            if ended:
+                conn.execute(f"DELETE FROM celeriac_started WHERE id IN "
+                             f"({placeholders(ended)})", ended)
+
+        if tags:
+            self.db.write(start)
+        return nothing_to_wait_for
+
+    def finished(self, deliveries: Sequence[Delivery]) -> None:
+        self._ended.extend(d.tag for d in deliveries)
+
+    def _drop_ended(self) -> None:
+        ended = take_all(self._ended)
+        if ended:
+            self.db.connection().execute(
+                f"DELETE FROM celeriac_started WHERE id IN ({placeholders(ended)})", ended)
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
@@ -168,10 +209,14 @@ class SQLiteBroker(Broker):
     def _release(self, conn: Any, consumer_id: str, lost: Sequence[Any],
                  drop: Sequence[Any]) -> Released:
         conn.execute("DELETE FROM celeriac_consumers WHERE id = ?", (consumer_id,))
+        released = Released()
+        notes = conn.execute("SELECT id, payload FROM celeriac_started WHERE consumer = ? "
+                             "ORDER BY id", (consumer_id,)).fetchall()
+        released.interrupted = [payload for row_id, payload in notes if row_id not in drop]
+        conn.execute("DELETE FROM celeriac_started WHERE consumer = ?", (consumer_id,))
         if drop:
             conn.execute(f"DELETE FROM celeriac_messages WHERE consumer = ? AND id IN "
                          f"({placeholders(drop)})", (consumer_id, *drop))
-        released = Released()
         if lost:
             held = conn.execute(
                 f"SELECT id, queue, payload, lost FROM celeriac_messages WHERE consumer = ? "
@@ -194,6 +239,8 @@ class SQLiteBroker(Broker):
     def forget_consumer(self, consumer_id: str | None = None, lost: Sequence[Any] = (),
                         drop: Sequence[Any] = ()) -> Released:
         cid = consumer_id or self.consumer_id
+        if cid == self.consumer_id:
+            drop = [*drop, *take_all(self._ended)]
         return self.db.write(lambda conn: self._release(conn, cid, list(lost), list(drop)))
 
     def revoke(self, task_ids: Sequence[str], terminate: str | None, expires: float) -> None:

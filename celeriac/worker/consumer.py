@@ -399,6 +399,7 @@ class Consumer:
                     logger.warning("ack of %s not confirmed yet: %r", msg.id, exc)
                     with self._unsettled_lock:
                         self._unsettled.append(("ack", delivery, None))
+                self.broker.finished([delivery])
         if slot is not None:
             slot.clear()
         self._settle(delivery, outcome, acks_late,
@@ -407,10 +408,11 @@ class Consumer:
     def _ack_before_start(self, delivery: Delivery, wait: bool = True) -> Any:
         """Ack a message whose task has not started; on failure it stays unstarted."""
         try:
-            if wait:
-                self.broker.ack([delivery])
-                return None
-            return self.broker.ack_nowait([delivery])
+            waiter = self.broker.ack_started([delivery])
+            if not wait:
+                return waiter
+            waiter()
+            return None
         except Exception:
             with self._pending_lock:  # given back with the rest once the broker answers
                 self._pending.appendleft(delivery)
@@ -463,6 +465,8 @@ class Consumer:
                 outcome = self._timed_out(task, request, hard)
             except BaseException as exc:  # cancelled, or a bug below the task
                 outcome = Outcome(states.FAILURE, exc)
+            if not acks_late:
+                self.broker.finished([delivery])
             try:
                 self._settle(delivery, outcome, acks_late, self._acks_on_failure(task))
             except Exception as exc:  # kept in _unsettled, said again by the consumer

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from .. import messages
+from .. import messages, states
 from ..brokers import Broker, DeadLetter, Released
 from ..exceptions import WorkerLostError
 
@@ -40,11 +40,35 @@ def record_poisoned(app: Celery, poisoned: Sequence[DeadLetter], queue: str) -> 
             logger.warning("could not record a poison message as failed: %r", exc)
 
 
+def record_interrupted(app: Celery, envelopes: Sequence[str]) -> None:
+    """Mark early-acked tasks that were running when their worker was lost as failed.
+
+    Their messages were acked when they started, so nothing runs them again; without
+    this their callers would wait forever. A task that did store its outcome before its
+    worker went (its note is dropped lazily) is left as it is.
+    """
+    for envelope in envelopes:
+        try:
+            task_id = messages.decode_envelope(envelope).task_id
+            if not task_id:
+                continue
+            if app.backend.get_task_meta(task_id).get("status") in states.READY_STATES:
+                continue
+            reason = ("Worker exited prematurely while running the task; its message was "
+                      "acked when it started (use acks_late to have it run again)")
+            logger.error("Task %s failed: %s", task_id, reason)
+            app.backend.mark_as_failure(task_id, WorkerLostError(reason),
+                                        f"WorkerLostError: {reason}")
+        except Exception as exc:
+            logger.warning("could not record an interrupted task as failed: %r", exc)
+
+
 def report_released(app: Celery, broker: Broker, released: Released, whose: str) -> None:
     if released.returned:
         logger.warning("returned %d message(s) of %s to their queues", released.returned,
                        whose)
     record_poisoned(app, released.poisoned, broker.dead_letter_queue)
+    record_interrupted(app, released.interrupted)
 
 
 # How often the heartbeat thread looks for prefetched messages stuck behind a long task.

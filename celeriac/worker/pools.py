@@ -109,7 +109,8 @@ class ThreadedPool(Pool):
         self.stop.set()
         for consumer in self.consumers:
             try:
-                consumer.broker.forget_consumer()
+                report_released(self.worker.app, consumer.broker,
+                                consumer.broker.forget_consumer(), "this worker")
             except Exception as exc:
                 logger.warning("could not return messages: %r", exc)
         os._exit(1)
@@ -288,7 +289,8 @@ class PreforkPool(Pool):
         terminated = self.terminated.pop(pid, None)
         if running is None:
             return [], []
-        tag = [running.tag] if running.acks_late and running.tag >= 0 else []
+        # an acks_late message still waits to be acked; an early one has a note to drop
+        tag = [running.tag] if running.tag >= 0 else []
         app = self.worker.app
         task = app.tasks.get(running.name)
         reject = getattr(task, "reject_on_worker_lost", None)

@@ -117,3 +117,25 @@ def test_a_burst_of_n_tasks_runs_on_n_slots_at_once(proj: Any, project: Path,
             spans = [r.get(timeout=30) for r in burst]
             # all three started before any of them ended: no slot waited for another
             assert max(s[0] for s in spans) < min(s[1] for s in spans), spans
+
+
+# -- the whole worker dies with early-acked tasks running ----------------------------------------
+@pytest.mark.parametrize("pool", ["solo", "prefork"])
+def test_an_early_acked_task_killed_with_its_worker_is_recorded_as_lost(
+        proj: Any, project: Path, tmp_path: Path, pool: str) -> None:
+    marker = tmp_path / "m"
+    marker.mkdir()
+    first = WorkerProcess("proj", cwd=project, args=["-P", pool, "-c", "1",
+                                                     "--prefetch-multiplier", "4"])
+    with first:
+        running = proj.block.delay(str(marker), "early")  # acked when it starts
+        behind = [proj.add.delay(i, 1) for i in range(3)]
+        assert wait_until(lambda: lines(marker / "started") == ["early"])
+        first.kill()  # the main process and its pool processes, at once
+    # The next worker finds the first one dead: the task that was running is not run
+    # again (its message was acked), but its caller learns it was lost.
+    with WorkerProcess("proj", cwd=project, args=["-P", "solo"]):
+        with pytest.raises(WorkerLostError):
+            running.get(timeout=60)
+        assert [r.get(timeout=60) for r in behind] == [1, 2, 3]
+    assert lines(marker / "started") == ["early"]

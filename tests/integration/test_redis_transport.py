@@ -676,3 +676,33 @@ def test_silence_everyone_shared_is_not_taken_for_death(make_broker, r):
         returned += second.heartbeat().returned
         time.sleep(0.02)
     assert returned == 1
+
+
+def test_an_early_acked_task_of_a_lost_consumer_is_reported_not_redelivered(make_broker, r):
+    lost, judge = make_broker(lost_timeout=0.3), make_broker(lost_timeout=0.3)
+    for payload in ("running", "done", "waiting"):
+        lost.publish("celery", payload)
+    lost.heartbeat()
+    running, done, waiting = lost.fetch(["celery"], 3, 0)
+    lost.ack_started([done])()
+    lost.finished([done])
+    lost.ack_started([running])()  # carries the note of `done` away
+    assert r.hkeys(f"celeriac.started.{lost.consumer_id}") == [str(running.tag).encode()]
+    interrupted, returned = [], 0
+    deadline = time.monotonic() + 0.6
+    while time.monotonic() < deadline:
+        released = judge.heartbeat()
+        interrupted += released.interrupted
+        returned += released.returned
+        time.sleep(0.02)
+    assert interrupted == ["running"] and returned == 1
+    assert payloads(judge.fetch(["celery"], 10, 0)) == ["waiting"]
+
+
+def test_notes_of_ended_tasks_go_with_the_next_fetch(broker, r):
+    broker.publish("celery", "a")
+    (a,) = broker.fetch(["celery"], 1, 0)
+    broker.ack_started([a])()
+    broker.finished([a])
+    broker.fetch(["celery"], 1, 0)
+    assert not r.exists(f"celeriac.started.{broker.consumer_id}")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from celeriac import backends, brokers
-from celeriac.brokers import Broker, Delivery
+from celeriac.brokers import Broker, Delivery, Released
 from celeriac.brokers.memory import MemoryBroker
 from celeriac.brokers.sqlite import SQLiteBroker
 from celeriac.exceptions import UnknownTransport
@@ -476,3 +476,32 @@ def test_silence_everyone_shared_is_not_taken_for_death(make_broker: BrokerFacto
     # ...and a consumer that stays silent after the outage is found dead as usual.
     assert beat_through(second, 0.5) == 1
     assert drain(second) == ["running"]
+
+
+def test_an_early_acked_task_of_a_lost_consumer_is_reported_not_redelivered(
+        make_broker: BrokerFactory) -> None:
+    opts = {"lost_timeout": 0.2}
+    lost, judge = make_broker(opts), make_broker(opts)
+    publish_all(lost, ["running", "done", "waiting"])
+    lost.heartbeat()
+    running, done, waiting = lost.fetch([Q], 3, timeout=0)
+    lost.ack_started([done])()
+    lost.finished([done])  # its note goes with the next call
+    lost.ack_started([running])()
+    released = Released()
+    deadline = time.monotonic() + 0.4
+    while time.monotonic() < deadline:
+        released.add(judge.heartbeat())
+        time.sleep(0.02)
+    assert released.interrupted == ["running"]
+    assert released.returned == 1
+    assert drain(judge) == ["waiting"]  # the started ones are never delivered again
+
+
+def test_notes_of_ended_tasks_go_with_the_consumer(broker: Broker) -> None:
+    publish_all(broker, ["a", "b"])
+    a, b = broker.fetch([Q], 2, timeout=0)
+    broker.ack_started([a, b])()
+    broker.finished([a])
+    released = broker.forget_consumer(drop=[b.tag])
+    assert released.interrupted == [] and released.returned == 0
