@@ -175,6 +175,8 @@ def loads(data: bytes, content_type: str | None, accept: frozenset[str] | None =
     """
     if not content_type:
         raise ContentDisallowed("message has no content type; refusing to guess")
+    if not isinstance(content_type, str):
+        raise ContentDisallowed(f"content type {content_type!r} is not a string")
     if accept is not None and content_type not in accept:
         known = _BY_CONTENT_TYPE.get(content_type)
         label = f"{content_type!r} ({known.name})" if known else repr(content_type)
@@ -220,10 +222,15 @@ def compress(data: bytes, method: str) -> tuple[bytes, str]:
 
 
 def decompress(data: bytes, content_type: str) -> bytes:
-    try:
-        fn = _DECOMPRESSORS[content_type]
-    except KeyError:
-        raise DecodeError(f"unknown compression {content_type!r}") from None
+    """Undo ``compress``; ``content_type`` is the message's ``compression`` header.
+
+    Raises:
+        DecodeError: an unknown compression (or not a name at all), or corrupt data.
+    """
+    fn = _DECOMPRESSORS.get(content_type) if isinstance(content_type, str) else None
+    if fn is None:
+        raise DecodeError(f"unknown compression {content_type!r}; known: "
+                          f"{', '.join(sorted(_DECOMPRESSORS))}")
     try:
         return fn(data)
     except Exception as exc:
@@ -235,6 +242,8 @@ def b64encode(data: bytes) -> str:
 
 
 def b64decode(data: str | bytes) -> bytes:
+    if not isinstance(data, (str, bytes, bytearray, memoryview)):
+        raise DecodeError(f"body is not valid base64: a {type(data).__name__}, not text")
     try:
         return base64.b64decode(data)
     except Exception as exc:

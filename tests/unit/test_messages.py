@@ -271,6 +271,8 @@ def test_envelope_round_trip_gives_back_the_task() -> None:
     assert task.kwargs == {"x": [1, 2], "ü": "é"}
     assert task.protocol == 2
     assert task.eta == "2030-01-02T03:04:05+00:00"
+    assert task.eta_at == eta  # parsed once, for the worker
+    assert task.expires_at is None and task.timelimit == (None, None)
     assert task.retries == 2
     assert task.headers["parent_id"] == parent
     assert task.headers["x-custom"] == "v"
@@ -380,6 +382,8 @@ def test_protocol1_body_decodes() -> None:
     assert task.eta == "2026-11-21T13:46:51.727131+00:00"
     assert task.expires == "2026-11-21T13:48:21.727131+00:00"
     assert task.headers["timelimit"] == [10, 5]
+    assert task.timelimit == (10.0, 5.0)
+    assert task.eta_at == datetime(2026, 11, 21, 13, 46, 51, 727131, tzinfo=timezone.utc)
     assert task.headers["group"] == "g1"
     assert task.embed["callbacks"][0]["options"]["task_id"] == "c1"
     assert task.embed["chain"] is None
@@ -451,6 +455,7 @@ def test_no_task_header_and_no_protocol1_body_is_an_invalid_task() -> None:
 def test_invalid_task_error_is_a_decode_error() -> None:
     # The worker sets aside anything raising DecodeError: the subclass must be caught too.
     assert issubclass(InvalidTaskError, DecodeError)
+    assert issubclass(messages.MalformedMessage, InvalidTaskError)
 
 
 # -- compression ------------------------------------------------------------------------
