@@ -182,10 +182,13 @@ class Retry(TaskControl):
         message: human readable reason.
         exc: the exception that caused the retry, if any.
         when: the eta (datetime) or countdown (seconds) of the next run.
+        stored: RETRY was stored already (``Task.retry`` stores it before it sends the
+            next run), so the worker does not store it again.
     """
 
     def __init__(self, message: str | None = None, exc: BaseException | None = None,
                  when: Any = None, is_eager: bool = False, sig: Any = None) -> None:
+        self.stored = False
         self.message = message
         self.exc = exc
         self.when = when

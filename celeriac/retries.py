@@ -98,7 +98,6 @@ def install_autoretry(task: Task[Any, Any]) -> None:
     functools.update_wrapper(run, orig)
     task.__dict__["_celeriac_orig_run"] = orig
     task.__dict__["run"] = run
-    task.__dict__.pop("_celeriac_is_async", None)
 
 
 def _autoretry(task: Task[Any, Any], exc: Exception) -> None:

@@ -431,8 +431,10 @@ class Task(Generic[P, R]):
             # apply() runs the signature again in this process, at once.
             err.sig = self.signature(new_args, new_kwargs, retries=retries)
         else:
-            self._store_retry(request, exc if exc is not None else err)
-            setattr(err, "_celeriac_stored", True)
+            from .worker.outcome import TaskEnd
+
+            TaskEnd(self.app).retrying(self, request, exc if exc is not None else err)
+            err.stored = True
             if eta is None and countdown is not None:
                 eta = datetime.now(timezone.utc) + timedelta(seconds=countdown)
             send = resend_options(request)
@@ -449,20 +451,6 @@ class Task(Generic[P, R]):
         if throw:
             raise err
         return err
-
-    def _store_retry(self, request: Context, reason: BaseException) -> None:
-        # Stored before the new message is sent: stored after, it could overwrite the
-        # result of the retry itself, run meanwhile by another worker.
-        ignored = request.ignore_result or (
-            self.ignore_result if self.ignore_result is not None
-            else self.app.conf.task_ignore_result)
-        store_errors = (self.store_errors_even_if_ignored
-                        if self.store_errors_even_if_ignored is not None
-                        else self.app.conf.task_store_errors_even_if_ignored)
-        if ignored and not store_errors:
-            return
-        tb = "".join(format_exception(reason)) if reason.__traceback__ is not None else None
-        self.backend.mark_as_retry(request.id, reason, tb, request=request)
 
     # -- handlers (no-ops unless overridden) -------------------------------------------
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:

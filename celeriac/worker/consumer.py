@@ -24,7 +24,6 @@ from ..exceptions import (
     ContentDisallowed,
     DecodeError,
     NotRegistered,
-    TaskRevokedError,
     TimeLimitExceeded,
 )
 from ..messages import TaskMessage
@@ -487,8 +486,7 @@ class Consumer:
         logger.error("Task %s[%s] cancelled: hard time limit (%ss) exceeded", task.name,
                      request.id, hard)
         try:
-            task.backend.mark_as_failure(request.id, exc, f"TimeLimitExceeded({hard})",
-                                         request=request)
+            self.execution.end.lost(request.id, exc, request=request, task=task)
         except Exception:
             logger.exception("could not record the time limit of %s", request.id)
         return Outcome(states.FAILURE, exc)
@@ -513,7 +511,7 @@ class Consumer:
 
     def _record_failure(self, task_id: str, exc: Exception) -> None:
         try:
-            self.app.backend.mark_as_failure(task_id, exc, f"{type(exc).__name__}: {exc}")
+            self.execution.end.lost(task_id, exc)
         except Exception as store_exc:
             logger.warning("could not record the failure of %s: %r", task_id, store_exc)
 
@@ -531,27 +529,20 @@ class Consumer:
             signals.task_unknown.send(sender=self, name=msg.name, id=msg.id, message=msg,
                                       exc=exc)
         try:
-            self.app.backend.mark_as_failure(msg.id, exc, request=request_from_message(
-                msg, self.hostname))
+            self.execution.end.lost(msg.id, exc, request=request_from_message(msg, self.hostname))
         except Exception as store_exc:
             logger.warning("could not record NotRegistered for %s: %r", msg.id, store_exc)
         self._settle_message("dead", delivery, f"unregistered task {msg.name!r}")
 
     def _skip_revoked(self, delivery: Delivery, msg: TaskMessage, task: Any,
                       expired: bool) -> None:
-        reason = "expired" if expired else "revoked"
-        logger.info("Task %s[%s] %s, not run", msg.name, msg.id, reason)
-        request = request_from_message(msg, self.hostname)
+        logger.info("Task %s[%s] %s, not run", msg.name, msg.id,
+                    "expired" if expired else "revoked")
         try:
-            error = TaskRevokedError(reason)
-            task.backend.store_result(msg.id, error, states.REVOKED, request=request)
-            if request.chord:
-                self.execution.chord_part(task.backend, request, states.REVOKED, error)
+            self.execution.end.revoked(request_from_message(msg, self.hostname), task,
+                                       expired=expired)
         finally:
             self._settle_message("ack", delivery)
-        if signals.task_revoked.receivers:
-            signals.task_revoked.send(sender=task, request=request, terminated=False,
-                                      signum=None, expired=expired)
 
 
 def resident_kib() -> int:

@@ -13,9 +13,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from .. import messages, states
+from .. import messages
 from ..brokers import Broker, DeadLetter, Released
 from ..exceptions import WorkerLostError
+from .outcome import TaskEnd
 
 if TYPE_CHECKING:
     from ..app import Celery
@@ -34,8 +35,7 @@ def record_poisoned(app: Celery, poisoned: Sequence[DeadLetter], queue: str) -> 
             task_id = messages.decode_envelope(dead.payload).task_id
             if task_id:
                 logger.error("Task %s set aside in %r: %s", task_id, queue, dead.reason)
-                app.backend.mark_as_failure(task_id, WorkerLostError(dead.reason),
-                                            f"WorkerLostError: {dead.reason}")
+                TaskEnd(app).lost(task_id, WorkerLostError(dead.reason))
         except Exception as exc:
             logger.warning("could not record a poison message as failed: %r", exc)
 
@@ -47,18 +47,14 @@ def record_interrupted(app: Celery, envelopes: Sequence[str]) -> None:
     this their callers would wait forever. A task that did store its outcome before its
     worker went (its note is dropped lazily) is left as it is.
     """
+    reason = ("Worker exited prematurely while running the task; its message was acked "
+              "when it started (use acks_late to have it run again)")
     for envelope in envelopes:
         try:
             task_id = messages.decode_envelope(envelope).task_id
-            if not task_id:
-                continue
-            if app.backend.get_task_meta(task_id).get("status") in states.READY_STATES:
-                continue
-            reason = ("Worker exited prematurely while running the task; its message was "
-                      "acked when it started (use acks_late to have it run again)")
-            logger.error("Task %s failed: %s", task_id, reason)
-            app.backend.mark_as_failure(task_id, WorkerLostError(reason),
-                                        f"WorkerLostError: {reason}")
+            if task_id:
+                logger.error("Task %s lost with its worker: %s", task_id, reason)
+                TaskEnd(app).lost(task_id, WorkerLostError(reason), unless_ready=True)
         except Exception as exc:
             logger.warning("could not record an interrupted task as failed: %r", exc)
 

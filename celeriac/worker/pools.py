@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from .. import signals
 from ..brokers.base import new_consumer_id
-from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
+from ..exceptions import TimeLimitExceeded, WorkerLostError
 from ..serialization import loads
-from ..states import FAILURE, REVOKED
 from ..task import Context
 from .consumer import Consumer, EventLoopThread
-from .execute import Execution
 from .heartbeat import Heartbeat, report_released
+from .outcome import TaskEnd
 from .revocations import Revocations
 from .siblings import Siblings
 from .timelimits import Running, RunningSlot, shared_board
@@ -296,13 +295,12 @@ class PreforkPool(Pool):
         reject = getattr(task, "reject_on_worker_lost", None)
         if reject is None:
             reject = app.conf.task_reject_on_worker_lost
+        end = TaskEnd(app, self.worker.hostname)
+        chord_member = self._chord_request(running)
         try:
             if terminated:
-                revoked = TaskRevokedError("terminated")
-                app.backend.store_result(running.task_id, revoked, REVOKED)
-                self._count_in_chord(running, REVOKED, revoked)
-                signals.task_revoked.send(sender=None, request=None, terminated=True,
-                                          signum=terminated, expired=False)
+                end.revoked(chord_member or Context(id=running.task_id, task=running.name),
+                            task, terminated=terminated)
                 return [], tag
             if timed_out:
                 hard = running.deadline - running.started if running.deadline else None
@@ -314,29 +312,28 @@ class PreforkPool(Pool):
                 return tag, []
             else:
                 exc = WorkerLostError(f"Worker exited prematurely: {_describe(code)}.")
-            app.backend.mark_as_failure(running.task_id, exc, f"{type(exc).__name__}: {exc}")
             logger.error("Task %s[%s] failed: %r", running.name, running.task_id, exc)
-            self._count_in_chord(running, FAILURE, exc)
+            end.lost(running.task_id, exc, request=chord_member, task=task)
         except Exception as store_exc:
             logger.warning("could not record the end of %s: %r", running.task_id, store_exc)
         return [], tag
 
-    def _count_in_chord(self, running: Running, state: str, exc: BaseException) -> None:
-        # The child died before it could count its chord header task in; without this
-        # the chord would wait forever for a member that will never report.
+    def _chord_request(self, running: Running) -> Context | None:
+        """The chord part of a dead child's request, kept in its slot, or None.
+
+        The child died before it could count its chord header task in; without this
+        the chord would wait forever for a member that will never report.
+        """
         if running.context is None:
-            return
+            return None
         fields = loads(running.context, "application/json")
         if "too_large" in fields:
             logger.error("Task %s[%s] of chord group %s ended with its pool process; its "
                          "chord body (%d bytes) was too large to keep, so the chord cannot "
                          "complete", running.name, running.task_id, fields["group"],
                          fields["too_large"])
-            return
-        app = self.worker.app
-        task = app.tasks.get(running.name)
-        backend = task.backend if task is not None else app.backend
-        Execution(app, self.worker.hostname).chord_part(backend, Context(**fields), state, exc)
+            return None
+        return Context(**fields)
 
     def _release(self, consumer_id: str, lost: list[Any], drop: list[Any]) -> None:
         # A child that died holding messages: give them back now instead of waiting

@@ -21,7 +21,7 @@ from celeriac.retries import (
     resend_options,
 )
 from celeriac.task import Context
-from celeriac.worker.execute import _takes_request
+from celeriac.worker.outcome import takes_request as _takes_request
 
 
 class StubBroker:
