@@ -43,6 +43,7 @@ _CELERY_TWINS: dict[str, type[BaseException]] = {
         _exc.NotRegistered, _exc.TaskRevokedError, _exc.MaxRetriesExceededError,
         _exc.Reject, _exc.Ignore, _exc.Retry, _exc.ChordError,
         _exc.TimeLimitExceeded, _exc.SoftTimeLimitExceeded, _exc.WorkerLostError,
+        _exc.InvalidTaskError,
     )
 }
 _TWIN_MODULES = frozenset({_CELERY_MODULE, "billiard.exceptions"})

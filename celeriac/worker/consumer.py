@@ -23,10 +23,11 @@ from ..brokers import Delivery
 from ..exceptions import (
     ContentDisallowed,
     DecodeError,
+    InvalidTaskError,
     NotRegistered,
     TimeLimitExceeded,
 )
-from ..messages import TaskMessage
+from ..messages import MalformedMessage, TaskMessage
 from ..utils.outage import OutageLog
 from ..utils.urls import mask_password
 from .execute import Execution, Outcome, is_async, request_from_message
@@ -350,18 +351,17 @@ class Consumer:
         if task is None:
             self._unknown(delivery, msg)
             return
-        if msg.eta:
-            eta = messages.from_iso(msg.eta)
-            if eta is not None and eta > datetime.now(timezone.utc):
-                # A producer that puts eta tasks straight on the queue (Celery does):
-                # park it in the broker's delayed set instead of holding it in memory.
-                self._settle_message("defer", delivery, eta.timestamp())
-                return
-        if msg.expires:
-            expires = messages.from_iso(msg.expires)
-            if expires is not None and expires < datetime.now(timezone.utc):
-                self._skip_revoked(delivery, msg, task, expired=True)
-                return
+        # eta/expires/timelimit were checked and parsed once, by decode_task.
+        eta = msg.eta_at
+        if eta is not None and eta > datetime.now(timezone.utc):
+            # A producer that puts eta tasks straight on the queue (Celery does):
+            # park it in the broker's delayed set instead of holding it in memory.
+            self._settle_message("defer", delivery, eta.timestamp())
+            return
+        expires = msg.expires_at
+        if expires is not None and expires < datetime.now(timezone.utc):
+            self._skip_revoked(delivery, msg, task, expired=True)
+            return
         if msg.id in self.revocations.ids:
             self._skip_revoked(delivery, msg, task, expired=False)
             return
@@ -374,7 +374,7 @@ class Consumer:
         if signals.task_received.receivers:
             signals.task_received.send(sender=self, request=request)
         acks_late = task.acks_late if task.acks_late is not None else self.acks_late_default
-        hard, soft = limits_for(task, msg.headers.get("timelimit"), self.app.conf)
+        hard, soft = limits_for(task, msg.timelimit, self.app.conf)
         if is_async(task):
             if not acks_late:
                 self._ack_before_start(delivery)
@@ -503,6 +503,14 @@ class Consumer:
             if task_id:
                 # The sender waits on this id; tell it why nothing will run.
                 self._record_failure(task_id, exc)
+        except MalformedMessage as exc:
+            # Refused at the door (a field of the wrong type or value, a body or
+            # envelope that does not decode): set aside at once with the reason, and
+            # when the id could be read, tell the caller, who would otherwise wait.
+            task_id = exc.task_id or task_id
+            self._set_aside(delivery, task_id, f"malformed message: {exc.reason}")
+            if task_id:  # as Celery's own type, so Celery clients re-raise it too
+                self._record_failure(task_id, InvalidTaskError(exc.reason))
         except DecodeError as exc:
             self._set_aside(delivery, task_id, f"malformed message: {exc}")
         except Exception as exc:  # anything else about a message must not kill the worker
