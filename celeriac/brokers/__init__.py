@@ -10,7 +10,20 @@ from typing import Any, Callable
 
 from ..exceptions import UnknownTransport
 from ..utils.urls import scheme_of
-from .base import Broker, DeadLetter, Delivery, Outgoing, Released
+from .base import (
+    Broker,
+    DeadLetter,
+    DeadLetters,
+    DelayedDelivery,
+    Delivery,
+    Liveness,
+    Outgoing,
+    RateReservations,
+    Released,
+    RevocationStore,
+    capability,
+    require,
+)
 
 
 def _memory() -> type[Broker]:
@@ -60,4 +73,6 @@ def connect(url: str, options: dict[str, Any] | None = None) -> Broker:
     return broker_class(url)(url, options)
 
 
-__all__ = ["Broker", "Delivery", "DeadLetter", "Outgoing", "Released", "TRANSPORTS", "connect", "broker_class"]
+__all__ = ["Broker", "Delivery", "DeadLetter", "Outgoing", "Released", "DelayedDelivery",
+           "DeadLetters", "Liveness", "RevocationStore", "RateReservations", "capability",
+           "require", "TRANSPORTS", "connect", "broker_class"]

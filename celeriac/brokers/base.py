@@ -14,7 +14,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 
 @dataclass(slots=True)
@@ -100,7 +100,13 @@ def new_consumer_id() -> str:
 
 
 class Broker(ABC):
-    """A broker connection. One per process and thread family; fork-safe by re-creation.
+    """A broker connection, the core every transport has: publish, fetch, ack, requeue,
+    purge. One per process and thread family; fork-safe by re-creation.
+
+    What only some transports can do is a capability, one small class each below
+    (``DelayedDelivery``, ``Liveness``, ``DeadLetters``, ``RevocationStore``,
+    ``RateReservations``); a transport declares it by inheriting it, and the worker asks
+    with ``isinstance`` (``capability()``) rather than assuming.
 
     Args:
         url: the broker URL.
@@ -141,32 +147,70 @@ class Broker(ABC):
     def ack_started(self, deliveries: Sequence[Delivery]) -> Callable[[], None]:
         """Early ack: these messages' tasks start now, and are never delivered again.
 
-        The broker keeps a note of each until ``finished`` says its task ended, so that
-        whoever finds this consumer dead meanwhile learns which tasks died with it
-        (``Released.interrupted``) and can record them as lost, instead of their callers
-        waiting forever. Returns a function that waits for the broker's reply: the
-        broker has the ack before the task runs, but the task need not wait for it.
+        Returns a function that waits for the broker's reply: the broker has the ack
+        before the task runs, but the task need not wait for it. A transport with
+        ``Liveness`` also keeps a note of each until ``finished`` (see there).
         """
         self.ack(deliveries)
         return nothing_to_wait_for
 
     def finished(self, deliveries: Sequence[Delivery]) -> None:
-        """The tasks of these early-acked messages ended: drop their notes.
-
-        No round trip of its own: transports send it with their next call.
-        """
+        """The tasks of these early-acked messages ended (see ``Liveness``)."""
 
     @abstractmethod
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         """Give messages back to the front of their queues (unstarted work)."""
 
     @abstractmethod
+    def purge(self, queue: str) -> int:
+        """Delete every waiting message of ``queue``; returns how many."""
+
+    @abstractmethod
+    def size(self, queue: str) -> int:
+        """How many messages wait on ``queue`` (due or not)."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def safe_url(self) -> str:
+        from ..utils.urls import mask_password
+
+        return mask_password(self.url)
+
+
+# -- capabilities ------------------------------------------------------------------------
+class DelayedDelivery(ABC):
+    """The broker holds a message until it is due (eta and countdown tasks), so that no
+    worker keeps it in memory."""
+
+    @abstractmethod
     def defer(self, delivery: Delivery, eta: float) -> None:
         """Atomically move a fetched message back into the broker to run at ``eta``."""
+
+
+class DeadLetters(ABC):
+    """Messages that cannot run are set aside with their reason, never dropped."""
 
     @abstractmethod
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Atomically move a fetched message to the dead-letter queue with ``reason``."""
+
+    @abstractmethod
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The messages set aside, newest first."""
+
+
+class Liveness(ABC):
+    """The transport keeps consumers' messages owned until acked, and hands back those
+    of a consumer that stopped beating (a broker that does this itself, as RabbitMQ
+    does when a connection closes, has no need of it).
+
+    With it, ``ack_started`` also keeps a note of each early-acked message until
+    ``finished``, so that whoever finds its consumer dead meanwhile learns which tasks
+    died with it (``Released.interrupted``) and can record them as lost, instead of
+    their callers waiting forever. ``finished`` sends no round trip of its own: the
+    notes go with the consumer's next call.
+    """
 
     @abstractmethod
     def heartbeat(self, consumer_ids: Sequence[str] | None = None) -> Released:
@@ -198,6 +242,11 @@ class Broker(ABC):
                 done: a task recorded as timed out or terminated).
         """
 
+
+class RevocationStore(ABC):
+    """Revocations kept in the broker: they survive worker restarts and reach workers
+    started later."""
+
     @abstractmethod
     def revoke(self, task_ids: Sequence[str], terminate: str | None, expires: float) -> None:
         """Record revocations (kept ``expires`` seconds) that every worker will honour.
@@ -211,6 +260,10 @@ class Broker(ABC):
         """``(version, {task id: terminate signal or None})``; the mapping is None when
         the version is still ``since``, so an unchanged set costs one small read."""
 
+
+class RateReservations(ABC):
+    """Start times of globally rate-limited tasks, handed out by the broker."""
+
     @abstractmethod
     def reserve_rate(self, key: str, interval: float) -> float:
         """Reserve the next start time of a globally rate-limited task.
@@ -219,22 +272,30 @@ class Broker(ABC):
         Returns the reserved time (epoch seconds; now or later).
         """
 
-    @abstractmethod
-    def purge(self, queue: str) -> int:
-        """Delete every waiting message of ``queue``; returns how many."""
 
-    @abstractmethod
-    def size(self, queue: str) -> int:
-        """How many messages wait on ``queue`` (due or not)."""
+C = TypeVar("C")
 
-    @abstractmethod
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """The messages set aside, newest first."""
 
-    def close(self) -> None:
-        """Release connections."""
+def capability(broker: Broker, kind: type[C]) -> C | None:
+    """``broker`` as a ``kind`` if its transport has that capability, else None."""
+    return broker if isinstance(broker, kind) else None
 
-    def safe_url(self) -> str:
-        from ..utils.urls import mask_password
 
-        return mask_password(self.url)
+def require(broker: Broker, kind: type[C], needed_for: str) -> C:
+    """``broker`` as a ``kind``.
+
+    Raises:
+        ImproperlyConfigured: its transport lacks the capability ``needed_for`` needs.
+    """
+    if isinstance(broker, kind):
+        return broker
+    from ..exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"the broker {broker.safe_url()} cannot {needed_for}: its transport "
+        f"({type(broker).__name__}) has no {kind.__name__}")
+
+
+class FullBroker(Broker, DelayedDelivery, DeadLetters, Liveness, RevocationStore,
+                 RateReservations, ABC):
+    """A transport with every capability: memory://, sqlite:// and redis:// are."""

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Sequence
 
-from .base import Broker, DeadLetter, Delivery, Released, nothing_to_wait_for, poison_reason
+from .base import DeadLetter, Delivery, FullBroker, Released, nothing_to_wait_for, poison_reason
 
 
 class _Store:
@@ -42,7 +42,7 @@ def _store_for(url: str) -> _Store:
         return _stores.setdefault(url.split("?", 1)[0], _Store())
 
 
-class MemoryBroker(Broker):
+class MemoryBroker(FullBroker):
     shared_between_processes = False
 
     def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:

@@ -38,9 +38,9 @@ from typing import Any, Callable
 from ..exceptions import ImproperlyConfigured
 from ..utils.redis import RedisConnector, process_lock
 from .base import (
-    Broker,
     DeadLetter,
     Delivery,
+    FullBroker,
     Outgoing,
     Released,
     new_consumer_id,
@@ -358,7 +358,7 @@ class _Process:
         self.fetch_lock = threading.Lock()
 
 
-class RedisBroker(Broker):
+class RedisBroker(FullBroker):
     """The Redis transport; see the module docstring for the key layout.
 
     Transport options honoured: ``priority_steps``, ``sep``, ``global_keyprefix``,

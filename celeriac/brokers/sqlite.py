@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 from ..utils.sqlite import SQLiteFile, placeholders
 from ..utils.urls import sqlite_path
-from .base import (Broker, DeadLetter, Delivery, Outgoing, Released, nothing_to_wait_for,
+from .base import (DeadLetter, Delivery, FullBroker, Outgoing, Released, nothing_to_wait_for,
                    poison_reason, take_all)
 
 SCHEMA = """
@@ -71,7 +71,7 @@ _INSERT = "INSERT INTO celeriac_messages (queue, priority, due, payload) VALUES 
 MAX_POLL_INTERVAL = 0.05
 
 
-class SQLiteBroker(Broker):
+class SQLiteBroker(FullBroker):
     def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options)
         self.path = sqlite_path(url)

@@ -297,7 +297,9 @@ def purge(obj: _Context, queues: tuple[str, ...], force: bool) -> None:
 @click.pass_obj
 def dead_letters(obj: _Context, limit: int) -> None:
     """Show the messages set aside as unrunnable (newest first), with the reason."""
-    broker = obj.app.connect_broker()
+    from ..brokers import DeadLetters, require
+
+    broker = require(obj.app.connect_broker(), DeadLetters, "keep messages set aside")
     for item in broker.dead_letters(limit):
         click.echo(f"{item.queue}\t{item.reason}\t{item.payload[:200]}")
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import signal as signals_module
 from typing import TYPE_CHECKING, Any, Iterable
 
+from ..brokers import RevocationStore, require
+
 if TYPE_CHECKING:
     from ..app import Celery
 
@@ -29,8 +31,8 @@ class Control:
         if not ids:
             return
         expires = float(self.app.conf.worker_revoke_expires or 10800)
-        self.app.producer_broker().revoke(ids, signal_name(signal) if terminate else None,
-                                          expires)
+        store = require(self.app.producer_broker(), RevocationStore, "keep revocations")
+        store.revoke(ids, signal_name(signal) if terminate else None, expires)
 
     def terminate(self, task_id: str | Iterable[str], destination: Any = None,
                   signal: str | int = "SIGTERM", **kwargs: Any) -> None:

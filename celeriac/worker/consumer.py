@@ -19,7 +19,15 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .. import messages, serialization, signals, states
-from ..brokers import Delivery
+from ..brokers import (
+    DeadLetters,
+    DelayedDelivery,
+    Delivery,
+    Liveness,
+    RateReservations,
+    capability,
+    require,
+)
 from ..exceptions import (
     ContentDisallowed,
     DecodeError,
@@ -107,6 +115,11 @@ class Consumer:
         self.rate_limits_disabled = bool(conf.worker_disable_rate_limits)
         self.default_rate_limit = conf.task_default_rate_limit
         self.broker = app.connect_broker()
+        # What this worker needs of its transport beyond the core, asked once: an
+        # unknown capability is a clear error at start-up, not a failure per task.
+        self.delayed = require(self.broker, DelayedDelivery, "hold eta tasks until due")
+        self.dead = require(self.broker, DeadLetters, "set aside messages that cannot run")
+        self.liveness = capability(self.broker, Liveness)
         if consumer_id:
             self.broker.consumer_id = consumer_id
         self.done = 0
@@ -154,7 +167,8 @@ class Consumer:
             self.heartbeat.unwatch(self)
             self.heartbeat.remove(self.broker)
             try:
-                self.broker.forget_consumer()
+                if self.liveness is not None:
+                    self.liveness.forget_consumer()
             except Exception as exc:
                 logger.warning("could not deregister consumer: %r", exc)
             self.broker.close()
@@ -250,9 +264,9 @@ class Consumer:
         elif how == "requeue":
             broker.requeue([delivery])
         elif how == "defer":
-            broker.defer(delivery, arg)
+            self.delayed.defer(delivery, arg)
         else:
-            broker.dead_letter(delivery, arg)
+            self.dead.dead_letter(delivery, arg)
 
     def _settle_leftovers(self) -> None:
         # Every call here is safe to repeat: it touches only messages still owned.
@@ -283,7 +297,8 @@ class Consumer:
         if global_limit:
             rate = parse_rate(global_limit)
             if rate:
-                start = max(start, self.broker.reserve_rate(task.name, 1.0 / rate))
+                rates = require(self.broker, RateReservations, "hold a global rate limit")
+                start = max(start, rates.reserve_rate(task.name, 1.0 / rate))
         if start <= now + 0.001:
             return False
         self._waiting_seq += 1

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .. import messages
-from ..brokers import Broker, DeadLetter, Released
+from ..brokers import Broker, DeadLetter, Liveness, Released, capability
 from ..exceptions import WorkerLostError
 from .outcome import TaskEnd
 
@@ -59,7 +59,7 @@ def record_interrupted(app: Celery, envelopes: Sequence[str]) -> None:
             logger.warning("could not record an interrupted task as failed: %r", exc)
 
 
-def report_released(app: Celery, broker: Broker, released: Released, whose: str) -> None:
+def report_released(app: Celery, broker: Any, released: Released, whose: str) -> None:
     if released.returned:
         logger.warning("returned %d message(s) of %s to their queues", released.returned,
                        whose)
@@ -82,7 +82,7 @@ class Heartbeat(threading.Thread):
         super().__init__(name="celeriac-heartbeat", daemon=True)
         self.interval = interval
         self.app = app
-        self.brokers: list[Broker] = []
+        self.brokers: list[Liveness] = []
         self.consumers: list[Consumer] = []
         self.stopped = threading.Event()
         #: called on every tick (a prefork child watches for its parent's death)
@@ -92,16 +92,19 @@ class Heartbeat(threading.Thread):
         self._lock = threading.Lock()
 
     def add(self, broker: Broker) -> None:
+        live = capability(broker, Liveness)
+        if live is None:
+            return  # the broker itself hands back what a lost consumer held
         with self._lock:
-            self.brokers.append(broker)
-            self._beat(broker)
+            self.brokers.append(live)
+            self._beat(live)
 
     def remove(self, broker: Broker) -> None:
         with self._lock:
             if broker in self.brokers:
-                self.brokers.remove(broker)
+                self.brokers.remove(broker)  # type: ignore[arg-type]
 
-    def _beat(self, broker: Broker) -> None:
+    def _beat(self, broker: Liveness) -> None:
         try:
             report_released(self.app, broker, broker.heartbeat(), "lost workers")
         except Exception as exc:

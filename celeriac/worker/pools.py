@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
+from ..brokers import Broker, Liveness, capability
 from ..brokers.base import new_consumer_id
 from ..exceptions import TimeLimitExceeded, WorkerLostError
 from ..serialization import loads
@@ -108,8 +109,9 @@ class ThreadedPool(Pool):
         self.stop.set()
         for consumer in self.consumers:
             try:
-                report_released(self.worker.app, consumer.broker,
-                                consumer.broker.forget_consumer(), "this worker")
+                if consumer.liveness is not None:
+                    report_released(self.worker.app, consumer.broker,
+                                    consumer.liveness.forget_consumer(), "this worker")
             except Exception as exc:
                 logger.warning("could not return messages: %r", exc)
         os._exit(1)
@@ -123,7 +125,7 @@ class PreforkPool(Pool):
         self.processes = processes
         self.children: dict[int, tuple[int, str]] = {}  # pid -> (slot, consumer id)
         self.started: dict[int, float] = {}  # pid -> when it was forked
-        self._broker: Any = None
+        self._broker: Broker | None = None
         self.stopping = False
         self.board = shared_board(processes)
         self.slots = [RunningSlot(self.board, i) for i in range(processes)]
@@ -180,7 +182,7 @@ class PreforkPool(Pool):
         finally:
             signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
 
-    def _parent_broker(self) -> Any:
+    def _parent_broker(self) -> Broker:
         if self._broker is None:
             self._broker = self.worker.app.connect_broker()
         return self._broker
@@ -202,10 +204,12 @@ class PreforkPool(Pool):
         if now < self._next_beat or not self.children:
             return
         self._next_beat = now + self.beat_interval
+        live = capability(self._parent_broker(), Liveness)
+        if live is None:
+            return
         try:
-            broker = self._parent_broker()
             ids = [consumer_id for _, consumer_id in self.children.values()]
-            report_released(self.worker.app, broker, broker.heartbeat(ids), "lost workers")
+            report_released(self.worker.app, live, live.heartbeat(ids), "lost workers")
         except Exception as exc:
             logger.warning("heartbeat for the pool processes failed: %r (will retry)", exc)
 
@@ -338,10 +342,11 @@ class PreforkPool(Pool):
     def _release(self, consumer_id: str, lost: list[Any], drop: list[Any]) -> None:
         # A child that died holding messages: give them back now instead of waiting
         # for its heartbeat to expire.
+        live = capability(self._parent_broker(), Liveness)
+        if live is None:
+            return
         try:
-            broker = self._parent_broker()
-            report_released(self.worker.app, broker,
-                            broker.forget_consumer(consumer_id, lost, drop),
+            report_released(self.worker.app, live, live.forget_consumer(consumer_id, lost, drop),
                             "a lost pool process")
         except Exception as exc:
             logger.warning("could not return messages of %s: %r", consumer_id, exc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..brokers import Broker
+from ..brokers import Broker, RevocationStore, capability
 
 
 class Revocations:
@@ -19,16 +19,17 @@ class Revocations:
     _NEVER = object()
 
     def __init__(self, broker: Broker) -> None:
-        self.broker = broker
+        # A transport that keeps no revocations has none to honour.
+        self.store = capability(broker, RevocationStore)
         self.ids: dict[str, str | None] = {}
         self._version: Any = self._NEVER
         self._checked = 0.0
 
     def refresh(self, force: bool = False) -> dict[str, str | None]:
         now = time.monotonic()
-        if force or now - self._checked >= self.MAX_AGE:
+        if self.store is not None and (force or now - self._checked >= self.MAX_AGE):
             self._checked = now
-            version, ids = self.broker.revoked(self._version)
+            version, ids = self.store.revoked(self._version)
             if ids is not None:
                 self.ids = ids
                 self._version = version

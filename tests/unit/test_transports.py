@@ -505,3 +505,29 @@ def test_notes_of_ended_tasks_go_with_the_consumer(broker: Broker) -> None:
     broker.finished([a])
     released = broker.forget_consumer(drop=[b.tag])
     assert released.interrupted == [] and released.returned == 0
+
+
+def test_the_worker_asks_a_transport_for_what_it_needs_beyond_the_core() -> None:
+    from celeriac.brokers import Broker, DeadLetters, Liveness, capability, require
+    from celeriac.exceptions import ImproperlyConfigured
+    from celeriac.worker.revocations import Revocations
+
+    class CoreOnly(Broker):
+        """A transport with only the core contract (as RabbitMQ's may start out)."""
+
+        def publish(self, queue: str, payload: str, priority: int = 0,
+                    eta: float | None = None) -> None: ...
+        def fetch(self, queues: Any, limit: int, timeout: float) -> list[Delivery]: return []
+        def ack(self, deliveries: Any) -> None: ...
+        def requeue(self, deliveries: Any) -> None: ...
+        def purge(self, queue: str) -> int: return 0
+        def size(self, queue: str) -> int: return 0
+
+    core = CoreOnly("core://")
+    assert capability(core, Liveness) is None
+    assert Revocations(core).refresh() == {}  # none kept, none to honour
+    with pytest.raises(ImproperlyConfigured, match="set aside") as info:
+        require(core, DeadLetters, "set aside messages that cannot run")
+    assert "DeadLetters" in str(info.value)
+    full = brokers.connect(f"memory://unit-{uuid.uuid4()}")
+    assert capability(full, Liveness) is full
