@@ -333,8 +333,8 @@ class Consumer:
             return
         try:
             self._give_back()
-        except Exception as exc:
-            logger.warning("could not give back prefetched messages yet: %r", exc)
+        except Exception as exc:  # the outage is told by the heartbeat's own log
+            logger.debug("could not give back prefetched messages yet: %r", exc)
 
     def _broker_trouble(self, exc: Exception) -> None:
         self._trouble_pause = min(max(self._trouble_pause * 2, 0.1), 5.0)

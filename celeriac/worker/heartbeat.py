@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from .. import messages
 from ..brokers import Broker, DeadLetter, Liveness, Released, capability
 from ..exceptions import WorkerLostError
+from ..utils.outage import OutageLog
 from .outcome import TaskEnd
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ class Heartbeat(threading.Thread):
         self.stopped = threading.Event()
         #: called on every tick (a prefork child watches for its parent's death)
         self.on_tick: list[Callable[[], None]] = []
+        self.outage = OutageLog(logger, "broker (heartbeat)", level=logging.WARNING)
         # A consumer leaving closes its broker; the lock keeps a beat from using (or
         # re-registering) a broker that is being removed.
         self._lock = threading.Lock()
@@ -107,8 +109,9 @@ class Heartbeat(threading.Thread):
     def _beat(self, broker: Liveness) -> None:
         try:
             report_released(self.app, broker, broker.heartbeat(), "lost workers")
+            self.outage.recovered()
         except Exception as exc:
-            logger.warning("heartbeat failed: %r (will retry)", exc)
+            self.outage.failed(exc, "retrying")
 
     def watch(self, consumer: Consumer) -> None:
         with self._lock:

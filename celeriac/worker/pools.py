@@ -24,6 +24,7 @@ from ..brokers.base import new_consumer_id
 from ..exceptions import TimeLimitExceeded, WorkerLostError
 from ..serialization import loads
 from ..task import Context
+from ..utils.outage import OutageLog
 from .consumer import Consumer, EventLoopThread
 from .heartbeat import Heartbeat, report_released
 from .outcome import TaskEnd
@@ -134,6 +135,7 @@ class PreforkPool(Pool):
         self._revocations: Revocations | None = None
         self.siblings = Siblings(processes)
         self.beat_interval = float(worker.app.conf.worker_heartbeat_interval)
+        self.outage = OutageLog(logger, "broker (pool supervisor)", level=logging.WARNING)
         self._next_beat = 0.0
 
     def start(self) -> None:
@@ -194,7 +196,7 @@ class PreforkPool(Pool):
         try:
             self._terminate_revoked()
         except Exception as exc:
-            logger.warning("could not read revocations: %r", exc)
+            self.outage.failed(exc, "cannot read revocations")
 
     def _beat_for_children(self) -> None:
         # The children beat too, from a thread; but a task running C code that holds
@@ -210,8 +212,9 @@ class PreforkPool(Pool):
         try:
             ids = [consumer_id for _, consumer_id in self.children.values()]
             report_released(self.worker.app, live, live.heartbeat(ids), "lost workers")
+            self.outage.recovered()
         except Exception as exc:
-            logger.warning("heartbeat for the pool processes failed: %r (will retry)", exc)
+            self.outage.failed(exc, "retrying")
 
     def _reap(self) -> None:
         while self.children:

@@ -28,16 +28,20 @@ def broker_url(durable_redis: dict[str, Any]) -> str:
 
 # Outages shorter and longer than the test app's worker_lost_timeout (3 s): after the
 # long one, no worker may take the others for dead because nobody could beat meanwhile.
-@pytest.mark.parametrize("outage", [0.5, 7.0])
+# acks_late tasks (touch_late), and early-acked ones (touch_early), whose acks fail
+# with the broker gone.
+@pytest.mark.parametrize("outage, task", [(0.5, "touch_late"), (7.0, "touch_late"),
+                                          (3.0, "touch_early")])
 def test_two_workers_ride_out_a_broker_outage_each_task_once(
-        proj: Any, project: Path, durable_redis: dict[str, Any], outage: float) -> None:
+        proj: Any, project: Path, durable_redis: dict[str, Any], outage: float,
+        task: str) -> None:
     runs = project / "runs"
     count = 1500
     first = WorkerProcess("proj", cwd=project, args=["-c", "2", "-n", "one@%h"])
     second = WorkerProcess("proj", cwd=project, args=["-c", "2", "-n", "two@%h"])
     with first, second:
         with proj.app.batch_publish():  # all queued at once, so the kill falls mid-drain
-            results = [proj.touch_late.delay(str(runs), i) for i in range(count)]
+            results = [getattr(proj, task).delay(str(runs), i) for i in range(count)]
         assert wait_until(lambda: len(lines(runs)) >= 150)
         durable_redis["proc"].send_signal(signal.SIGKILL)
         durable_redis["proc"].wait()
@@ -52,5 +56,11 @@ def test_two_workers_ride_out_a_broker_outage_each_task_once(
             # the same workers, never restarted, still serve
             assert first.proc.poll() is None and second.proc.poll() is None
             assert proj.add.delay(2, 2).get(timeout=30) == 4
+        # The outage is told as changes of state, not a line per retry: at most a
+        # line down and a line back per consumer, heartbeat and supervisor.
+        for worker in (first, second):
+            told = [line for line in worker.output.splitlines() if "rror" in line
+                    or "unreachable" in line or "reachable again" in line]
+            assert len(told) <= 12, told
 
 

@@ -435,3 +435,10 @@ def fail_late(message):
 @app.task(rate_limit="1/m")
 def once_a_minute(value):
     return value
+
+
+@app.task
+def touch_early(path, value):
+    """An early-acked task that leaves one line per run."""
+    touch(path, str(value))
+    return value
