@@ -672,9 +672,7 @@ _TABLE: tuple[Setting, ...] = (
        "Ignore all rate limits."),
     _S("worker_deduplicate_successful_tasks", False, bool,
        ("CELERYD_DEDUPLICATE_SUCCESSFUL_TASKS",),
-       "Skip redelivered acks_late tasks that already succeeded.",
-       ignored="not read yet: a redelivered acks_late message runs again even when its task "
-               "already succeeded"),
+       "Skip redelivered acks_late tasks that already succeeded."),
     _S("worker_enable_remote_control", True, bool, ("CELERY_ENABLE_REMOTE_CONTROL",),
        "Workers answer remote control commands.", ignored=_CONTROL, harmless=(False,)),
     _S("worker_send_task_events", False, bool, ("CELERY_SEND_EVENTS",),

@@ -114,6 +114,7 @@ class Consumer:
         self.acks_on_failure_default = conf.task_acks_on_failure_or_timeout is not False
         self.rate_limits_disabled = bool(conf.worker_disable_rate_limits)
         self.default_rate_limit = conf.task_default_rate_limit
+        self.deduplicate = bool(conf.worker_deduplicate_successful_tasks)
         self.broker = app.connect_broker()
         # What this worker needs of its transport beyond the core, asked once: an
         # unknown capability is a clear error at start-up, not a failure per task.
@@ -389,6 +390,9 @@ class Consumer:
         if signals.task_received.receivers:
             signals.task_received.send(sender=self, request=request)
         acks_late = task.acks_late if task.acks_late is not None else self.acks_late_default
+        if acks_late and self.deduplicate and self._succeeded_already(task, msg):
+            self._settle_message("ack", delivery)
+            return
         hard, soft = limits_for(task, msg.timelimit, self.app.conf)
         if is_async(task):
             if not acks_late:
@@ -418,6 +422,22 @@ class Consumer:
             slot.clear()
         self._settle(delivery, outcome, acks_late,
                      self._acks_on_failure(task))
+
+    def _succeeded_already(self, task: Any, msg: TaskMessage) -> bool:
+        # worker_deduplicate_successful_tasks: an acks_late message comes back when the
+        # worker that ran it was lost before its ack; if that run stored SUCCESS, it is
+        # not run again. (Celery asks only of messages flagged redelivered; celeriac's
+        # transports do not flag them, so every acks_late message costs one result read
+        # when the setting is on.)
+        try:
+            meta = task.backend.get_task_meta(msg.id)
+        except Exception as exc:
+            logger.warning("could not check whether %s already succeeded: %r", msg.id, exc)
+            return False
+        if meta.get("status") != states.SUCCESS:
+            return False
+        logger.info("Task %s[%s] already succeeded; not run again", msg.name, msg.id)
+        return True
 
     def _ack_before_start(self, delivery: Delivery, wait: bool = True) -> Any:
         """Ack a message whose task has not started; on failure it stays unstarted."""

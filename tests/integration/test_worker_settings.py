@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -71,3 +72,22 @@ def test_task_reject_on_worker_lost_false_records_the_loss_as_celery_does(
             lost.get(timeout=30)
         assert proj.add.delay(1, 2).get(timeout=30) == 3
     assert lines(marker) == ["died"]  # acked and recorded, not run again
+
+
+def test_worker_deduplicate_successful_tasks(configure: Any, project: Path) -> None:
+    from celeriac import messages
+
+    proj = configure(worker_deduplicate_successful_tasks=True)
+    runs = project / "runs"
+    done_id = str(uuid.uuid4())
+    # As if a lost worker had run it and stored SUCCESS, but not acked its message:
+    proj.app.backend.mark_as_done(done_id, "first run")
+    again = messages.task_message("proj.touch_late", done_id, [str(runs), "again"])
+    broker = proj.app.producer_broker()
+    broker.publish(proj.app.conf.task_default_queue, messages.encode_envelope(again))
+    fresh = proj.touch_late.delay(str(runs), "fresh")
+    with WorkerProcess("proj", cwd=project, args=["-c", "1"]):
+        assert fresh.get(timeout=30) == "fresh"
+        assert proj.app.AsyncResult(done_id).get(timeout=30) == "first run"
+        assert proj.app.connect_broker().size(proj.app.conf.task_default_queue) == 0
+    assert lines(runs) == ["fresh"]  # the duplicate did not run
