@@ -20,14 +20,16 @@ from .backends import Backend, BackendOptions
 from .backends import connect as connect_backend
 from .brokers import Broker, Outgoing
 from .brokers import connect as connect_broker
-from .config import Settings, seconds
+from .config import IgnoredSettingWarning, Settings, seconds
 from .control import Control
-from .exceptions import NotRegistered
+from .exceptions import ImproperlyConfigured, NotRegistered
 from .result import AsyncResult
 from .routing import TaskRouter
 from .retries import call_with_retry
 from .task import Task, annotate, make_task
 from .utils.pid import current_pid
+from .utils.redis import split_failover
+from .utils.urls import mask_password, scheme_of
 
 if TYPE_CHECKING:
     from .canvas import Signature
@@ -36,6 +38,9 @@ logger = logging.getLogger("celeriac.app")
 
 DEFAULT_SQLITE_FILE = "celeriac.sqlite3"
 _UNSET = object()
+# Brokers that take a fail-over list of URLs, and those broker_use_ssl applies to.
+_FAILOVER_SCHEMES = frozenset({"redis", "rediss"})
+_TLS_SCHEMES = frozenset({"redis", "rediss", "redis+socket"})
 
 
 class IgnoredOptionWarning(UserWarning):
@@ -243,10 +248,21 @@ class Celery:
 
     @property
     def broker_url(self) -> str:
-        url = self.conf.resolved_broker_url()
+        """The broker URL in force; a fail-over list as one ``;``-separated string."""
+        url = _one_string(self.conf.resolved_broker_url())
         if not url:
             url = f"sqlite:///{os.path.abspath(DEFAULT_SQLITE_FILE)}"
         return url
+
+    @property
+    def broker_read_url(self) -> str:
+        """The URL consumers connect to (``broker_read_url``, else ``broker_url``)."""
+        return _one_string(self.conf.resolved_broker_read_url()) or self.broker_url
+
+    @property
+    def broker_write_url(self) -> str:
+        """The URL producers connect to (``broker_write_url``, else ``broker_url``)."""
+        return _one_string(self.conf.resolved_broker_write_url()) or self.broker_url
 
     @property
     def result_backend_url(self) -> str:
@@ -442,21 +458,47 @@ class Celery:
         return self._producer.get()
 
     def _broker_options(self) -> dict[str, Any]:
+        """``broker_transport_options`` plus the settings the transports read.
+
+        A transport option wins over the setting it overlaps: ``socket_connect_timeout``
+        over ``broker_connection_timeout``, ``ssl`` over ``broker_use_ssl`` and
+        ``failover_strategy`` over ``broker_failover_strategy``.
+        """
         conf = self.conf
         options = dict(conf.broker_transport_options or {})
         options.setdefault("dead_letter_queue", conf.broker_dead_letter_queue)
         options.setdefault("lost_timeout", conf.worker_lost_timeout)
         options.setdefault("max_redeliveries", conf.broker_max_redeliveries)
+        timeout = conf.broker_connection_timeout
+        if timeout is not None:
+            options.setdefault("socket_connect_timeout", seconds(timeout))
+        if conf.broker_use_ssl:
+            options.setdefault("ssl", conf.broker_use_ssl)
+        if conf.broker_failover_strategy is not None:
+            options.setdefault("failover_strategy", conf.broker_failover_strategy)
         return options
 
+    def _connect_broker_at(self, url: str) -> Broker:
+        options = self._broker_options()
+        scheme = scheme_of(url)
+        if len(split_failover(url)) > 1 and scheme not in _FAILOVER_SCHEMES:
+            raise ImproperlyConfigured(
+                f"broker_url is a fail-over list ({mask_password(url)}), which celeriac "
+                f"supports on Redis only (redis://, rediss://), not on {scheme}://; give "
+                "one URL")
+        if options.get("ssl") and scheme not in _TLS_SCHEMES:
+            warnings.warn(IgnoredSettingWarning(
+                f"broker_use_ssl has no effect on the {scheme}:// broker: celeriac "
+                "applies it to Redis brokers only"), stacklevel=3)
+            options.pop("ssl")
+        return connect_broker(url, options)
+
     def _new_producer(self) -> Broker:
-        return connect_broker(self.conf.resolved_broker_write_url() or self.broker_url,
-                              self._broker_options())
+        return self._connect_broker_at(self.broker_write_url)
 
     def connect_broker(self) -> Broker:
         """A new broker connection (one per consumer)."""
-        return connect_broker(self.conf.resolved_broker_read_url() or self.broker_url,
-                              self._broker_options())
+        return self._connect_broker_at(self.broker_read_url)
 
     def send_task(self, name: str, args: Any = None, kwargs: dict[str, Any] | None = None,
                   countdown: float | None = None, eta: datetime | None = None,
@@ -519,7 +561,12 @@ class Celery:
                 root_id = root_id or req.root_id or req.id
         route = self.router.route(route_name or name, args, kwargs, options, task)
         if priority is None:
-            priority = route.options.get("priority", conf.task_default_priority)
+            priority = route.options.get("priority")
+            if priority is None and parent_task is not None \
+                    and conf.task_inherit_parent_priority:
+                priority = _priority_of(parent_task.request)
+            if priority is None:
+                priority = conf.task_default_priority
         message = messages.task_message(
             name, task_id, args, kwargs,
             queue=route.queue, exchange=route.exchange, routing_key=route.routing_key,
@@ -530,7 +577,10 @@ class Celery:
             callbacks=_sig_list(link), errbacks=_sig_list(link_error), chain=chain,
             chord=chord, headers=headers, serializer=serializer or conf.task_serializer,
             compression=compression or conf.task_compression, expiration_ms=expiration_ms,
-            argsrepr=argsrepr, kwargsrepr=kwargsrepr,
+            argsrepr=argsrepr if argsrepr is not None else
+            safe_repr(tuple(args), conf.task_repr_maxlevels),
+            kwargsrepr=kwargsrepr if kwargsrepr is not None else
+            safe_repr(kwargs, conf.task_repr_maxlevels),
         )
         if retry is None:
             retry = conf.task_publish_retry
@@ -597,6 +647,59 @@ class Celery:
 
     def __repr__(self) -> str:
         return f"<Celery {self.main or '__main__'} at {id(self):#x}>"
+
+
+#: longest argsrepr/kwargsrepr header a message gets (Celery's limit)
+REPR_MAXSIZE = 1024
+_SCALARS = (str, int, float, bool, type(None), bytes)
+_reprs: dict[int, Any] = {}
+
+
+def safe_repr(value: Any, maxlevels: int | None = 3, maxsize: int = REPR_MAXSIZE) -> str:
+    """``repr(value)`` for the ``argsrepr``/``kwargsrepr`` headers, as Celery makes them:
+    containers nested deeper than ``maxlevels`` (``task_repr_maxlevels``) shown as
+    ``[...]``, and the whole cut to ``maxsize`` characters."""
+    items = value.values() if isinstance(value, dict) else value
+    if all(type(item) in _SCALARS for item in items):
+        text = repr(value)  # the usual case, and the fast one: nothing nested
+    else:
+        levels = 3 if maxlevels is None else max(int(maxlevels), 1)
+        shower = _reprs.get(levels)
+        if shower is None:
+            import reprlib
+
+            shower = reprlib.Repr()
+            shower.maxlevel = levels
+            big = sys.maxsize
+            shower.maxtuple = shower.maxlist = shower.maxarray = shower.maxdict = big
+            shower.maxset = shower.maxfrozenset = shower.maxdeque = big
+            shower.maxstring = shower.maxlong = shower.maxother = big
+            _reprs[levels] = shower
+        try:
+            text = shower.repr(value)
+        except Exception:  # noqa: BLE001 - a broken __repr__ must not stop the send
+            text = object.__repr__(value)
+    if len(text) > maxsize:
+        text = text[:maxsize - 3] + "..."
+    return text
+
+
+def _one_string(url: Any) -> Any:
+    # A fail-over list given as a list is one ';'-separated string to the transports.
+    if isinstance(url, (list, tuple)):
+        return ";".join(str(u) for u in url)
+    return url
+
+
+def _priority_of(request: Any) -> int | None:
+    """The priority of the message a running task came in (None: not run by a worker,
+    or sent with none): what ``task_inherit_parent_priority`` passes on."""
+    if request.called_directly:
+        return None
+    priority = request.priority
+    if priority is None:
+        priority = (request.delivery_info or {}).get("priority")
+    return priority if isinstance(priority, int) else None
 
 
 def _sig_list(value: Any) -> list[Any] | None:

@@ -491,6 +491,22 @@ class chord(_Container):  # noqa: N801 - Celery's name
         return None if body is None else _sig(body, self._app)
 
     def link_error(self, errback: Any) -> Any:
+        """Add an errback to the body (called with ``ChordError`` when a header task
+        fails); with ``task_allow_error_cb_on_chord_header``, a copy to every header
+        task too (Celery 5.3+), so that it is also called for the header task that
+        failed, with that task's id. A chord in the header links it by the same rule.
+
+        ``apply_async(link_error=...)`` links the body only, as in Celery.
+        """
+        app = self._app or _state.get_current_app()
+        to_header = bool(app is not None and app.conf.task_allow_error_cb_on_chord_header)
+        if to_header or any(isinstance(task, chord) for task in self.tasks):
+            errback_sig = _sig(errback, self._app)
+            for task in self.tasks:
+                if isinstance(task, chord):
+                    task.link_error(errback_sig)
+                elif to_header:
+                    task.link_error(errback_sig.clone())
         body = self.body
         if body is not None:
             body.link_error(errback)

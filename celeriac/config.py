@@ -194,9 +194,8 @@ _TABLE: tuple[Setting, ...] = (
     _S("broker_transport_options", {}, dict, ("BROKER_TRANSPORT_OPTIONS",),
        "Extra options for the transport (visibility_timeout, priority_steps, ...)."),
     _S("broker_connection_timeout", 4, float, ("BROKER_CONNECTION_TIMEOUT",),
-       "Seconds to wait for a broker connection before giving up.",
-       ignored="not read: the Redis transport's connect timeout is socket_connect_timeout in "
-               "broker_transport_options"),
+       "Seconds to wait for a broker connection before giving up (Redis: the socket "
+       "connect timeout; the socket_connect_timeout transport option wins)."),
     _S("broker_connection_retry", True, bool, ("BROKER_CONNECTION_RETRY",),
        "Reconnect when the broker connection is lost.",
        ignored="read at start-up only: once running, a celeriac worker always reconnects "
@@ -208,9 +207,8 @@ _TABLE: tuple[Setting, ...] = (
     _S("broker_channel_error_retry", False, bool, ("BROKER_CHANNEL_ERROR_RETRY",),
        "Also reconnect after an invalid response from the broker.", ignored=_AMQP),
     _S("broker_failover_strategy", None, object, ("BROKER_FAILOVER_STRATEGY",),
-       "How to pick the next URL of a failover list: a name or a callable.",
-       ignored="not read: celeriac connects to one broker URL; failover lists are not supported "
-               "yet"),
+       "How to pick the next URL of a failover list: 'round-robin', 'shuffle' or a "
+       "callable (Redis brokers)."),
     _S("broker_heartbeat", 120, int, ("BROKER_HEARTBEAT",),
        "AMQP heartbeat in seconds (worker side).",
        ignored="no effect: AMQP connection heartbeats (celeriac has no AMQP transport yet); "
@@ -233,9 +231,7 @@ _TABLE: tuple[Setting, ...] = (
        ignored="no effect: each process keeps one producer connection, shared by its threads; the"
                " Redis transport's pool size is max_connections in broker_transport_options"),
     _S("broker_use_ssl", False, (bool, dict), ("BROKER_USE_SSL",),
-       "TLS for the broker connection: True or a dict of ssl options.",
-       ignored="not read: give TLS options in the rediss:// URL's query (ssl_cert_reqs, "
-               "ssl_ca_certs, ssl_certfile, ssl_keyfile)"),
+       "TLS for the broker connection: True or a dict of ssl options (Redis brokers)."),
     _S("broker_host", None, str, ("BROKER_HOST",), "Deprecated: use broker_url.",
        ignored="not read: give the host, port, user, password and virtual host in broker_url "
                "(Celery deprecated these)"),
@@ -544,9 +540,7 @@ _TABLE: tuple[Setting, ...] = (
        ("CELERY_CREATE_MISSING_QUEUE_EXCHANGE_TYPE",),
        "Exchange type of automatically created queues; None: unchanged.", ignored=_AMQP),
     _S("task_inherit_parent_priority", False, bool, ("CELERY_INHERIT_PARENT_PRIORITY",),
-       "Tasks sent from a task get its priority.",
-       ignored="not read yet: a task sent from a task gets task_default_priority, not its "
-               "parent's priority"),
+       "Tasks sent from a task (and the next chain step) get its priority."),
     _S("task_default_delivery_mode", 2, (int, str), ("CELERY_DEFAULT_DELIVERY_MODE",),
        "2 or 'persistent' (survives restarts), 1 or 'transient'.",
        ignored="no effect: every celeriac transport keeps a message until it is acked; transient "
@@ -595,12 +589,9 @@ _TABLE: tuple[Setting, ...] = (
        ignored="not read yet: a task whose pool process died is requeued (acks_late) or failed "
                "with WorkerLostError, never retried"),
     _S("task_remote_tracebacks", False, bool, ("CELERY_REMOTE_TRACEBACKS",),
-       "Raised task errors carry the worker's traceback.",
-       ignored="not read: a re-raised task error carries no remote traceback; the worker's "
-               "traceback text is in AsyncResult.traceback"),
+       "Raised task errors carry the worker's traceback (needs tblib)."),
     _S("task_repr_maxlevels", 3, int, ("CELERY_REPR_MAXLEVELS",),
-       "Nesting shown when task arguments are logged.",
-       ignored="no effect: the worker does not log task arguments"),
+       "Nesting kept in the argsrepr/kwargsrepr headers that monitors show."),
     _S("task_args_repr_function", None, object, (),
        "Callable or 'module:func' that shows task arguments in logs; None: built-in.",
        ignored="no effect: the worker does not log task arguments"),
@@ -620,8 +611,7 @@ _TABLE: tuple[Setting, ...] = (
        "Store the STARTED state when a task begins."),
     _S("task_allow_error_cb_on_chord_header", False, bool,
        ("CELERY_ALLOW_ERROR_CB_ON_CHORD_HEADER",),
-       "link_error on a chord also links its header tasks.",
-       ignored="not read yet: link_error on a chord is linked to its body only"),
+       "link_error on a chord also links its header tasks."),
 
     # Worker: the process that runs tasks.
     _S("worker_concurrency", None, int, ("CELERYD_CONCURRENCY",),

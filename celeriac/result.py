@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections import deque
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -22,6 +23,39 @@ _GET_IN_TASK = (
     "waits on a task that has no free slot to run. Chain the tasks instead "
     "(add.s(2, 2) | mul.s(4)), or pass disable_sync_subtasks=False if you really must."
 )
+
+
+_warned_no_tblib = False
+_TRACEBACK_START = "Traceback (most recent call last):"
+
+
+def remote_traceback(text: str) -> Any:
+    """A traceback object rebuilt from a worker's formatted traceback, or None.
+
+    Only the last ``Traceback (most recent call last):`` section is used: that of the
+    exception raised, not of the ones it was chained to. Needs tblib; without it a
+    warning says to install it (once per process) and None is returned.
+    """
+    global _warned_no_tblib
+    try:
+        import tblib
+    except ImportError:
+        if not _warned_no_tblib:
+            _warned_no_tblib = True
+            from .config import IgnoredSettingWarning
+
+            warnings.warn(IgnoredSettingWarning(
+                "task_remote_tracebacks is set but tblib is not installed: task errors "
+                "are raised without the worker's traceback (pip install tblib, or "
+                "pip install 'celeriac[tblib]')"), stacklevel=4)
+        return None
+    start = text.rfind(_TRACEBACK_START)
+    if start < 0:
+        return None
+    try:
+        return tblib.Traceback.from_string(text[start:], strict=False).as_traceback()
+    except Exception:  # noqa: BLE001 - an unusual text: raise as if the setting were off
+        return None
 
 
 class ResultBase:
@@ -219,9 +253,22 @@ class AsyncResult(ResultBase):
         if status in exception_states:
             exc = self.backend.exception_to_python(meta.get("result"))
             if propagate and status in propagate_states:
+                remote = self._remote_traceback(meta.get("traceback"))
+                if remote is not None and isinstance(exc, BaseException):
+                    raise exc.with_traceback(remote)
                 raise exc
             return exc
         return meta.get("result")
+
+    def _remote_traceback(self, text: Any) -> Any:
+        """The worker's traceback as a traceback object, to raise the task's error with
+        (``task_remote_tracebacks``), or None: the setting is off, there is no
+        traceback, or tblib (which builds it) is not installed."""
+        app = self.app
+        if not text or not isinstance(text, str) or app is None \
+                or not app.conf.task_remote_tracebacks:
+            return None
+        return remote_traceback(text)
 
     def ready(self) -> bool:
         return self.state in states.READY_STATES

@@ -3,13 +3,26 @@
 Shared by the Redis broker and the Redis result backend. The worker forks its pool
 children after the app (and so these objects) exist; a socket inherited from the parent
 must never be used by the child, so every process builds its own client on first use.
+
+Two connection options besides redis-py's pool options (``POOL_OPTIONS``):
+
+- ``ssl``: TLS for the connections (``broker_use_ssl``): True, or a dict of redis-py's
+  ``ssl_*`` arguments (``ssl_cert_reqs``, ``ssl_ca_certs``, ``ssl_certfile``,
+  ``ssl_keyfile``...). A ``redis://`` URL is then connected with TLS, as kombu does;
+  what the URL's query gives wins.
+- ``failover_strategy``: how the next URL of a fail-over list
+  (``redis://a:6379/0;redis://b:6379/0``) is chosen when a connection to the current
+  one fails: ``"round-robin"`` (the default), ``"shuffle"``, or a callable given the
+  list of URLs that returns an iterator of them (kombu's contract).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..exceptions import ImproperlyConfigured, MissingDependency
@@ -27,6 +40,13 @@ POOL_OPTIONS = (
 DEFAULT_SOCKET_TIMEOUT = 5.0
 
 _CERT_REQS = {"cert_none": "none", "cert_optional": "optional", "cert_required": "required"}
+
+# kombu's fail-over lists: ``redis://h1:6379/0;redis://h2:6379/0`` (a ';' inside a query
+# is not a separator: one starts a new URL only when a scheme follows).
+_FAILOVER_SPLIT = re.compile(r";(?=\s*[A-Za-z][A-Za-z0-9+.\-]*://)")
+# What may differ between the URLs of a fail-over list: where the server is, and how to
+# log in to it. Every other option comes from the first URL and must be the same.
+_PER_SERVER = ("host", "port", "db", "username", "password")
 
 _lock = threading.RLock()
 
@@ -82,20 +102,211 @@ def redis_py_url(url: str) -> str:
     return f"{scheme}://{parts.netloc}{parts.path}{query}"
 
 
+def split_failover(url: str | Sequence[str]) -> list[str]:
+    """The URLs of a fail-over list: a list, or one string of ``;``-separated URLs."""
+    parts = [url] if isinstance(url, str) else list(url)
+    urls: list[str] = []
+    for part in parts:
+        urls.extend(u.strip() for u in _FAILOVER_SPLIT.split(str(part)))
+    return [u for u in urls if u]
+
+
+def ssl_pool_kwargs(url: str, ssl: Any, setting: str = "broker_use_ssl"
+                    ) -> tuple[str, dict[str, Any]]:
+    """``url`` made a TLS URL, and the redis-py arguments of the TLS options ``ssl``.
+
+    ``ssl`` is True (TLS with redis-py's defaults: the server's certificate is checked
+    against the system's CAs) or a dict of ``ssl_*`` arguments; ``ssl_cert_reqs`` may be
+    an ``ssl.CERT_*`` constant, its name, or ``none``/``optional``/``required``. A
+    ``redis://`` URL becomes ``rediss://``, as kombu connects it with TLS.
+
+    Raises:
+        ImproperlyConfigured: a unix socket URL (TLS has no meaning there), or ``ssl``
+            neither a bool nor a dict.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("unix", "redis+socket"):
+        raise ImproperlyConfigured(
+            f"{setting} is set but {mask_password(url)!r} is a unix socket URL; TLS "
+            "needs a redis:// or rediss:// URL")
+    if not isinstance(ssl, (bool, dict)):
+        raise ImproperlyConfigured(
+            f"{setting} must be True or a dict of ssl options (ssl_cert_reqs, "
+            f"ssl_ca_certs, ssl_certfile, ssl_keyfile), not {type(ssl).__name__}")
+    if scheme == "redis":
+        url = "rediss" + url[len(parts.scheme):]
+    kwargs: dict[str, Any] = {}
+    for key, value in (ssl if isinstance(ssl, dict) else {}).items():
+        # py-amqp's names for the same options, as a RabbitMQ configuration has them
+        key = _AMQP_SSL_NAMES.get(key, key)
+        if not key.startswith("ssl_"):
+            raise ImproperlyConfigured(
+                f"{setting} has {key!r}, which is not a Redis TLS option; give redis-py's "
+                "ssl_* arguments (ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile, "
+                "ssl_check_hostname...)")
+        if key == "ssl_cert_reqs":
+            if isinstance(value, str):
+                value = _CERT_REQS.get(value.lower(), value.lower())
+            else:
+                import ssl as ssl_module
+
+                value = {ssl_module.CERT_NONE: "none", ssl_module.CERT_OPTIONAL: "optional",
+                         ssl_module.CERT_REQUIRED: "required"}.get(value, value)
+        kwargs[key] = value
+    return url, kwargs
+
+
+_AMQP_SSL_NAMES = {"keyfile": "ssl_keyfile", "certfile": "ssl_certfile",
+                   "ca_certs": "ssl_ca_certs", "cert_reqs": "ssl_cert_reqs"}
+
+
+def _round_robin(urls: list[str]) -> Iterator[str]:
+    return itertools.cycle(urls)
+
+
+def _shuffle(urls: list[str]) -> Iterator[str]:
+    import random
+
+    while True:
+        yield random.choice(urls)
+
+
+FAILOVER_STRATEGIES: dict[str, Callable[[list[str]], Iterator[str]]] = {
+    "round-robin": _round_robin, "round_robin": _round_robin, "shuffle": _shuffle,
+}
+
+
+def failover_strategy(strategy: Any) -> Callable[[list[str]], Iterator[str]]:
+    """The function behind ``broker_failover_strategy``: a name, a callable, or a
+    ``'module:attribute'`` path to one.
+
+    Raises:
+        ImproperlyConfigured: an unknown name.
+    """
+    if strategy is None:
+        return _round_robin
+    if isinstance(strategy, str):
+        if strategy in FAILOVER_STRATEGIES:
+            return FAILOVER_STRATEGIES[strategy]
+        if ":" in strategy or "." in strategy:
+            from .imports import symbol_by_name
+
+            try:
+                found = symbol_by_name(strategy)
+            except (ImportError, AttributeError, ValueError) as exc:
+                raise ImproperlyConfigured(
+                    f"broker_failover_strategy {strategy!r} cannot be imported: {exc}"
+                ) from None
+            if callable(found):
+                return found  # type: ignore[no-any-return]
+        raise ImproperlyConfigured(
+            f"unknown broker_failover_strategy {strategy!r}; choose 'round-robin', "
+            "'shuffle', or give a callable that takes the list of URLs and returns an "
+            "iterator of them")
+    if callable(strategy):
+        return strategy  # type: ignore[no-any-return]
+    raise ImproperlyConfigured(
+        f"broker_failover_strategy must be a name or a callable, not {strategy!r}")
+
+
+class _Failover:
+    """The servers of a fail-over list, and the one connections go to now.
+
+    Shared by every connection of one connector: when a connection cannot reach the
+    current server, it moves everyone on to the next one the strategy gives, and tries
+    each server at most once per connect. A server that answers is kept until it fails
+    (there is no moving back, as with kombu).
+    """
+
+    def __init__(self, urls: list[str], targets: list[dict[str, Any]],
+                 strategy: Callable[[list[str]], Iterator[str]]) -> None:
+        self.urls = urls
+        self.targets = targets
+        self.cycle = iter(strategy(list(urls)))
+        self.current = 0
+
+    def _next_after(self, failed: int) -> int:
+        with process_lock():
+            if self.current != failed:
+                return self.current  # another connection moved on already
+            # A strategy may give the failed URL again (shuffle; round-robin starting
+            # over): take the first other one within a few turns.
+            for _ in range(4 * len(self.urls)):
+                try:
+                    url = next(self.cycle)
+                except StopIteration:
+                    self.cycle = iter(_round_robin(self.urls))
+                    continue
+                index = self.urls.index(url) if url in self.urls else -1
+                if index >= 0 and index != failed:
+                    self.current = index
+                    break
+            else:
+                self.current = (failed + 1) % len(self.urls)
+            return self.current
+
+    def connect(self, conn: Any, connect: Callable[[], Any]) -> Any:
+        index = self.current
+        for attempt in range(len(self.targets)):
+            for key, value in self.targets[index].items():
+                setattr(conn, key, value)
+            try:
+                return connect()
+            except OSError:  # refused, unreachable, timed out (socket.timeout)
+                if attempt == len(self.targets) - 1:
+                    raise
+                index = self._next_after(index)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _failover_connection_class(base: type, failover: _Failover) -> type:
+    """A subclass of redis-py's connection class ``base`` whose connect goes to the
+    fail-over list's current server, and on to the next ones when it cannot."""
+
+    class FailoverConnection(base):  # type: ignore[misc, valid-type]
+        def _connect(self) -> Any:
+            return failover.connect(self, super()._connect)
+
+    FailoverConnection.__qualname__ = f"Failover{base.__name__}"
+    return FailoverConnection
+
+
 class RedisConnector:
     """Hands out one redis-py client per process for a URL.
 
     Args:
-        url: ``redis://``, ``rediss://`` or ``redis+socket://`` URL.
-        options: transport options; the keys in ``POOL_OPTIONS`` reach the pool.
+        url: ``redis://``, ``rediss://`` or ``redis+socket://`` URL, or a fail-over list
+            of ``redis://`` or ``rediss://`` URLs (a list, or one string with ``;``
+            between them).
+        options: transport options; the keys in ``POOL_OPTIONS`` reach the pool, and
+            ``ssl`` and ``failover_strategy`` are read as the module docstring says.
         feature: what needs Redis, for the missing-dependency message.
+
+    Raises:
+        ImproperlyConfigured: a malformed URL, or a fail-over list whose URLs differ in
+            more than their server, database and credentials.
     """
 
-    def __init__(self, url: str, options: dict[str, Any] | None, feature: str) -> None:
+    def __init__(self, url: str | Sequence[str], options: dict[str, Any] | None,
+                 feature: str) -> None:
         self.redis = import_redis(feature)
-        self.url = redis_py_url(url)
         options = options or {}
+        urls = split_failover(url)
+        if not urls:
+            raise ImproperlyConfigured(f"no Redis URL given to {feature}")
+        urls = [redis_py_url(u) for u in urls]
+        tls: dict[str, Any] = {}
+        ssl = options.get("ssl")
+        if ssl is not None and ssl is not False:
+            converted = [ssl_pool_kwargs(u, ssl) for u in urls]
+            urls = [u for u, _ in converted]
+            tls = converted[0][1]
+        #: the URLs connected to, in redis-py's spelling (more than one: fail-over)
+        self.urls = urls
+        self.url = urls[0]
         self.pool_kwargs: dict[str, Any] = {k: options[k] for k in POOL_OPTIONS if k in options}
+        self.pool_kwargs.update(tls)
         # kombu and Celery speak RESP2; it also keeps pub/sub replies plain arrays.
         self.pool_kwargs.setdefault("protocol", 2)
         if "retry" not in self.pool_kwargs:
@@ -117,8 +328,50 @@ class RedisConnector:
         self._client: Any = None
         self._pid = 0
         self._lines = threading.local()
+        self._failover: _Failover | None = None
+        if len(urls) > 1:
+            self._failover = self._failover_for(urls, options.get("failover_strategy"))
         # Fail on a malformed URL now rather than at the first command.
-        self.redis.ConnectionPool.from_url(self.url, **self.pool_kwargs)
+        self._new_pool()
+
+    def _failover_for(self, urls: list[str], strategy: Any) -> _Failover:
+        from redis.connection import parse_url
+
+        schemes = {urlsplit(u).scheme.lower() for u in urls}
+        if not schemes <= {"redis", "rediss"} or len(schemes) > 1:
+            raise ImproperlyConfigured(
+                "the URLs of a Redis fail-over list must all be redis:// or all "
+                f"rediss:// (unix sockets cannot fail over): {mask_password(';'.join(urls))}")
+        parsed = [parse_url(u) for u in urls]
+        common = {k: v for k, v in parsed[0].items() if k not in _PER_SERVER}
+        for u, kwargs in zip(urls[1:], parsed[1:]):
+            other = {k: v for k, v in kwargs.items() if k not in _PER_SERVER}
+            if other != common:
+                raise ImproperlyConfigured(
+                    "the URLs of a Redis fail-over list may differ only in host, port, "
+                    f"database and credentials; {mask_password(u)!r} has other query "
+                    f"options than {mask_password(urls[0])!r}")
+        targets = [{"host": kw.get("host", "localhost"), "port": int(kw.get("port", 6379)),
+                    "db": int(kw.get("db", 0) or 0), "username": kw.get("username"),
+                    "password": kw.get("password")} for kw in parsed]
+        return _Failover(urls, targets, failover_strategy(strategy))
+
+    def _new_pool(self, **extra: Any) -> Any:
+        failover = self._failover
+        if failover is None:
+            return self.redis.ConnectionPool.from_url(self.url, **self.pool_kwargs, **extra)
+        from redis.connection import parse_url
+
+        kwargs = {**self.pool_kwargs, **extra, **parse_url(self.url)}
+        base = kwargs.pop("connection_class", self.redis.Connection)
+        kwargs["connection_class"] = _failover_connection_class(base, failover)
+        return self.redis.ConnectionPool(**kwargs)
+
+    @property
+    def current_url(self) -> str:
+        """The URL connections go to now (the one a fail-over list has moved on to)."""
+        failover = self._failover
+        return self.url if failover is None else failover.urls[failover.current]
 
     @property
     def pid(self) -> int:
@@ -133,8 +386,7 @@ class RedisConnector:
             return client
         with process_lock():
             if self._client is None or self._pid != pid:
-                pool = self.redis.ConnectionPool.from_url(
-                    self.url, decode_responses=False, **self.pool_kwargs)
+                pool = self._new_pool(decode_responses=False)
                 self._client = self.redis.Redis(connection_pool=pool)
                 self._pid = pid
             return self._client
