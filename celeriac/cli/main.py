@@ -135,9 +135,23 @@ def _csv(values: tuple[str, ...]) -> list[str]:
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
+class _LogLevel(click.Choice):
+    """``-l``: a level name, in any case (``info`` is ``INFO``), as Celery's."""
+
+    def __init__(self) -> None:
+        super().__init__(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL"),
+                         case_sensitive=False)
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        return str(super().convert(value, param, ctx)).upper()
+
+
+LOG_LEVEL = _LogLevel()
+
+
 @cli.command()
-@click.option("-l", "--loglevel", default="WARNING", show_default=True,
-              help="DEBUG, INFO, WARNING, ERROR, CRITICAL.")
+@click.option("-l", "--loglevel", default="WARNING", show_default=True, type=LOG_LEVEL,
+              help="Logging level.")
 @click.option("-c", "--concurrency", type=int, help="Pool size (default: number of CPUs).")
 @click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo", "asyncio"]),
               help="Pool implementation (default: prefork).")
@@ -145,9 +159,14 @@ def _csv(values: tuple[str, ...]) -> list[str]:
 @click.option("-X", "--exclude-queues", multiple=True, help="Queues not to consume.")
 @click.option("-n", "--hostname", help="Node name; %h, %n and %d expand.")
 @click.option("--max-tasks-per-child", type=int, help="Replace a pool process after N tasks.")
-@click.option("--prefetch-multiplier", type=int, help="Messages fetched ahead per slot.")
+@click.option("--prefetch-multiplier", type=int,
+              help="Messages fetched ahead per slot; 0 means no limit (batches of 1000).")
 @click.option("-E", "--task-events", is_flag=True, default=None, help="Send task events.")
-@click.option("-f", "--logfile", help="Log to this file instead of stderr.")
+@click.option("-f", "--logfile",
+              help="Log to this file instead of stderr. Expands %n (node name), %h (host), "
+                   "%d (domain), %p (full node name), %i (pool process index, 0 in the "
+                   "main process) and %I (-index, empty in the main process): with %i or "
+                   "%I each pool process logs to a file of its own.")
 @click.option("--without-heartbeat", is_flag=True, hidden=True)
 @click.option("--without-gossip", is_flag=True, hidden=True)
 @click.option("--without-mingle", is_flag=True, hidden=True)
@@ -183,8 +202,8 @@ def worker(obj: _Context, loglevel: str, concurrency: int | None, pool: str | No
 
 
 @cli.command()
-@click.option("-l", "--loglevel", default="WARNING", show_default=True,
-              help="DEBUG, INFO, WARNING, ERROR, CRITICAL.")
+@click.option("-l", "--loglevel", default="WARNING", show_default=True, type=LOG_LEVEL,
+              help="Logging level.")
 @click.option("-f", "--logfile", help="Log to this file instead of stderr.")
 @click.option("-s", "--schedule", "schedule_filename",
               help="State file with last run times (default: beat_schedule_filename).")
@@ -205,10 +224,13 @@ def beat(obj: _Context, loglevel: str, logfile: str | None, schedule_filename: s
 
     from ..beat import Beat
     from ..beat.service import DEFAULT_LOCK_TTL
-    from ..worker.main import app_secrets, redact_logs, setup_logging
+    from ..worker.main import app_secrets, redact_all, setup_logging
 
-    setup_logging(loglevel, logfile)
-    redact_logs(app_secrets(obj.app))
+    try:  # worker_log_format, worker_hijack_root_logger ... apply to beat too, as in Celery
+        setup_logging(loglevel, logfile, app=obj.app)
+    except CeleriacError as exc:
+        raise obj.error(exc) from exc
+    redact_all(app_secrets(obj.app))
     try:
         service = Beat(obj.app, scheduler=scheduler, schedule_filename=schedule_filename,
                        max_interval=max_interval, lock=False if no_lock else None,

@@ -27,6 +27,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence
 
 from .. import __version__, signals
 from ..exceptions import CeleriacError, ImproperlyConfigured, MissingDependency
+from ..utils.log import LOG_FORMAT as LOG_FORMAT  # importable from here, as before
+from ..utils.log import (TASK_LOGGER, Logging, current_process_index, redirect_stdouts,
+                         restore_stdouts)
 from ..utils.outage import OutageLog, describe
 from ..utils.urls import mask_password, redact, scheme_of, secrets_of
 from .pools import POOLS, Pool, create_pool
@@ -36,7 +39,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("celeriac.worker")
 
-LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+#: What ``worker_prefetch_multiplier = 0`` ("no limit" in Celery) fetches per round trip:
+#: a large batch, but bounded, so one fetch never drags a whole queue into one process.
+#: Fair dispatch still holds: a consumer fetches one at a time while a sibling slot is
+#: idle, and gives back what waits behind a long task (worker_prefetch_release_after).
+UNLIMITED_PREFETCH = 1000
 
 
 def format_hostname(template: str) -> str:
@@ -304,25 +311,22 @@ def app_secrets(app: Any) -> set[str]:
     return secrets_of(table, *[u for u in urls if u])
 
 
-def setup_logging(loglevel: str | int, logfile: str | None = None) -> None:
-    level = loglevel if isinstance(loglevel, int) else logging.getLevelName(loglevel.upper())
-    if not isinstance(level, int):
-        raise ImproperlyConfigured(f"unknown log level {loglevel!r}")
-    if signals.setup_logging.receivers:
-        signals.setup_logging.send(sender=None, loglevel=level, logfile=logfile,
-                                   format=LOG_FORMAT, colorize=False)
-        return
-    handler: logging.Handler = (logging.FileHandler(logfile) if logfile
-                                else logging.StreamHandler(sys.stderr))
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    signals.after_setup_logger.send(sender=None, logger=root, loglevel=level, logfile=logfile,
-                                    format=LOG_FORMAT, colorize=False)
-    signals.after_setup_task_logger.send(sender=None, logger=logging.getLogger("celeriac.task"),
-                                         loglevel=level, logfile=logfile, format=LOG_FORMAT,
-                                         colorize=False)
+def redact_all(secrets: Iterable[str]) -> None:
+    """``redact_logs`` for the root logger and the task logger (which does not propagate)."""
+    redact_logs(secrets)
+    redact_logs(secrets, logging.getLogger(TASK_LOGGER))
+
+
+def setup_logging(loglevel: str | int, logfile: str | None = None, app: Any = None,
+                  hostname: str | None = None) -> Logging:
+    """Set up logging from ``app``'s settings (Celery's defaults without one).
+
+    Raises:
+        ImproperlyConfigured: an unknown level, or a log file that cannot be opened.
+    """
+    logs = Logging(app.conf if app is not None else None, loglevel, logfile, hostname)
+    logs.setup()
+    return logs
 
 
 class Worker:
@@ -345,11 +349,23 @@ class Worker:
             raise ImproperlyConfigured(
                 f"unknown pool {self.pool_name!r}; choose one of: {', '.join(POOLS)}")
         self.loglevel = loglevel
-        self.logfile = logfile
+        # ``-f``: %n, %h, %d, %p, %i and %I expand; with %i/%I each pool process logs to
+        # a file of its own (set up again when it starts).
+        self.logging = Logging(conf, loglevel, logfile, self.hostname)
+        #: the file this (main) process logs to, expanded
+        self.logfile = self.logging.logfile
+        self.redirect_stdouts = bool(conf.worker_redirect_stdouts)
+        self.redirect_stdouts_level = conf.worker_redirect_stdouts_level or "WARNING"
+        self._secrets: set[str] = set()
+        # one bound method, so that disconnect finds what connect stored
+        self._child_logging = self._setup_child_logging
         self.max_tasks_per_child = max_tasks_per_child or conf.worker_max_tasks_per_child
         multiplier = (prefetch_multiplier if prefetch_multiplier is not None
                       else conf.worker_prefetch_multiplier)
-        self.prefetch = max(1, int(multiplier or 1))
+        if multiplier is None:
+            multiplier = 1
+        # 0 is Celery's "no limit": a large bounded batch here (see UNLIMITED_PREFETCH)
+        self.prefetch = UNLIMITED_PREFETCH if int(multiplier) == 0 else max(1, int(multiplier))
         self.async_limit = int(conf.worker_async_concurrency or 100)
         self.send_events = bool(send_events if send_events is not None
                                 else conf.worker_send_task_events)
@@ -386,10 +402,10 @@ class Worker:
         app = self.app
         signals.celeryd_init.send(sender=self.hostname, instance=self, conf=app.conf,
                                   options={})
-        setup_logging(self.loglevel, self.logfile)
-        redact_logs(app_secrets(app))
+        custom_logging = self.logging.setup()
+        self._redact(app_secrets(app))
         app.finalize()
-        redact_logs(app_secrets(app))  # on_after_configure handlers may have added some
+        self._redact(app_secrets(app))  # on_after_configure handlers may have added some
         try:
             self.check_connections()
         except StartupError as exc:
@@ -399,6 +415,33 @@ class Worker:
         if self.banner:
             print(self.render_banner(), flush=True)
         signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=app.conf)
+        redirected = False
+        try:
+            if self.redirect_stdouts and not custom_logging:
+                # print() in a task is logged (pool processes forked below inherit it);
+                # a setup_logging receiver owns logging, so then it is left alone.
+                redirect_stdouts(self.redirect_stdouts_level)
+                redirected = True
+            if (self.logging.per_process and self.pool_name == "prefork"
+                    and not custom_logging):
+                signals.worker_process_init.connect(self._child_logging)
+            return self._run()
+        finally:
+            signals.worker_process_init.disconnect(self._child_logging)
+            if redirected:
+                restore_stdouts()
+
+    def _redact(self, secrets: Iterable[str]) -> None:
+        self._secrets |= set(secrets)
+        redact_all(self._secrets)
+
+    def _setup_child_logging(self, **_: Any) -> None:
+        """In a new pool process: log to its own file (``%i``/``%I`` in ``-f``)."""
+        self.logging.setup(current_process_index())
+        redact_all(self._secrets)
+
+    def _run(self) -> int:
+        app = self.app
         self._install_signal_handlers()
         self.pool = create_pool(self)
         self.pool.start()
@@ -432,7 +475,7 @@ class Worker:
         message = redact(message, app_secrets(self.app))
         logger.critical("%s", message)
         if self.logfile:  # whoever started the worker sees why it did not
-            print(message, file=sys.stderr, flush=True)
+            print(message, file=sys.__stderr__ or sys.stderr, flush=True)
 
     # -- start-up checks -------------------------------------------------------------------
     def check_connections(self) -> None:
