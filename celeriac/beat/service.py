@@ -111,7 +111,7 @@ class Beat:
         self.scheduler = scheduler
         if self._lock_arg is None or self._lock_arg is True:
             self.lock = lock_for_url(app.broker_url, default_lock_name(app),
-                                     dict(app.conf.broker_transport_options or {}))
+                                     app._broker_options())
         elif self._lock_arg:
             self.lock = self._lock_arg
         if self.lock is None:

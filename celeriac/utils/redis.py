@@ -139,7 +139,7 @@ def ssl_pool_kwargs(url: str, ssl: Any, setting: str = "broker_use_ssl"
     kwargs: dict[str, Any] = {}
     for key, value in (ssl if isinstance(ssl, dict) else {}).items():
         # py-amqp's names for the same options, as a RabbitMQ configuration has them
-        key = _AMQP_SSL_NAMES.get(key, key)
+        key = _AMQP_SSL_NAMES.get(str(key), str(key))
         if not key.startswith("ssl_"):
             raise ImproperlyConfigured(
                 f"{setting} has {key!r}, which is not a Redis TLS option; give redis-py's "

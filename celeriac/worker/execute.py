@@ -201,7 +201,8 @@ def run_eagerly(task: Task[Any, Any], args: Any, kwargs: dict[str, Any] | None, 
             delivery_info={"is_eager": True, "routing_key": options.get("queue")},
             ignore_result=not store or bool(options.get("ignore_result")),
             callbacks=_as_list(link), errbacks=_as_list(link_error),
-            headers=options.get("headers"), shadow=options.get("shadow"))
+            headers=options.get("headers"), shadow=options.get("shadow"),
+            priority=options.get("priority"))
         outcome = execution.run(task, request)
         retry = outcome.value
         if outcome.state == states.RETRY and isinstance(retry, Retry) and retry.sig is not None:

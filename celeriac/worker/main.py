@@ -403,6 +403,10 @@ class Worker:
         signals.celeryd_init.send(sender=self.hostname, instance=self, conf=app.conf,
                                   options={})
         custom_logging = self.logging.setup()
+        if self.send_events:
+            # Accepted so that Celery command lines start, but not silently.
+            logger.warning("-E/--task-events: celeriac sends no task events yet; monitors "
+                           "(Flower, celery events) will see nothing from this worker")
         self._redact(app_secrets(app))
         app.finalize()
         self._redact(app_secrets(app))  # on_after_configure handlers may have added some
@@ -487,7 +491,7 @@ class Worker:
         """
         app = self.app
         conf = app.conf
-        broker_url = conf.resolved_broker_read_url() or app.broker_url
+        broker_url = app.broker_read_url
 
         def probe_broker() -> bool:
             broker = app.connect_broker()
@@ -590,7 +594,7 @@ class Worker:
     # -- the banner ----------------------------------------------------------------------
     def render_banner(self) -> str:
         app = self.app
-        broker_url = app.conf.resolved_broker_read_url() or app.broker_url
+        broker_url = app.broker_read_url
         tasks = [n for n in app.tasks.names() if not n.startswith("celery.")]
         lines = [
             f"celeriac {__version__} · {self.hostname}",
@@ -601,7 +605,7 @@ class Worker:
             f"  results:      {mask_password(app.result_backend_url)}",
             f"  concurrency:  {self.concurrency} ({self.pool_name})",
             f"  prefetch:     {self.prefetch} per consumer",
-            f"  task events:  {'ON' if self.send_events else 'OFF (enable -E to monitor)'}",
+            f"  task events:  {'requested, not sent yet' if self.send_events else 'OFF'}",
             "",
             "[queues]",
             *[f"  . {q}" for q in self.queues],

@@ -158,6 +158,7 @@ class PreforkPool(Pool):
 
     def _child(self, slot: int, consumer_id: str) -> int:
         multiprocessing.current_process().name = f"ForkPoolWorker-{slot + 1}"
+        multiprocessing.current_process().index = slot  # type: ignore[attr-defined]
         stop = threading.Event()
         parent = os.getppid()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides on Ctrl-C

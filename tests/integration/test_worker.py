@@ -225,3 +225,10 @@ def test_eta_task_waits_in_the_broker_across_worker_restarts(proj: Any, project:
     with WorkerProcess("proj", cwd=project, args=["-P", "solo"]):
         assert later.get(timeout=30) == "later"
     assert lines(order) == ["now", "later"]  # and it ran once
+
+
+def test_task_events_requested_are_not_accepted_silently(proj: Any, project: Path) -> None:
+    with WorkerProcess("proj", cwd=project, args=["-P", "solo", "-E"]) as worker:
+        assert proj.add.delay(1, 1).get(timeout=30) == 2
+        assert "requested, not sent yet" in worker.output
+        assert "celeriac sends no task events yet" in worker.output

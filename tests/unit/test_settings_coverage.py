@@ -137,22 +137,22 @@ def test_an_old_uppercase_name_warns_too(fresh: None, old: str) -> None:
 @pytest.mark.parametrize("how", ["update", "kwargs", "config_from_object", "namespace",
                                  "app_kwargs", "setdefault"])
 def test_every_way_of_setting_warns(fresh: None, how: str) -> None:
-    with pytest.warns(IgnoredSettingWarning, match="'worker_deduplicate_successful_tasks'"):
+    with pytest.warns(IgnoredSettingWarning, match="'worker_state_db'"):
         if how == "update":
-            Settings().update({"worker_deduplicate_successful_tasks": True})
+            Settings().update({"worker_state_db": "state.db"})
         elif how == "kwargs":
-            Settings(CELERYD_DEDUPLICATE_SUCCESSFUL_TASKS=True)
+            Settings(CELERYD_STATE_DB="state.db")
         elif how == "config_from_object":
-            Settings().config_from_object({"CELERYD_DEDUPLICATE_SUCCESSFUL_TASKS": True})
+            Settings().config_from_object({"CELERYD_STATE_DB": "state.db"})
         elif how == "namespace":
             Settings().config_from_object(
-                {"CELERY_WORKER_DEDUPLICATE_SUCCESSFUL_TASKS": True}, namespace="CELERY")
+                {"CELERY_WORKER_STATE_DB": "state.db"}, namespace="CELERY")
         elif how == "app_kwargs":
             Celery("x", broker="memory://", set_as_current=False,
-                   worker_deduplicate_successful_tasks=True)
+                   worker_state_db="state.db")
         else:
             Celery("x", broker="memory://", set_as_current=False).add_defaults(
-                {"worker_deduplicate_successful_tasks": True})
+                {"worker_state_db": "state.db"})
 
 
 def test_a_config_module_warns(fresh: None, tmp_path: Path,
