@@ -629,6 +629,10 @@ class Celery:
     def _new_backend(self) -> Backend:
         return connect_backend(self.result_backend_url, BackendOptions.from_conf(self.conf))
 
+    def _warn_unused_options(self, options: Iterable[str]) -> None:
+        """``warn_unused_options``, for callers that hold an app but not this module."""
+        warn_unused_options(options)
+
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802
         return AsyncResult(task_id, app=self, **kwargs)
 

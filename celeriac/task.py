@@ -13,8 +13,11 @@ from traceback import format_exception
 from typing import TYPE_CHECKING, Any, Callable, Generic, ParamSpec, TypeVar
 
 from . import _state, states
+from .context import Context
 from .exceptions import Ignore, ImproperlyConfigured, MaxRetriesExceededError, Reject, Retry
 from .retries import install_autoretry, resend_options
+from .worker.execute import run_eagerly
+from .worker.outcome import TaskEnd
 
 if TYPE_CHECKING:
     from .app import Celery
@@ -23,66 +26,6 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class Context:
-    """``task.request``: what the worker knows about the message being run.
-
-    Unknown attributes read as None, as in Celery, so ``self.request.foo`` never raises.
-    """
-
-    id: str | None = None
-    task: str | None = None
-    args: Any = None
-    kwargs: Any = None
-    retries: int = 0
-    eta: str | None = None
-    expires: str | None = None
-    is_eager: bool = False
-    headers: dict[str, Any] | None = None
-    delivery_info: dict[str, Any] | None = None
-    reply_to: str | None = None
-    correlation_id: str | None = None
-    root_id: str | None = None
-    parent_id: str | None = None
-    group: str | None = None
-    group_index: int | None = None
-    chord: Any = None
-    chain: Any = None
-    callbacks: Any = None
-    errbacks: Any = None
-    hostname: str | None = None
-    origin: str | None = None
-    timelimit: Any = None
-    ignore_result: bool = False
-    called_directly: bool = True
-    shadow: str | None = None
-    properties: dict[str, Any] | None = None
-    content_type: str | None = None
-    #: results of the tasks this one sent while running (``trail``), for ``collect()``
-    children: list[Any] | None = None
-
-    def add_child(self, result: Any) -> None:
-        if self.children is None:
-            self.children = []
-        self.children.append(result)
-
-    def __init__(self, **fields: Any) -> None:
-        self.__dict__.update(fields)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return None
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key, default)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    def __repr__(self) -> str:
-        return f"<Context: {self.__dict__!r}>"
 
 
 class _RequestStack:
@@ -241,9 +184,7 @@ class Task(Generic[P, R]):
         app.ensure_annotated(self)
         if app.conf.task_always_eager:
             if options:
-                from .app import warn_unused_options
-
-                warn_unused_options(options)
+                app._warn_unused_options(options)
             return self.apply(args, kwargs, task_id=task_id, link=link,
                               link_error=link_error, shadow=shadow, **options)
         for key in ("time_limit", "soft_time_limit", "priority", "serializer", "compression"):
@@ -272,8 +213,6 @@ class Task(Generic[P, R]):
             throw: raise the task's exception instead of returning it in the result
                 (default: ``task_eager_propagates``).
         """
-        from .worker.execute import run_eagerly
-
         self.app.ensure_annotated(self)
         if throw is None:
             throw = bool(self.app.conf.task_eager_propagates)
@@ -431,8 +370,6 @@ class Task(Generic[P, R]):
             # apply() runs the signature again in this process, at once.
             err.sig = self.signature(new_args, new_kwargs, retries=retries)
         else:
-            from .worker.outcome import TaskEnd
-
             TaskEnd(self.app).retrying(self, request, exc if exc is not None else err)
             err.stored = True
             if eta is None and countdown is not None:

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 from .. import _state, signals, states
 from ..exceptions import Ignore, Reject, Retry
 from ..messages import TaskMessage
-from ..task import Context, Task
+from ..context import Context
 from .outcome import ExceptionInfo, Outcome, TaskEnd, format_exception
 
 if TYPE_CHECKING:
     from ..app import Celery
     from ..result import EagerResult
+    from ..task import Task
 
 logger = logging.getLogger("celeriac.worker")
 

@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .. import signals, states
 from ..backends.base import is_connection_error
+from ..context import Context
 from ..exceptions import ChordError, Retry, TaskRevokedError
 
 if TYPE_CHECKING:
     from ..app import Celery
-    from ..task import Context, Task
+    from ..task import Task
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -331,7 +332,6 @@ class TaskEnd:
 
     def _fail_body(self, body: Any, request: Context, error: BaseException) -> None:
         from ..canvas import group
-        from ..task import Context
 
         body_id = body.id
         body_request = Context(id=body_id, task=body.name, args=body.args, kwargs=body.kwargs,

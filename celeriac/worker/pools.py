@@ -23,7 +23,7 @@ from ..brokers import Broker, Liveness, capability
 from ..brokers.base import new_consumer_id
 from ..exceptions import TimeLimitExceeded, WorkerLostError
 from ..serialization import loads
-from ..task import Context
+from ..context import Context
 from ..utils.outage import OutageLog
 from .consumer import Consumer, EventLoopThread
 from .heartbeat import Heartbeat, report_released
