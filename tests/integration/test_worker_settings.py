@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from support import lines, load_proj
+from support import lines, load_proj, wait_until
 
 from celeriac.contrib.testing import WorkerProcess
 from celeriac.exceptions import WorkerLostError
@@ -55,8 +55,10 @@ def test_task_acks_on_failure_or_timeout_off_sets_a_failed_message_aside(
         failed = proj.fail_late.delay("boom")
         with pytest.raises(ValueError):
             failed.get(timeout=30)
-        dead = proj.app.connect_broker().dead_letters()
-        assert [d for d in dead if failed.id in d.payload and "acks_on_failure" in d.reason]
+        broker = proj.app.connect_broker()
+        # the result is stored first, the message set aside just after
+        assert wait_until(lambda: [d for d in broker.dead_letters() if failed.id in d.payload
+                                   and "acks_on_failure" in d.reason])
         ok = proj.touch_late.delay(str(project / "ok"), 1)  # acked as usual
         assert ok.get(timeout=30) == 1
     assert not [d for d in proj.app.connect_broker().dead_letters() if ok.id in d.payload]
