@@ -399,13 +399,14 @@ class Consumer:
                 self._ack_before_start(delivery)
             self._start_async(task, request, delivery, acks_late, hard)
             return
+        # An early ack reaches the broker before the task starts; its reply is read
+        # after the task, so the task does not wait a round trip for it. (Before the
+        # slot says the task runs: an ack that fails leaves the task unstarted.)
+        acked = None if acks_late else self._ack_before_start(delivery, wait=False)
         slot = self.slot
         if slot is not None:
             slot.start(msg.id, msg.name, delivery.tag, acks_late, hard,
                        chord_context(request) if request.chord else None)
-        # An early ack reaches the broker before the task starts; its reply is read
-        # after the task, so the task does not wait a round trip for it.
-        acked = None if acks_late else self._ack_before_start(delivery, wait=False)
         try:
             with enforce(hard, soft, hard_by_parent=slot is not None):
                 outcome = self.execution.run(task, request)
