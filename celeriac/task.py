@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextvars
 from datetime import datetime, timedelta, timezone
-from traceback import format_exception
 from typing import TYPE_CHECKING, Any, Callable, Generic, ParamSpec, TypeVar
 
 from . import _state, states

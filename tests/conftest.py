@@ -80,6 +80,25 @@ def proj(project: Path) -> Iterator[Any]:
     sys.modules.pop("proj", None)
 
 
+@pytest.fixture
+def configure(project: Path) -> Iterator[Any]:
+    """``configure(source="", **settings)``: append source and settings to the project's
+    app module, then import it as the client (closed after the test)."""
+    loaded: list[Any] = []
+
+    def apply(source: str = "", **settings: Any) -> Any:
+        with open(project / "proj.py", "a") as fh:
+            fh.write(source)
+            for name, value in settings.items():
+                fh.write(f"\napp.conf.{name} = {value!r}\n")
+        loaded.append(load_proj(project))
+        return loaded[-1]
+
+    yield apply
+    for module in loaded:
+        module.app.close()
+
+
 # An append-only file synced on every write, as a production Redis that must not lose
 # queued work keeps: what the server acknowledged survives its kill -9.
 DURABLE = ["--appendonly", "yes", "--appendfsync", "always"]

@@ -21,7 +21,7 @@ import traceback as tb_module
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from .. import exceptions as _exc
 from .. import serialization, states

@@ -121,6 +121,7 @@ class Consumer:
         self.delayed = require(self.broker, DelayedDelivery, "hold eta tasks until due")
         self.dead = require(self.broker, DeadLetters, "set aside messages that cannot run")
         self.liveness = capability(self.broker, Liveness)
+        self.rates = capability(self.broker, RateReservations)
         if consumer_id:
             self.broker.consumer_id = consumer_id
         self.done = 0
@@ -298,8 +299,10 @@ class Consumer:
         if global_limit:
             rate = parse_rate(global_limit)
             if rate:
-                rates = require(self.broker, RateReservations, "hold a global rate limit")
-                start = max(start, rates.reserve_rate(task.name, 1.0 / rate))
+                if self.rates is None:
+                    require(self.broker, RateReservations, "hold a global rate limit")
+                else:
+                    start = max(start, self.rates.reserve_rate(task.name, 1.0 / rate))
         if start <= now + 0.001:
             return False
         self._waiting_seq += 1

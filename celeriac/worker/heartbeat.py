@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import messages
-from ..brokers import Broker, DeadLetter, Liveness, Released, capability
+from ..brokers import Broker, Liveness, Released, capability
 from ..exceptions import WorkerLostError
 from ..utils.outage import OutageLog
 from .outcome import TaskEnd
@@ -26,46 +26,34 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 
-def record_poisoned(app: Celery, poisoned: Sequence[DeadLetter], queue: str) -> None:
-    """Mark the tasks of messages a broker just set aside as poison as failed.
-
-    Their callers would otherwise wait forever on a task that will never run.
-    """
-    for dead in poisoned:
-        try:
-            task_id = messages.decode_envelope(dead.payload).task_id
-            if task_id:
-                logger.error("Task %s set aside in %r: %s", task_id, queue, dead.reason)
-                TaskEnd(app).lost(task_id, WorkerLostError(dead.reason))
-        except Exception as exc:
-            logger.warning("could not record a poison message as failed: %r", exc)
-
-
-def record_interrupted(app: Celery, envelopes: Sequence[str]) -> None:
-    """Mark early-acked tasks that were running when their worker was lost as failed.
-
-    Their messages were acked when they started, so nothing runs them again; without
-    this their callers would wait forever. A task that did store its outcome before its
-    worker went (its note is dropped lazily) is left as it is.
-    """
-    reason = ("Worker exited prematurely while running the task; its message was acked "
-              "when it started (use acks_late to have it run again)")
-    for envelope in envelopes:
-        try:
-            task_id = messages.decode_envelope(envelope).task_id
-            if task_id:
-                logger.error("Task %s lost with its worker: %s", task_id, reason)
-                TaskEnd(app).lost(task_id, WorkerLostError(reason), unless_ready=True)
-        except Exception as exc:
-            logger.warning("could not record an interrupted task as failed: %r", exc)
+# Why an early-acked task that died with its worker is recorded as failed.
+INTERRUPTED = ("Worker exited prematurely while running the task; its message was acked "
+               "when it started (use acks_late to have it run again)")
 
 
 def report_released(app: Celery, broker: Any, released: Released, whose: str) -> None:
+    """Log what handing back a consumer's messages did, and fail the tasks that will
+    not run: those set aside as poison, and early-acked ones interrupted with their
+    worker (unless they stored an outcome first: their notes are dropped lazily).
+    Their callers would otherwise wait forever."""
     if released.returned:
         logger.warning("returned %d message(s) of %s to their queues", released.returned,
                        whose)
-    record_poisoned(app, released.poisoned, broker.dead_letter_queue)
-    record_interrupted(app, released.interrupted)
+    if not (released.poisoned or released.interrupted):
+        return
+    end = TaskEnd(app)
+    lost = [(dead.payload, dead.reason, f"set aside in {broker.dead_letter_queue!r}", False)
+            for dead in released.poisoned]
+    lost += [(envelope, INTERRUPTED, "lost with its worker", True)
+             for envelope in released.interrupted]
+    for envelope, reason, what, unless_ready in lost:
+        try:
+            task_id = messages.decode_envelope(envelope).task_id
+            if task_id:
+                logger.error("Task %s %s: %s", task_id, what, reason)
+                end.lost(task_id, WorkerLostError(reason), unless_ready=unless_ready)
+        except Exception as exc:
+            logger.warning("could not record a lost task as failed: %r", exc)
 
 
 # How often the heartbeat thread looks for prefetched messages stuck behind a long task.

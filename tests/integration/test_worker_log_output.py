@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from support import load_proj, wait_until
+from support import wait_until
 
 from celeriac.contrib.testing import WorkerProcess
 
@@ -49,21 +49,9 @@ PLAIN = "%(levelname)s|%(name)s|%(processName)s|%(message)s"
 
 
 @pytest.fixture
-def configure(project: Path) -> Iterator[Any]:
-    """Append settings (and source) to the project's app; import it as the client."""
-    loaded: list[Any] = []
-
-    def apply(source: str = "", **settings: Any) -> Any:
-        with open(project / "proj.py", "a") as fh:
-            fh.write(TASKS + source)
-            for name, value in settings.items():
-                fh.write(f"\napp.conf.{name} = {value!r}\n")
-        loaded.append(load_proj(project))
-        return loaded[-1]
-
-    yield apply
-    for module in loaded:
-        module.app.close()
+def configure(configure: Any) -> Any:
+    """The project's app with this module's tasks, plus ``source`` and settings."""
+    return lambda source="", **settings: configure(TASKS + source, **settings)
 
 
 class FileWorker(WorkerProcess):

@@ -5,30 +5,13 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from support import lines, load_proj, wait_until
+from support import lines, wait_until
 
 from celeriac.contrib.testing import WorkerProcess
 from celeriac.exceptions import WorkerLostError
-
-
-@pytest.fixture
-def configure(project: Path) -> Iterator[Any]:
-    """Append settings to the project's app, then import it as the client."""
-    loaded: list[Any] = []
-
-    def apply(**settings: Any) -> Any:
-        with open(project / "proj.py", "a") as fh:
-            for name, value in settings.items():
-                fh.write(f"\napp.conf.{name} = {value!r}\n")
-        loaded.append(load_proj(project))
-        return loaded[-1]
-
-    yield apply
-    for module in loaded:
-        module.app.close()
 
 
 def test_worker_disable_rate_limits(configure: Any, project: Path) -> None:
