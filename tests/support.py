@@ -66,6 +66,19 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0) -> bool:
     return False
 
 
+def beat_through(broker: Any, seconds: float) -> Any:
+    """Beat as a live worker does, often, for ``seconds``; all that came back (one
+    ``Released``). Other consumers, silent meanwhile, are found dead on the way."""
+    from celeriac.brokers import Released
+
+    released = Released()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        released.add(broker.heartbeat())
+        time.sleep(0.02)
+    return released
+
+
 def lines(path: Path) -> list[str]:
     """The words a marker file holds (tasks append one per line)."""
     return path.read_text().split() if path.exists() else []

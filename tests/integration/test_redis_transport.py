@@ -18,7 +18,7 @@ from celeriac.backends.redis import RedisBackend
 from celeriac.brokers.redis import RedisBroker
 from celeriac.exceptions import TimeoutError as CeleriacTimeoutError
 from celeriac.utils.redis import redis_py_url
-from support import wait_until
+from support import beat_through, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -223,12 +223,8 @@ def test_heartbeat_recovers_dead_consumer(make_broker):
     assert a.heartbeat().returned == 0
     assert payloads(a.fetch(["celery"], 3, 0)) == ["m0", "m1", "m2"]
     assert b.heartbeat().returned == 0
-    returned = 0
-    deadline = time.monotonic() + 0.6
-    while time.monotonic() < deadline:  # b lives on (a silent broker would be an outage)
-        returned += b.heartbeat().returned
-        time.sleep(0.02)
-    assert returned == 3
+    # b lives on (a silent broker would be an outage)
+    assert beat_through(b, 0.9).returned == 3
     assert payloads(b.fetch(["celery"], 10, 0)) == ["m0", "m1", "m2", "m3", "m4"]
     assert b.heartbeat().returned == 0
 
@@ -637,7 +633,7 @@ def test_only_the_running_message_counts_a_loss(make_broker, r):
 
 
 def test_a_consumer_found_dead_counts_a_loss_for_its_oldest_message_only(make_broker, r):
-    opts = dict(lost_timeout=0.3, max_redeliveries=2, dead_letter_queue="poison.dead")
+    opts = dict(lost_timeout=0.5, max_redeliveries=2, dead_letter_queue="poison.dead")
     judge = make_broker(**opts)
     judge.publish("celery", "poison")
     judge.publish("celery", "x")
@@ -646,10 +642,7 @@ def test_a_consumer_found_dead_counts_a_loss_for_its_oldest_message_only(make_br
         victim = make_broker(**opts)
         victim.heartbeat()
         assert payloads(victim.fetch(["celery"], 2, 0)) == ["poison", "x"]
-        deadline = time.monotonic() + 0.45
-        while time.monotonic() < deadline:  # the judge lives on, the victim is silent
-            poisoned += judge.heartbeat().poisoned
-            time.sleep(0.02)
+        poisoned += beat_through(judge, 0.9).poisoned  # the victim is silent
     assert [d.payload for d in poisoned] == ["poison"]
     assert payloads(judge.fetch(["celery"], 10, 0)) == ["x"]
 
@@ -670,16 +663,11 @@ def test_silence_everyone_shared_is_not_taken_for_death(make_broker, r):
     assert payloads(first.fetch(["celery"], 1, 0)) == ["running"]
     time.sleep(0.8)  # an outage: nobody's beat reaches the server
     assert second.heartbeat().returned == 0
-    returned = 0
-    deadline = time.monotonic() + 0.7
-    while time.monotonic() < deadline:  # now `first` really is silent
-        returned += second.heartbeat().returned
-        time.sleep(0.02)
-    assert returned == 1
+    assert beat_through(second, 1.0).returned == 1  # now `first` really is silent
 
 
 def test_an_early_acked_task_of_a_lost_consumer_is_reported_not_redelivered(make_broker, r):
-    lost, judge = make_broker(lost_timeout=0.3), make_broker(lost_timeout=0.3)
+    lost, judge = make_broker(lost_timeout=0.5), make_broker(lost_timeout=0.5)
     for payload in ("running", "done", "waiting"):
         lost.publish("celery", payload)
     lost.heartbeat()
@@ -688,14 +676,8 @@ def test_an_early_acked_task_of_a_lost_consumer_is_reported_not_redelivered(make
     lost.finished([done])
     lost.ack_started([running])()  # carries the note of `done` away
     assert r.hkeys(f"celeriac.started.{lost.consumer_id}") == [str(running.tag).encode()]
-    interrupted, returned = [], 0
-    deadline = time.monotonic() + 0.6
-    while time.monotonic() < deadline:
-        released = judge.heartbeat()
-        interrupted += released.interrupted
-        returned += released.returned
-        time.sleep(0.02)
-    assert interrupted == ["running"] and returned == 1
+    released = beat_through(judge, 0.9)
+    assert released.interrupted == ["running"] and released.returned == 1
     assert payloads(judge.fetch(["celery"], 10, 0)) == ["waiting"]
 
 

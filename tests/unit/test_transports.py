@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import beat_through
 
 from celeriac import backends, brokers
-from celeriac.brokers import Broker, Delivery, Released
+from celeriac.brokers import Broker, Delivery
 from celeriac.brokers.memory import MemoryBroker
 from celeriac.brokers.sqlite import SQLiteBroker
 from celeriac.exceptions import UnknownTransport
@@ -57,16 +58,6 @@ def payloads_of(deliveries: list[Delivery]) -> list[str]:
 
 def drain(broker: Broker, queues: list[str] | None = None, limit: int = 100) -> list[str]:
     return payloads_of(broker.fetch(queues or [Q], limit, timeout=0))
-
-
-def beat_through(broker: Broker, seconds: float) -> int:
-    """Beat as a live worker does, often, for ``seconds``; how many messages came back."""
-    returned = 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        returned += broker.heartbeat().returned
-        time.sleep(0.02)
-    return returned + broker.heartbeat().returned
 
 
 def test_connect_picks_the_transport_by_scheme(tmp_path: Path) -> None:
@@ -275,20 +266,20 @@ def test_two_consumers_never_fetch_the_same_message(make_broker: BrokerFactory) 
 
 def test_lost_consumer_messages_are_returned_by_another_consumers_heartbeat(
         make_broker: BrokerFactory) -> None:
-    opts = {"lost_timeout": 0.2}
+    opts = {"lost_timeout": 0.5}
     dying, alive = make_broker(opts), make_broker(opts)
     publish_all(dying, ["a", "b", "c", "d"])
     dying.heartbeat()
     assert drain(dying, limit=3) == ["a", "b", "c"]
     assert alive.heartbeat().returned == 0  # the other consumer is still alive: hands off
     assert drain(alive) == ["d"]
-    assert beat_through(alive, 0.3) == 3  # `dying` stopped beating
+    assert beat_through(alive, 0.9).returned == 3  # `dying` stopped beating
     assert drain(alive) == ["a", "b", "c"]  # back in their original order
     assert alive.heartbeat().returned == 0  # returned once, not twice
 
 
 def test_a_beating_consumer_keeps_its_messages(make_broker: BrokerFactory) -> None:
-    opts = {"lost_timeout": 0.2}
+    opts = {"lost_timeout": 0.5}
     worker, other = make_broker(opts), make_broker(opts)
     publish_all(worker, ["a"])
     worker.heartbeat()
@@ -385,12 +376,12 @@ def test_a_consumer_declared_lost_cannot_touch_a_message_another_now_owns(
     # settles a message that was meanwhile handed to another worker. It must not delete,
     # defer or dead-letter the other worker's in-flight message: if that worker then
     # died, the task would be lost (ack) or run twice at once (defer).
-    opts = {"lost_timeout": 0.2}
+    opts = {"lost_timeout": 0.5}
     stale, live = make_broker(opts), make_broker(opts)
     publish_all(stale, ["a", "b", "c"])
     stale.heartbeat()
     old = stale.fetch([Q], 3, timeout=0)
-    assert beat_through(live, 0.3) == 3
+    assert beat_through(live, 0.9).returned == 3
     assert drain(live) == ["a", "b", "c"]
     stale.ack(old[:1])
     stale.defer(old[1], time.time())
@@ -436,7 +427,7 @@ def test_only_the_running_message_counts_a_loss(make_broker: BrokerFactory) -> N
 
 def test_a_consumer_found_dead_counts_a_loss_for_its_oldest_message_only(
         make_broker: BrokerFactory) -> None:
-    opts = {"lost_timeout": 0.2, "max_redeliveries": 2}
+    opts = {"lost_timeout": 0.5, "max_redeliveries": 2}
     judge = make_broker(opts)
     publish_all(judge, ["poison", "x"])
     poisoned = []
@@ -444,10 +435,7 @@ def test_a_consumer_found_dead_counts_a_loss_for_its_oldest_message_only(
         victim = make_broker(opts)
         victim.heartbeat()
         assert drain(victim) == ["poison", "x"]
-        deadline = time.monotonic() + 0.3
-        while time.monotonic() < deadline:  # the judge lives on, the victim is silent
-            poisoned += judge.heartbeat().poisoned
-            time.sleep(0.02)
+        poisoned += beat_through(judge, 0.9).poisoned  # the victim is silent
     assert [d.payload for d in poisoned] == ["poison"]
     assert drain(judge) == ["x"]
 
@@ -464,23 +452,23 @@ def test_silence_everyone_shared_is_not_taken_for_death(make_broker: BrokerFacto
     # The broker was unreachable (or the machine slept) longer than lost_timeout: no
     # consumer could beat. The first to beat again must not take the others for dead
     # and hand back what they are running: they get a fresh lost_timeout to beat.
-    opts = {"lost_timeout": 0.4}
+    opts = {"lost_timeout": 0.5}
     first, second = make_broker(opts), make_broker(opts)
     publish_all(first, ["running"])
     first.heartbeat()
     second.heartbeat()
     assert drain(first) == ["running"]
-    time.sleep(0.6)  # an outage: nobody beats
+    time.sleep(0.8)  # an outage: nobody beats
     assert second.heartbeat().returned == 0
     assert drain(second) == []
     # ...and a consumer that stays silent after the outage is found dead as usual.
-    assert beat_through(second, 0.5) == 1
+    assert beat_through(second, 1.0).returned == 1
     assert drain(second) == ["running"]
 
 
 def test_an_early_acked_task_of_a_lost_consumer_is_reported_not_redelivered(
         make_broker: BrokerFactory) -> None:
-    opts = {"lost_timeout": 0.2}
+    opts = {"lost_timeout": 0.5}
     lost, judge = make_broker(opts), make_broker(opts)
     publish_all(lost, ["running", "done", "waiting"])
     lost.heartbeat()
@@ -488,11 +476,7 @@ def test_an_early_acked_task_of_a_lost_consumer_is_reported_not_redelivered(
     lost.ack_started([done])()
     lost.finished([done])  # its note goes with the next call
     lost.ack_started([running])()
-    released = Released()
-    deadline = time.monotonic() + 0.4
-    while time.monotonic() < deadline:
-        released.add(judge.heartbeat())
-        time.sleep(0.02)
+    released = beat_through(judge, 0.9)
     assert released.interrupted == ["running"]
     assert released.returned == 1
     assert drain(judge) == ["waiting"]  # the started ones are never delivered again
