@@ -209,7 +209,7 @@ class Liveness(ABC):
     ``finished``, so that whoever finds its consumer dead meanwhile learns which tasks
     died with it (``Released.interrupted``) and can record them as lost, instead of
     their callers waiting forever. ``finished`` sends no round trip of its own: the
-    notes go with the consumer's next call.
+    notes go with a later call of the consumer (its next fetch at the latest).
     """
 
     @abstractmethod

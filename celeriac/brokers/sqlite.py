@@ -34,13 +34,6 @@ CREATE TABLE IF NOT EXISTS celeriac_consumers (
     id TEXT PRIMARY KEY,
     heartbeat REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS celeriac_started (
-    id INTEGER PRIMARY KEY,
-    consumer TEXT NOT NULL,
-    queue TEXT NOT NULL,
-    payload TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS celeriac_started_consumer ON celeriac_started (consumer);
 CREATE TABLE IF NOT EXISTS celeriac_clock (
     name TEXT PRIMARY KEY,
     value REAL NOT NULL
@@ -64,6 +57,9 @@ CREATE TABLE IF NOT EXISTS celeriac_dead_letters (
 """
 
 _INSERT = "INSERT INTO celeriac_messages (queue, priority, due, payload) VALUES (?, ?, ?, ?)"
+
+# ``due`` of a row whose task started with an early ack: the note that it runs.
+STARTED = -1
 
 # Without a server there is nothing to block on; an idle consumer polls, backing off
 # from 2 ms to this ceiling so that an idle worker costs little and a new task waits
@@ -122,33 +118,25 @@ class SQLiteBroker(FullBroker):
             "AND consumer = ?", (*tags, self.consumer_id))
 
     def ack_started(self, deliveries: Sequence[Delivery]) -> Callable[[], None]:
+        # The row stays, owned, with due = STARTED as its note: one statement, as the
+        # DELETE of a plain ack is, and never fetched again (it has a consumer).
         tags = [d.tag for d in deliveries]
-        ended = take_all(self._ended)
-
-        def start(conn: Any) -> None:
-            # Owned rows only (see ack).
-            conn.execute(
-                f"INSERT OR REPLACE INTO celeriac_started (id, consumer, queue, payload) "
-                f"SELECT id, consumer, queue, payload FROM celeriac_messages "
-                f"WHERE id IN ({placeholders(tags)}) AND consumer = ?", (*tags, self.consumer_id))
-            conn.execute(f"DELETE FROM celeriac_messages WHERE id IN ({placeholders(tags)}) "
-                         "AND consumer = ?", (*tags, self.consumer_id))
-            if ended:
-                conn.execute(f"DELETE FROM celeriac_started WHERE id IN "
-                             f"({placeholders(ended)})", ended)
-
         if tags:
-            self.db.write(start)
+            self.db.connection().execute(
+                f"UPDATE celeriac_messages SET due = {STARTED} WHERE id IN "
+                f"({placeholders(tags)}) AND consumer = ?", (*tags, self.consumer_id))
         return nothing_to_wait_for
 
     def finished(self, deliveries: Sequence[Delivery]) -> None:
         self._ended.extend(d.tag for d in deliveries)
 
     def _drop_ended(self) -> None:
+        # The notes of ended tasks go together, one statement per fetch.
         ended = take_all(self._ended)
         if ended:
             self.db.connection().execute(
-                f"DELETE FROM celeriac_started WHERE id IN ({placeholders(ended)})", ended)
+                f"DELETE FROM celeriac_messages WHERE id IN ({placeholders(ended)}) "
+                "AND consumer = ?", (*ended, self.consumer_id))
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
@@ -198,8 +186,8 @@ class SQLiteBroker(FullBroker):
                 (now - self.lost_timeout,))]
             released = Released()
             for consumer_id in dead:
-                oldest = conn.execute("SELECT MIN(id) FROM celeriac_messages WHERE consumer = ?",
-                                      (consumer_id,)).fetchone()[0]
+                oldest = conn.execute("SELECT MIN(id) FROM celeriac_messages WHERE consumer = ? "
+                                      f"AND due != {STARTED}", (consumer_id,)).fetchone()[0]
                 lost = () if oldest is None else (oldest,)
                 released.add(self._release(conn, consumer_id, lost, ()))
             return released
@@ -210,10 +198,11 @@ class SQLiteBroker(FullBroker):
                  drop: Sequence[Any]) -> Released:
         conn.execute("DELETE FROM celeriac_consumers WHERE id = ?", (consumer_id,))
         released = Released()
-        notes = conn.execute("SELECT id, payload FROM celeriac_started WHERE consumer = ? "
-                             "ORDER BY id", (consumer_id,)).fetchall()
+        notes = conn.execute("SELECT id, payload FROM celeriac_messages WHERE consumer = ? "
+                             f"AND due = {STARTED} ORDER BY id", (consumer_id,)).fetchall()
         released.interrupted = [payload for row_id, payload in notes if row_id not in drop]
-        conn.execute("DELETE FROM celeriac_started WHERE consumer = ?", (consumer_id,))
+        conn.execute(f"DELETE FROM celeriac_messages WHERE consumer = ? AND due = {STARTED}",
+                     (consumer_id,))
         if drop:
             conn.execute(f"DELETE FROM celeriac_messages WHERE consumer = ? AND id IN "
                          f"({placeholders(drop)})", (consumer_id, *drop))

@@ -474,8 +474,9 @@ def test_an_early_acked_task_of_a_lost_consumer_is_reported_not_redelivered(
     lost.heartbeat()
     running, done, waiting = lost.fetch([Q], 3, timeout=0)
     lost.ack_started([done])()
-    lost.finished([done])  # its note goes with the next call
+    lost.finished([done])
     lost.ack_started([running])()
+    assert lost.fetch([Q], 1, timeout=0) == []  # the note of `done` goes with it
     released = beat_through(judge, 0.9)
     assert released.interrupted == ["running"]
     assert released.returned == 1
