@@ -159,7 +159,11 @@ class Broker(ABC):
 
     @abstractmethod
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
-        """Give messages back to the front of their queues (unstarted work)."""
+        """Give messages back to the front of their queues (unstarted work).
+
+        Also a message whose ``ack_started`` failed on the way: the broker may have
+        taken it as started, but its task never ran.
+        """
 
     @abstractmethod
     def purge(self, queue: str) -> int:

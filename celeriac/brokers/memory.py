@@ -116,8 +116,9 @@ class MemoryBroker(FullBroker):
         s = self._s
         with s.cond:
             mine = s.unacked.get(self.consumer_id, {})
+            notes = s.started.get(self.consumer_id, {})  # see Broker.requeue
             for d in reversed(deliveries):
-                if mine.pop(d.tag, None) is not None:
+                if mine.pop(d.tag, None) is not None or notes.pop(d.tag, None) is not None:
                     s.queues.setdefault(d.queue, deque()).append(d.payload)
             s.cond.notify_all()
 

@@ -132,15 +132,19 @@ table.insert(out, 1, first[2] or '')
 return out
 """
 
-# KEYS: unacked; ARGV: tags in delivery order
+# KEYS: unacked, started; ARGV: tags in delivery order. A message found in the started
+# hash is one whose early ack reached the server while its reply was lost: the consumer
+# never ran it, so it goes back too.
 REQUEUE = _SPLIT + """
 local n = 0
 for i = #ARGV, 1, -1 do
-  local v = redis.call('HGET', KEYS[1], ARGV[i])
-  if v then
-    local list, payload = split(v)
-    if list then redis.call('RPUSH', list, payload); n = n + 1 end
-    redis.call('HDEL', KEYS[1], ARGV[i])
+  for k = 1, 2 do
+    local v = redis.call('HGET', KEYS[k], ARGV[i])
+    if v then
+      local list, payload = split(v)
+      if list then redis.call('RPUSH', list, payload); n = n + 1 end
+      redis.call('HDEL', KEYS[k], ARGV[i])
+    end
   end
 end
 return n
@@ -578,7 +582,8 @@ class RedisBroker(FullBroker):
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
-            self._p().requeue(keys=[self._unacked()], args=[d.tag for d in deliveries])
+            self._p().requeue(keys=[self._unacked(), self._started()],
+                              args=[d.tag for d in deliveries])
 
     def defer(self, delivery: Delivery, eta: float) -> None:
         self._p().defer(keys=[self._unacked(), self._delayed], args=[delivery.tag, repr(eta)])

@@ -142,10 +142,13 @@ class SQLiteBroker(FullBroker):
         if not deliveries:
             return
         tags = [d.tag for d in deliveries]
-        # The row keeps its id, so it keeps its place at the front of the queue.
+        # The row keeps its id, so it keeps its place at the front of the queue. One
+        # marked started by an early ack whose task never ran (see Broker.requeue) is
+        # due at once again.
         self.db.connection().execute(
-            f"UPDATE celeriac_messages SET consumer = NULL WHERE id IN ({placeholders(tags)}) "
-            "AND consumer = ?", (*tags, self.consumer_id))
+            f"UPDATE celeriac_messages SET consumer = NULL, due = CASE WHEN due = {STARTED} "
+            f"THEN 0 ELSE due END WHERE id IN ({placeholders(tags)}) AND consumer = ?",
+            (*tags, self.consumer_id))
 
     def defer(self, delivery: Delivery, eta: float) -> None:
         # Owned rows only (see ack): a stale consumer must not free another's message.

@@ -688,3 +688,12 @@ def test_notes_of_ended_tasks_go_with_the_next_fetch(broker, r):
     broker.finished([a])
     broker.fetch(["celery"], 1, 0)
     assert not r.exists(f"celeriac.started.{broker.consumer_id}")
+
+
+def test_a_message_whose_early_ack_was_lost_on_the_way_can_be_given_back(broker, r):
+    broker.publish("celery", "acked-unseen")
+    (d,) = broker.fetch(["celery"], 1, 0)
+    broker.ack_started([d])()
+    broker.requeue([d])
+    assert payloads(broker.fetch(["celery"], 1, 0)) == ["acked-unseen"]
+    assert not r.exists(f"celeriac.started.{broker.consumer_id}")

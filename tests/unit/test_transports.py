@@ -516,3 +516,14 @@ def test_the_worker_asks_a_transport_for_what_it_needs_beyond_the_core() -> None
     assert "DeadLetters" in str(info.value)
     full = brokers.connect(f"memory://unit-{uuid.uuid4()}")
     assert capability(full, Liveness) is full
+
+
+def test_a_message_whose_early_ack_was_lost_on_the_way_can_be_given_back(
+        broker: Broker) -> None:
+    # The broker took the early ack, but its reply never came: the consumer cannot know,
+    # keeps the task unstarted and gives the message back. It must run, not vanish.
+    publish_all(broker, ["acked-unseen"])
+    (d,) = broker.fetch([Q], 1, timeout=0)
+    broker.ack_started([d])()
+    broker.requeue([d])
+    assert drain(broker) == ["acked-unseen"]
