@@ -16,7 +16,10 @@ from .base import (
     DeadLetters,
     DelayedDelivery,
     Delivery,
+    Fanout,
+    Listener,
     Liveness,
+    Notice,
     Outgoing,
     RateReservations,
     Released,
@@ -74,5 +77,6 @@ def connect(url: str, options: dict[str, Any] | None = None) -> Broker:
 
 
 __all__ = ["Broker", "Delivery", "DeadLetter", "Outgoing", "Released", "DelayedDelivery",
-           "DeadLetters", "Liveness", "RevocationStore", "RateReservations", "capability",
+           "DeadLetters", "Liveness", "RevocationStore", "RateReservations", "Fanout", "Listener",
+           "Notice", "capability",
            "require", "TRANSPORTS", "connect", "broker_class"]

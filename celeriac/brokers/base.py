@@ -105,7 +105,7 @@ class Broker(ABC):
 
     What only some transports can do is a capability, one small class each below
     (``DelayedDelivery``, ``Liveness``, ``DeadLetters``, ``RevocationStore``,
-    ``RateReservations``); a transport declares it by inheriting it, and the worker asks
+    ``RateReservations``, ``Fanout``); a transport declares it by inheriting it, and the worker asks
     with ``isinstance`` (``capability()``) rather than assuming.
 
     Args:
@@ -277,6 +277,88 @@ class RateReservations(ABC):
         """
 
 
+@dataclass(slots=True)
+class Notice:
+    """A message for whoever listens now: an event, a remote-control request or reply.
+
+    Unlike a task message it is never stored for later: a listener that is not there
+    when it is sent does not get it (kombu's fanout and topic exchanges, Redis pub/sub).
+
+    Attributes:
+        routing_key: the event's type with dots (``task.multi``, ``worker.heartbeat``),
+            empty for a broadcast to every listener, or a reply queue's key.
+        body: the JSON text.
+        headers: kombu's message headers (``hostname`` of an event's sender; ``clock``,
+            ``expires`` of a control request; ``ticket`` of a reply).
+    """
+
+    routing_key: str
+    body: str
+    headers: dict[str, Any] = field(default_factory=dict)
+
+
+class Listener(ABC):
+    """What ``Fanout.listen`` and ``Fanout.replies`` return: one subscription."""
+
+    @abstractmethod
+    def get(self, timeout: float) -> list[Notice]:
+        """The notices that arrived, waiting up to ``timeout`` seconds for the first.
+
+        A lost connection is re-made here; what was sent meanwhile is missed, as with
+        kombu (never an error for the caller, who polls again).
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop listening and remove what the subscription put in the broker."""
+
+
+class Fanout(ABC):
+    """Exchanges that copy a message to every current listener, and direct replies:
+    what Celery's events (topic exchange ``celeryev``) and remote control (fanout
+    exchange ``celery.pidbox``, replies through ``reply.celery.pidbox``) travel on.
+
+    Binding keys are AMQP topic patterns: words split by dots, ``*`` one word, ``#``
+    any number of words (``task.#``, ``worker.*``, ``#``).
+    """
+
+    @abstractmethod
+    def broadcast(self, exchange: str, notices: Sequence[Notice]) -> None:
+        """Send ``notices`` to every listener of ``exchange`` bound to their keys."""
+
+    @abstractmethod
+    def listen(self, exchange: str, patterns: Sequence[str] = ("#",)) -> Listener:
+        """Subscribe to what ``exchange`` carries from now on, for these patterns."""
+
+    @abstractmethod
+    def reply(self, exchange: str, notices: Sequence[Notice]) -> None:
+        """Send each notice to the reply queue bound to ``exchange`` with its
+        routing key (nobody bound: it is dropped, as a direct exchange drops it)."""
+
+    @abstractmethod
+    def replies(self, exchange: str, routing_key: str) -> Listener:
+        """A reply queue bound to ``exchange`` with ``routing_key``, made before the
+        request it answers is sent, so that no reply can come before it."""
+
+
+def topic_matches(pattern: str, key: str) -> bool:
+    """AMQP topic matching: ``*`` is one word, ``#`` zero or more; words split by dots."""
+    if pattern in ("#", key):
+        return True
+    return _match(pattern.split("."), key.split(".") if key else [])
+
+
+def _match(pattern: list[str], words: list[str]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_match(rest, words[i:]) for i in range(len(words) + 1))
+    if not words:
+        return False
+    return (head == "*" or head == words[0]) and _match(rest, words[1:])
+
+
 C = TypeVar("C")
 
 
@@ -301,5 +383,5 @@ def require(broker: Broker, kind: type[C], needed_for: str) -> C:
 
 
 class FullBroker(Broker, DelayedDelivery, DeadLetters, Liveness, RevocationStore,
-                 RateReservations, ABC):
+                 RateReservations, Fanout, ABC):
     """A transport with every capability: memory://, sqlite:// and redis:// are."""

@@ -13,7 +13,8 @@ import time
 from collections import deque
 from typing import Any, Callable, Sequence
 
-from .base import DeadLetter, Delivery, FullBroker, Released, nothing_to_wait_for, poison_reason
+from .base import (DeadLetter, Delivery, FullBroker, Listener, Notice, Released,
+                   nothing_to_wait_for, poison_reason, topic_matches)
 
 
 class _Store:
@@ -31,6 +32,10 @@ class _Store:
         self.revoked_version = 0
         self.rates: dict[str, float] = {}  # global rate limit key -> next free start
         self.counter = itertools.count()
+        # (sequence number, exchange, notice): what listeners read after their start;
+        # bounded, as a slow listener must not grow the process without end
+        self.notices: deque[tuple[int, str, Notice]] = deque(maxlen=10000)
+        self.notice_seq = 0
 
 
 _stores: dict[str, _Store] = {}
@@ -233,3 +238,48 @@ class MemoryBroker(FullBroker):
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         with self._s.cond:
             return list(reversed(self._s.dead[-limit:]))
+
+    # -- fanout: events and remote control ---------------------------------------------
+    def broadcast(self, exchange: str, notices: Sequence[Notice]) -> None:
+        s = self._s
+        with s.cond:
+            for notice in notices:
+                s.notice_seq += 1
+                s.notices.append((s.notice_seq, exchange, notice))
+            s.cond.notify_all()
+
+    # a reply queue is a listener bound with its routing key
+    reply = broadcast
+
+    def listen(self, exchange: str, patterns: Sequence[str] = ("#",)) -> Listener:
+        return _MemoryListener(self._s, exchange, patterns)
+
+    def replies(self, exchange: str, routing_key: str) -> Listener:
+        return _MemoryListener(self._s, exchange, [routing_key])
+
+
+class _MemoryListener(Listener):
+    def __init__(self, store: _Store, exchange: str, patterns: Sequence[str]) -> None:
+        self.store = store
+        self.exchange = exchange
+        self.patterns = list(patterns)
+        with store.cond:
+            self.seen = store.notice_seq
+
+    def get(self, timeout: float) -> list[Notice]:
+        s = self.store
+        deadline = time.monotonic() + timeout
+        with s.cond:
+            while True:
+                found = [n for seq, exchange, n in s.notices
+                         if seq > self.seen and exchange == self.exchange
+                         and any(topic_matches(p, n.routing_key) for p in self.patterns)]
+                self.seen = s.notice_seq
+                remaining = deadline - time.monotonic()
+                if found or remaining <= 0:
+                    return found
+                s.cond.wait(remaining)
+
+    def close(self) -> None:
+        pass
+

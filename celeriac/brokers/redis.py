@@ -28,6 +28,7 @@ transport option ``delayed_delivery`` says otherwise:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -41,13 +42,18 @@ from .base import (
     DeadLetter,
     Delivery,
     FullBroker,
+    Listener,
+    Notice,
     Outgoing,
     Released,
     new_consumer_id,
     nothing_to_wait_for,
     poison_reason,
     take_all,
+    topic_matches,
 )
+
+logger = logging.getLogger("celeriac.broker")
 
 DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
 DEFAULT_SEP = "\x06\x16"
@@ -342,6 +348,17 @@ return tostring(start - now)
 """
 
 
+# Binding a reply queue as kombu 5.7 does: the member goes into the exchange's table and
+# the table's deadline (kombu's sweeper deletes overdue tables) moves to at least an hour
+# from now, by the server's clock, so neither side's sweeper removes a live binding.
+BIND_REPLY = """
+redis.call('SADD', KEYS[1], ARGV[1])
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZADD', KEYS[2], 'GT', ms + 3600000, ARGV[2])
+"""
+
+
 class _Process:
     """What a broker holds per process: the client, its scripts, the tag counter."""
 
@@ -356,6 +373,7 @@ class _Process:
         self.size = client.register_script(SIZE)
         self.purge = client.register_script(PURGE)
         self.reserve_rate = client.register_script(RESERVE_RATE)
+        self.bind_reply = client.register_script(BIND_REPLY)
         self.next_tag = 1
         self.rotor = 0
         self.declared: set[str] = set()
@@ -672,6 +690,194 @@ class RedisBroker(FullBroker):
                 continue
         return out
 
+    # -- fanout: events and remote control, where kombu puts them ---------------------
+    def fanout_channel(self, exchange: str, routing_key: str = "") -> str:
+        """kombu's pub/sub channel: ``/<db>.<exchange>[/<routing key>]``."""
+        db = self._p().client.connection_pool.connection_kwargs.get("db", 0) or 0
+        base = f"{self.prefix}/{db}.{exchange}"
+        return f"{base}/{routing_key}" if routing_key else base
+
+    def broadcast(self, exchange: str, notices: Sequence[Notice]) -> None:
+        pipe = self._p().client.pipeline(transaction=False)
+        for notice in notices:
+            pipe.publish(self.fanout_channel(exchange, notice.routing_key),
+                         notice_envelope(exchange, notice))
+        pipe.execute()
+
+    def listen(self, exchange: str, patterns: Sequence[str] = ("#",)) -> Listener:
+        return _PubSubListener(self, exchange, patterns)
+
+    def reply(self, exchange: str, notices: Sequence[Notice]) -> None:
+        client = self._p().client
+        table = client.smembers(f"{self.prefix}_kombu.binding.{exchange}")
+        bound: dict[str, list[str]] = {}
+        for member in table:
+            parts = member.decode("utf-8", "replace").split(self.sep)
+            if len(parts) == 3:
+                bound.setdefault(parts[0], []).append(parts[2])
+        pipe = client.pipeline(transaction=False)
+        for notice in notices:
+            for queue in bound.get(notice.routing_key, ()):
+                pipe.lpush(self.prefix + queue, notice_envelope(exchange, notice))
+        pipe.execute()
+
+    def replies(self, exchange: str, routing_key: str) -> Listener:
+        return _ReplyQueue(self, exchange, routing_key)
+
     def close(self) -> None:
         self._redis.close()
         self._proc = None
+
+
+def notice_envelope(exchange: str, notice: Notice) -> str:
+    """A notice in kombu's Redis envelope (what Celery's receivers decode)."""
+    import base64
+    import uuid
+
+    return json.dumps({
+        "body": base64.b64encode(notice.body.encode()).decode("ascii"),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": notice.headers,
+        "properties": {"delivery_mode": 1, "priority": 0, "body_encoding": "base64",
+                       "delivery_info": {"exchange": exchange,
+                                         "routing_key": notice.routing_key},
+                       "delivery_tag": str(uuid.uuid4())},
+    })
+
+
+def read_notice(raw: bytes | str, routing_key: str) -> Notice | None:
+    """The notice in a kombu envelope; None for anything that is not a JSON one."""
+    import base64
+
+    try:
+        env = json.loads(raw)
+        if env.get("content-type", "application/json") != "application/json":
+            return None
+        props = env.get("properties") or {}
+        body = env["body"]
+        if props.get("body_encoding") == "base64":
+            body = base64.b64decode(body).decode("utf-8")
+        elif not isinstance(body, str):
+            body = json.dumps(body)
+        info = props.get("delivery_info") or {}
+        headers = env.get("headers")
+        return Notice(str(info.get("routing_key") or routing_key), body,
+                      headers if isinstance(headers, dict) else {})
+    except (ValueError, KeyError, TypeError, AttributeError):
+        logger.debug("ignored a malformed notice: %r", raw[:200])
+        return None
+
+
+class _PubSubListener(Listener):
+    """``PSUBSCRIBE`` on kombu's channels; re-subscribes after a lost connection."""
+
+    def __init__(self, broker: RedisBroker, exchange: str, patterns: Sequence[str]) -> None:
+        self.broker = broker
+        self.exchange = exchange
+        self.patterns = list(patterns)
+        base = broker.fanout_channel(exchange)
+        self.prefix_length = len(base) + 1
+        # kombu turns '#' into a glob '*'; the exact topic match is done on arrival
+        self.globs = [f"{base}/{p.replace('#', '*')}" if p else base for p in self.patterns]
+        if "#" in self.patterns:
+            self.globs.append(base)  # a message sent with no routing key
+        self.pubsub: Any = None
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        self.pubsub = self.broker._p().client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.psubscribe(*self.globs)
+
+    def get(self, timeout: float) -> list[Notice]:
+        found: list[Notice] = []
+        deadline = time.monotonic() + timeout
+        try:
+            if self.pubsub is None:
+                self._subscribe()
+            while True:
+                wait = 0.0 if found else max(0.0, deadline - time.monotonic())
+                message = self.pubsub.get_message(timeout=wait)
+                if message is None:
+                    if found or time.monotonic() >= deadline:
+                        return found
+                    continue
+                if message.get("type") != "pmessage":
+                    continue
+                channel = message["channel"].decode("utf-8", "replace")
+                key = channel[self.prefix_length:]
+                notice = read_notice(message["data"], key)
+                if notice is not None and any(topic_matches(p, notice.routing_key)
+                                              for p in self.patterns):
+                    found.append(notice)
+                if len(found) >= 1000:
+                    return found
+        except Exception as exc:  # noqa: BLE001 - a listener outlives its connection
+            logger.debug("notice listener lost its connection: %r", exc)
+            self._drop()
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+            return found
+
+    def _drop(self) -> None:
+        pubsub, self.pubsub = self.pubsub, None
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+
+    def close(self) -> None:
+        self._drop()
+
+
+class _ReplyQueue(Listener):
+    """A kombu reply queue: the list ``<key>.<exchange>``, bound in the exchange's
+    table so that the answering worker (celeriac's or Celery's) finds it."""
+
+    def __init__(self, broker: RedisBroker, exchange: str, routing_key: str) -> None:
+        self.broker = broker
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.queue = f"{routing_key}.{exchange}"
+        self.member = broker.sep.join([routing_key, "", self.queue])
+        self.table = f"{broker.prefix}_kombu.binding.{exchange}"
+        proc = broker._p()
+        proc.bind_reply(keys=[self.table, f"{broker.prefix}_kombu.binding_deadlines"],
+                        args=[self.member, exchange])
+
+    def get(self, timeout: float) -> list[Notice]:
+        client = self.broker._p().client
+        key = self.broker.prefix + self.queue
+        limit = self.broker._redis.block_limit()
+        if limit is not None:
+            timeout = min(timeout, limit)
+        found: list[Notice] = []
+        try:
+            if timeout >= 0.01:
+                popped = client.brpop([key], timeout=timeout)
+                raws = [popped[1]] if popped else []
+            else:
+                raws = []
+            while True:
+                raw = client.rpop(key)
+                if raw is None:
+                    break
+                raws.append(raw)
+        except Exception as exc:  # noqa: BLE001 - the caller asks again
+            logger.debug("reply queue read failed: %r", exc)
+            return found
+        for raw in raws:
+            notice = read_notice(raw, self.routing_key)
+            if notice is not None:
+                found.append(notice)
+        return found
+
+    def close(self) -> None:
+        try:
+            pipe = self.broker._p().client.pipeline(transaction=False)
+            pipe.srem(self.table, self.member)
+            pipe.delete(*[self.broker.prefix + self.broker._step_list(self.queue, s)
+                          for s in self.broker.priority_steps])
+            pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - it expires with kombu's sweep
+            logger.debug("could not remove reply queue %s: %r", self.queue, exc)

@@ -7,14 +7,15 @@ messages where the next heartbeat of a live consumer can hand them back.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from typing import Any, Callable, Sequence
 
 from ..utils.sqlite import SQLiteFile, placeholders
 from ..utils.urls import sqlite_path
-from .base import (DeadLetter, Delivery, FullBroker, Outgoing, Released, nothing_to_wait_for,
-                   poison_reason, take_all)
+from .base import (DeadLetter, Delivery, FullBroker, Listener, Notice, Outgoing, Released,
+                   nothing_to_wait_for, poison_reason, take_all, topic_matches)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS celeriac_messages (
@@ -54,6 +55,15 @@ CREATE TABLE IF NOT EXISTS celeriac_dead_letters (
     time REAL NOT NULL,
     payload TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS celeriac_notices (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    exchange TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    time REAL NOT NULL,
+    headers TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS celeriac_notices_exchange ON celeriac_notices (exchange, id);
 """
 
 _INSERT = "INSERT INTO celeriac_messages (queue, priority, due, payload) VALUES (?, ?, ?, ?)"
@@ -66,6 +76,12 @@ STARTED = -1
 # at most this long.
 MAX_POLL_INTERVAL = 0.05
 
+# Events and control messages are kept this long for listeners to read, then deleted
+# (there is no pub/sub in a file: a listener tails the table from where it started).
+NOTICE_KEEP = 60.0
+# Old notices are deleted at most this often, by whoever sends one.
+NOTICE_SWEEP_INTERVAL = 5.0
+
 
 class SQLiteBroker(FullBroker):
     def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
@@ -74,6 +90,7 @@ class SQLiteBroker(FullBroker):
         self.db = SQLiteFile(self.path, SCHEMA)
         # notes of ended early-acked tasks, dropped with the next write
         self._ended: deque[Any] = deque()
+        self._next_sweep = 0.0
 
     def publish(self, queue: str, payload: str, priority: int = 0,
                 eta: float | None = None) -> None:
@@ -286,5 +303,74 @@ class SQLiteBroker(FullBroker):
             "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [DeadLetter(q, r, p, t) for q, r, p, t in rows]
 
+    # -- fanout: events and remote control ---------------------------------------------
+    def broadcast(self, exchange: str, notices: Sequence[Notice]) -> None:
+        now = time.time()
+        rows = [(exchange, n.routing_key, now, json.dumps(n.headers), n.body) for n in notices]
+        sweep = time.monotonic() >= self._next_sweep
+        if sweep:
+            self._next_sweep = time.monotonic() + NOTICE_SWEEP_INTERVAL
+
+        def send(conn: Any) -> None:
+            conn.executemany("INSERT INTO celeriac_notices (exchange, routing_key, time, "
+                             "headers, body) VALUES (?, ?, ?, ?, ?)", rows)
+            if sweep:
+                conn.execute("DELETE FROM celeriac_notices WHERE time < ?",
+                             (now - NOTICE_KEEP,))
+
+        self.db.write(send)
+
+    # a reply queue is a listener bound with its routing key
+    reply = broadcast
+
+    def listen(self, exchange: str, patterns: Sequence[str] = ("#",)) -> Listener:
+        return _SQLiteListener(self.db, exchange, patterns)
+
+    def replies(self, exchange: str, routing_key: str) -> Listener:
+        return _SQLiteListener(self.db, exchange, [routing_key])
+
     def close(self) -> None:
         self.db.close()
+
+
+class _SQLiteListener(Listener):
+    """Tails ``celeriac_notices`` from the row that was last when it started."""
+
+    def __init__(self, db: SQLiteFile, exchange: str, patterns: Sequence[str]) -> None:
+        self.db = db
+        self.exchange = exchange
+        self.patterns = list(patterns)
+        row = db.connection().execute("SELECT MAX(id) FROM celeriac_notices").fetchone()
+        self.seen = int(row[0] or 0)
+
+    def get(self, timeout: float) -> list[Notice]:
+        deadline = time.monotonic() + timeout
+        pause = 0.002
+        conn = self.db.connection()
+        while True:
+            rows = self.db._retry(lambda: conn.execute(
+                "SELECT id, routing_key, headers, body FROM celeriac_notices "
+                "WHERE exchange = ? AND id > ? ORDER BY id LIMIT 1000",
+                (self.exchange, self.seen)).fetchall())
+            if rows:
+                self.seen = rows[-1][0]
+                found = [Notice(key, body, _headers(headers)) for _, key, headers, body in rows
+                         if any(topic_matches(p, key) for p in self.patterns)]
+                if found:
+                    return found
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, MAX_POLL_INTERVAL)
+
+    def close(self) -> None:
+        pass
+
+
+def _headers(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
