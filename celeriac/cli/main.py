@@ -15,6 +15,7 @@ import click
 from .. import __version__
 from ..exceptions import CeleriacError
 from .app_loader import find_app
+from .multi import multi
 
 _NOT_USER_CODE = tuple(str(Path(p).resolve().parent) + os.sep
                       for p in (str(Path(__file__).parent), importlib.__file__))
@@ -116,7 +117,66 @@ class _Context:
         return click.ClickException(message)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The program's group: its options may also follow the command name, as in
+    Celery 4 (``celeriac worker -A proj -l info``). They are moved in front of it before
+    parsing, unless the command has an option of the same name. A command that takes
+    its arguments unparsed (``multi``) reads them itself."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, self._own_options_first(ctx, args))
+
+    def _own_options_first(self, ctx: click.Context, args: list[str]) -> list[str]:
+        mine = _value_options([self])
+        at = 0
+        while at < len(args):  # find the command name, past the group's own options
+            if args[at] == "--":
+                at += 1
+                break
+            if not args[at].startswith("-"):
+                break
+            at += 2 if args[at] in mine else 1
+        if at >= len(args):
+            return args
+        command = self.get_command(ctx, args[at])
+        if command is None or command.context_settings.get("ignore_unknown_options"):
+            return args
+        commands = [command, *getattr(command, "commands", {}).values()]
+        theirs = _value_options(commands)
+        their_names = {o for c in commands for p in c.params if isinstance(p, click.Option)
+                       for o in (*p.opts, *p.secondary_opts)}
+        moved: list[str] = []
+        kept: list[str] = []
+        rest = args[at + 1:]
+        pos = 0
+        while pos < len(rest):
+            arg = rest[pos]
+            name = arg.partition("=")[0] if arg.startswith("--") else arg[:2]
+            if arg == "--":
+                kept.extend(rest[pos:])
+                break
+            if arg in theirs:
+                kept.extend(rest[pos:pos + 2])
+                pos += 2
+                continue
+            if name in mine and name not in their_names:
+                whole = arg != name  # --app=proj, -Aproj: the value is in the word
+                moved.extend(rest[pos:pos + (1 if whole else 2)])
+                pos += 1 if whole else 2
+                continue
+            kept.append(arg)
+            pos += 1
+        return [*args[:at], *moved, args[at], *kept]
+
+
+def _value_options(commands: list[click.Command]) -> set[str]:
+    """The option names of ``commands`` that take a value (the next word)."""
+    return {opt for command in commands for param in command.params
+            if isinstance(param, click.Option) and not (param.is_flag or param.count)
+            for opt in (*param.opts, *param.secondary_opts)}
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-A", "--app", "app_name", envvar="CELERIAC_APP",
               help="The app: module, module:attribute or package (finds 'app' or 'celery').")
 @click.option("-b", "--broker", help="Broker URL (overrides the app's).")
@@ -149,12 +209,59 @@ class _LogLevel(click.Choice):
 LOG_LEVEL = _LogLevel()
 
 
+#: where a detached worker logs when neither -f nor worker_logfile says (celery multi's)
+DETACHED_WORKER_LOGFILE = "%n%I.log"
+#: where a detached beat logs when neither -f nor beat_logfile says
+DETACHED_BEAT_LOGFILE = "celerybeat.log"
+
+
+def _daemon_options(command: Any) -> Any:
+    """``--pidfile``, ``--uid``, ``--gid``, ``--umask``: defaults from the app's
+    ``<program>_pidfile``... settings, as Celery 5.4's."""
+    for option in reversed((
+        click.option("--pidfile", help="Write the pid to this file (removed at exit); a "
+                                       "live process in it refuses the start."),
+        click.option("--uid", help="Run as this user (name or id)."),
+        click.option("--gid", help="Run with this group (name or id)."),
+        click.option("--umask", help="umask of the process, in octal (e.g. 022)."),
+    )):
+        command = option(command)
+    return command
+
+
+def _daemonize(obj: _Context, program: str, detach: bool, logfile: str | None,
+               pidfile: str | None, uid: str | None, gid: str | None,
+               umask: str | None) -> None:
+    """Detach (returning in the daemon), or take the pidfile and switch user in this
+    process; an error exits (a live pidfile with Celery's code, 73)."""
+    from ..utils.daemon import DaemonError, DaemonOptions, detach as to_background
+    from ..utils.daemon import foreground, parse_umask
+
+    conf = obj.app.conf
+    try:
+        options = DaemonOptions(
+            detach=detach, pidfile=pidfile, logfile=logfile,
+            uid=uid or conf.get(f"{program}_uid"), gid=gid or conf.get(f"{program}_gid"),
+            umask=parse_umask(umask if umask is not None else conf.get(f"{program}_umask")))
+        if detach:
+            to_background(options)
+        else:
+            foreground(options)
+    except DaemonError as exc:
+        error = obj.error(exc)
+        error.exit_code = exc.exit_code
+        raise error from exc
+
+
 @cli.command()
 @click.option("-l", "--loglevel", default="WARNING", show_default=True, type=LOG_LEVEL,
               help="Logging level.")
 @click.option("-c", "--concurrency", type=int, help="Pool size (default: number of CPUs).")
-@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo", "asyncio"]),
+@click.option("-P", "--pool",
+              type=click.Choice(["prefork", "threads", "solo", "asyncio", "gevent", "eventlet"]),
               help="Pool implementation (default: prefork).")
+@click.option("--autoscale", help="MAX,MIN: grow the pool up to MAX processes under load, "
+                                  "shrink it to MIN when idle.")
 @click.option("-Q", "--queues", multiple=True, help="Queues to consume, comma separated.")
 @click.option("-X", "--exclude-queues", multiple=True, help="Queues not to consume.")
 @click.option("-n", "--hostname", help="Node name; %h, %n and %d expand.")
@@ -176,15 +283,27 @@ LOG_LEVEL = _LogLevel()
 @click.option("-s", "--schedule", "schedule_filename",
               help="Beat's state file (with -B; default: beat_schedule_filename).")
 @click.option("-S", "--scheduler", help="Beat's scheduler class (with -B).")
+@click.option("-D", "--detach", is_flag=True,
+              help=f"Run in the background as a daemon (log file default: "
+                   f"{DETACHED_WORKER_LOGFILE}).")
+@_daemon_options
 @click.pass_obj
 def worker(obj: _Context, loglevel: str, concurrency: int | None, pool: str | None,
-           queues: tuple[str, ...], exclude_queues: tuple[str, ...], hostname: str | None,
-           max_tasks_per_child: int | None, prefetch_multiplier: int | None,
-           task_events: bool | None, logfile: str | None, embed_beat: bool,
-           schedule_filename: str | None, scheduler: str | None, **ignored: Any) -> None:
+           autoscale: str | None, queues: tuple[str, ...], exclude_queues: tuple[str, ...],
+           hostname: str | None, max_tasks_per_child: int | None,
+           prefetch_multiplier: int | None, task_events: bool | None, logfile: str | None,
+           embed_beat: bool, schedule_filename: str | None, scheduler: str | None,
+           detach: bool, pidfile: str | None, uid: str | None, gid: str | None,
+           umask: str | None, **ignored: Any) -> None:
     """Start a worker."""
+    from ..utils.log import node_format
     from ..worker.main import Worker
 
+    conf = obj.app.conf
+    logfile = logfile or conf.worker_logfile or (DETACHED_WORKER_LOGFILE if detach else None)
+    extra: dict[str, Any] = {}
+    if autoscale:  # only when given: a Worker without an autoscaler takes no such argument
+        extra["autoscale"] = autoscale
     try:
         # With -B, beat runs in a thread started only once the pool processes exist
         # (a fork while it works could leave a pool process hung); the worker stops it,
@@ -195,7 +314,10 @@ def worker(obj: _Context, loglevel: str, concurrency: int | None, pool: str | No
                       max_tasks_per_child=max_tasks_per_child,
                       prefetch_multiplier=prefetch_multiplier, send_events=task_events,
                       beat=embed_beat, schedule_filename=schedule_filename,
-                      scheduler=scheduler)
+                      scheduler=scheduler, **extra)
+        pidfile = pidfile or conf.worker_pidfile
+        _daemonize(obj, "worker", detach, node.logfile,
+                   node_format(pidfile, node.hostname) if pidfile else None, uid, gid, umask)
         sys.exit(node.start())
     except CeleriacError as exc:
         raise obj.error(exc) from exc
@@ -213,12 +335,15 @@ def worker(obj: _Context, loglevel: str, concurrency: int | None, pool: str | No
 @click.option("--lock-ttl", type=float, default=None,
               help="Seconds the leader lock lasts without renewal (default 15).")
 @click.option("--no-lock", is_flag=True, help="Run without the leader lock (one beat only).")
-@click.option("--pidfile", hidden=True)
-@click.option("--detach", is_flag=True, hidden=True)
+@click.option("--detach", is_flag=True,
+              help=f"Run in the background as a daemon (log file default: "
+                   f"{DETACHED_BEAT_LOGFILE}).")
+@_daemon_options
 @click.pass_obj
 def beat(obj: _Context, loglevel: str, logfile: str | None, schedule_filename: str | None,
          scheduler: str | None, max_interval: float | None, lock_ttl: float | None,
-         no_lock: bool, **ignored: Any) -> None:
+         no_lock: bool, detach: bool, pidfile: str | None, uid: str | None, gid: str | None,
+         umask: str | None, **ignored: Any) -> None:
     """Start the periodic task scheduler (beat)."""
     import signal
 
@@ -226,6 +351,9 @@ def beat(obj: _Context, loglevel: str, logfile: str | None, schedule_filename: s
     from ..beat.service import DEFAULT_LOCK_TTL
     from ..worker.main import app_secrets, redact_all, setup_logging
 
+    conf = obj.app.conf
+    logfile = logfile or conf.beat_logfile or (DETACHED_BEAT_LOGFILE if detach else None)
+    _daemonize(obj, "beat", detach, logfile, pidfile or conf.beat_pidfile, uid, gid, umask)
     try:  # worker_log_format, worker_hijack_root_logger ... apply to beat too, as in Celery
         setup_logging(loglevel, logfile, app=obj.app)
     except CeleriacError as exc:
@@ -326,5 +454,149 @@ def dead_letters(obj: _Context, limit: int) -> None:
         click.echo(f"{item.queue}\t{item.reason}\t{item.payload[:200]}")
 
 
+@cli.command("help")
+@click.pass_context
+def help_(ctx: click.Context) -> None:
+    """Show the commands and the program's options."""
+    parent = ctx.parent if ctx.parent is not None else ctx
+    click.echo(parent.get_help())
+
+
+def _masked(value: Any) -> Any:
+    """``value`` with the credentials of every URL in it masked (lists, dicts too)."""
+    from ..utils.urls import mask_password
+
+    if isinstance(value, str):
+        return mask_password(value) if "://" in value else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_masked(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    return value
+
+
+def bug_report(app: Any) -> str:
+    """What ``celeriac report`` prints: versions, platform, app, URLs, settings; every
+    password and secret-looking setting masked."""
+    import platform
+    from importlib import metadata
+
+    libraries = []
+    for name in ("click", "redis", "msgpack", "pyyaml", "sqlalchemy", "tblib"):
+        try:
+            libraries.append(f"{name}:{metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    broker = _masked(app.broker_url)
+    backend = _masked(app.result_backend_url)
+    lines = [
+        f"software -> celeriac:{__version__} py:{platform.python_version()} "
+        f"{' '.join(libraries)}".rstrip(),
+        f"platform -> system:{platform.system()} arch:{', '.join(platform.architecture())}",
+        f"            kernel version:{platform.release()} "
+        f"imp:{platform.python_implementation()}",
+        f"app      -> {app.main or '__main__'}",
+        f"settings -> transport:{str(broker).partition(':')[0]} results:{backend}",
+        f"broker   -> {broker}",
+        "",
+    ]
+    table = _masked(app.conf.table(with_defaults=False, censored=True))
+    lines.extend(f"{key}: {value!r}" for key, value in sorted(table.items()))
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.pass_obj
+def report(obj: _Context) -> None:
+    """Show the versions, the platform and the app's settings, for a bug report."""
+    click.echo(bug_report(obj.app))
+
+
+@cli.command()
+@click.option("-I", "--ipython", "use_ipython", is_flag=True, help="Use IPython.")
+@click.option("--python", "plain", is_flag=True, help="Use the plain Python shell.")
+@click.option("-T", "--without-tasks", is_flag=True, help="Do not put the tasks in the "
+                                                            "namespace.")
+@click.pass_obj
+def shell(obj: _Context, use_ipython: bool, plain: bool, without_tasks: bool) -> None:
+    """An interactive Python shell with the app, its tasks and the canvas preloaded."""
+    import code
+
+    from .. import Signature, Task, chain, chord, chunks, group, signature, xmap, xstarmap
+
+    app = obj.app
+    app.finalize()
+    namespace: dict[str, Any] = {
+        "app": app, "celery": app, "Task": Task, "chord": chord, "group": group,
+        "chain": chain, "chunks": chunks, "xmap": xmap, "xstarmap": xstarmap,
+        "signature": signature, "subtask": signature, "Signature": Signature,
+    }
+    if not without_tasks:  # by short name, as Celery's shell: add, not proj.add
+        namespace.update({name.rpartition(".")[2]: task for name, task in app.tasks.items()
+                          if not name.startswith(("celery.", "celeriac."))})
+    if not plain:
+        try:
+            import IPython
+        except ImportError:
+            if use_ipython:
+                raise click.UsageError("IPython is not installed") from None
+        else:
+            IPython.start_ipython(argv=[], user_ns=namespace)
+            return
+    banner = (f"Python {sys.version.split()[0]} (celeriac {__version__}), app "
+              f"{app.main or '__main__'}: names preloaded: {', '.join(sorted(namespace))}")
+    code.interact(banner=banner, local=namespace, exitmsg="")
+
+
+cli.add_command(multi)
+
+from . import control as _control  # noqa: E402 - the commands need the group defined
+
+for _command in (_control.inspect, _control.control, _control.status):
+    cli.add_command(_command)
+
+
+def _green_pool(argv: list[str]) -> str | None:
+    """The green pool ``celeriac ... worker -P gevent|eventlet`` asks for, else None."""
+    if "worker" not in argv:
+        return None
+    pool = None
+    args = argv[argv.index("worker") + 1:]
+    for at, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg in ("-P", "--pool"):
+            pool = args[at + 1] if at + 1 < len(args) else None
+        elif arg.startswith("--pool="):
+            pool = arg.partition("=")[2]
+        elif arg.startswith("-P"):
+            pool = arg[2:]
+    return pool if pool in ("gevent", "eventlet") else None
+
+
+def _monkey_patch(pool: str) -> None:
+    """Make sockets, sleeps and threads cooperate, before the app and its modules (and
+    redis-py) are imported, so that they all see the patched ones."""
+    try:
+        if pool == "gevent":
+            from gevent import monkey
+
+            monkey.patch_all()
+        else:
+            import eventlet
+
+            eventlet.monkey_patch()
+    except ImportError as exc:
+        if exc.name not in (pool, None):
+            raise  # installed, but broken: its own error says more
+        from ..exceptions import MissingDependency
+
+        click.ClickException(str(MissingDependency(pool, pool, f"-P {pool}"))).show()
+        sys.exit(1)
+
+
 def main() -> None:
+    pool = _green_pool(sys.argv[1:])
+    if pool is not None:
+        _monkey_patch(pool)
     cli(prog_name="celeriac")
