@@ -110,8 +110,8 @@ _CONTROL = ("celeriac has no remote control channel yet (revoke works, through t
 _SIGNING = "celeriac cannot sign messages yet (there is no 'auth' serializer)"
 _SQLALCHEMY = ("celeriac has no SQLAlchemy result backend yet (db+postgresql://, db+mysql://); "
                "db+sqlite:// is the built-in SQLite store, which takes no options")
-_NO_DETACH = ("no effect: celeriac's programs do not detach or switch user; run them under a "
-              "process supervisor (systemd, supervisord, a container)")
+_NO_EXEC = ("no effect: a detached celeriac program goes on in the Python that started it "
+            "(it forks, it does not run a new interpreter)")
 _EXCHANGES = ("no effect: celeriac's transports put a message straight on its queue, so "
               "exchanges and routing keys do not route (they do on AMQP, which celeriac "
               "has not yet)")
@@ -121,9 +121,10 @@ def _no_backend(kind: str) -> str:
     return f"celeriac has no {kind} result backend"
 
 
-def _daemon_options(prefix: str, program: str, logfile: str,
-                    others: str) -> tuple[Setting, ...]:
-    """The six settings Celery 5.4 added for detaching a program (logfile, pidfile...)."""
+def _daemon_options(prefix: str, program: str, logfile: str, others: str,
+                    executable: str) -> tuple[Setting, ...]:
+    """The six settings Celery 5.4 added for detaching a program (logfile, pidfile...):
+    the defaults of the program's -f, --pidfile, --uid, --gid and --umask."""
     return (
         _S(f"{prefix}_logfile", None, str, (), f"File {program} logs to; None means stderr.",
            ignored=logfile),
@@ -136,7 +137,7 @@ def _daemon_options(prefix: str, program: str, logfile: str,
         _S(f"{prefix}_umask", None, (int, str), (), f"umask {program} uses for files it creates.",
            ignored=others),
         _S(f"{prefix}_executable", None, str, (), f"Python {program} runs when detached.",
-           ignored=others),
+           ignored=executable),
     )
 
 
@@ -178,7 +179,7 @@ _TABLE: tuple[Setting, ...] = (
     _S("beat_remote_control_max_tick_age", None, float,
        ("CELERYBEAT_REMOTE_CONTROL_MAX_TICK_AGE",),
        "Beat reports itself unhealthy when its last tick is older than this.", ignored=_CONTROL),
-    *_daemon_options("beat", "beat", "not read: pass -f/--logfile to celeriac beat", _NO_DETACH),
+    *_daemon_options("beat", "beat", "", "", _NO_EXEC),
 
     # Broker: where task messages go.
     _S("broker_url", None, (str, list), ("BROKER_URL",),
@@ -385,7 +386,7 @@ _TABLE: tuple[Setting, ...] = (
        "Serializer of event messages.", ignored=_EVENTS),
     _S("event_exchange", "celeryev", str, ("CELERY_EVENT_EXCHANGE",),
        "Name of the event exchange.", ignored=_EVENTS),
-    *_daemon_options("events", "the events monitor", _EVENTS, _EVENTS),
+    *_daemon_options("events", "the events monitor", _EVENTS, _EVENTS, _EVENTS),
 
     # Redis result backend.
     _S("redis_host", None, str, ("CELERY_REDIS_HOST",), "Deprecated: use a redis:// URL.",
@@ -725,8 +726,7 @@ _TABLE: tuple[Setting, ...] = (
     _S("worker_redirect_stdouts_level", "WARNING", str,
        ("CELERY_REDIRECT_STDOUTS_LEVEL", "CELERYD_REDIRECT_STDOUTS_LEVEL"),
        "Log level of redirected print output."),
-    *_daemon_options("worker", "the worker", "not read: pass -f/--logfile to celeriac worker",
-                     _NO_DETACH),
+    *_daemon_options("worker", "the worker", "", "", _NO_EXEC),
     _S("worker_heartbeat_interval", 2.0, float, (),
        "celeriac: seconds between refreshes of a worker's liveness key."),
     _S("worker_prefetch_release_after", 1.0, float, (),
