@@ -196,8 +196,10 @@ def rate_limit(node: Node, task_name: str = "", rate_limit: Any = None,
     except ValueError as exc:
         return error(str(exc))
     value = rate_limit or None
-    node.app.tasks[task_name].rate_limit = value
+    # The orders first: in a thread pool they change the very task object below, and
+    # tell each consumer to give its held messages a new turn.
     node.change_orders(lambda o: o.setdefault("rate_limits", {}).__setitem__(task_name, value))
+    node.app.tasks[task_name].rate_limit = value
     if not value:
         return ok("rate limit disabled successfully")
     return ok("new rate limit set successfully")

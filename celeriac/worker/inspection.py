@@ -90,8 +90,9 @@ def apply_orders(consumer: Consumer, orders: dict[str, Any]) -> None:
     tasks = consumer.app.tasks
     for name, rate in (orders.get("rate_limits") or {}).items():
         task = tasks.get(name)
-        if task is not None:
+        if task is not None and task.rate_limit != rate:
             task.rate_limit = rate
+            consumer.rates_changed = True
     for name, (soft, hard) in (orders.get("time_limits") or {}).items():
         task = tasks.get(name)
         if task is not None:
