@@ -379,6 +379,8 @@ class MultiTool:
                 setattr(self, RESERVED[arg], True)
             else:
                 args.append(arg)
+        if args and args[0] in ("-h", "--help"):
+            return self.help([])
         if not args or args[0].startswith("-"):
             self.splash()
             self.usage()

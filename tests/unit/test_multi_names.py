@@ -154,8 +154,9 @@ def test_show_names_get_expand_help_and_bad_commands() -> None:
     assert code == 0 and out.startswith("-m celeriac worker --detach -n w2@")
     assert run("get", "nobody@nowhere", "w1")[0] == 1
     assert run("expand", "%n.pid", "w1", "w2")[1] == "w1.pid\nw2.pid\n"
-    code, out, _ = run("help")
-    assert code == 0 and "usage:" in out and "stopwait" in out
+    for asked in ("help", "--help", "-h"):
+        code, out, _ = run(asked)
+        assert code == 0 and "usage:" in out and "stopwait" in out
     code, _, err = run("frobnicate", "w1")
     assert code == 1 and "Invalid command: frobnicate" in err
     assert run()[0] == 1
