@@ -104,9 +104,14 @@ _TASK_LOG_FORMAT = (
 
 # Why a setting has no effect, for the families of settings that share a reason.
 _AMQP = "celeriac has no AMQP (RabbitMQ) transport yet"
-_EVENTS = "celeriac sends no events and has no events monitor yet (see the operations issue)"
-_CONTROL = ("celeriac has no remote control channel yet (revoke works, through the broker; "
-            "see the operations issue)")
+_EVENTS = ("no effect: celeriac events runs in the foreground only (no --detach, --pidfile "
+           "or -f); run it under a process supervisor")
+_EVENT_QUEUES = ("no effect: events travel by Redis pub/sub (SQLite: a table kept a minute), "
+                 "which has no per-monitor queue; it will apply to RabbitMQ's queues")
+_CONTROL = "beat does not answer remote control; only workers do"
+_CONTROL_QUEUES = ("no effect on Redis and SQLite: requests travel by pub/sub (SQLite: a table "
+                   "kept a minute) and a reply list lives only while its client waits; it "
+                   "will apply to RabbitMQ's queues")
 _SIGNING = "celeriac cannot sign messages yet (there is no 'auth' serializer)"
 _SQLALCHEMY = ("celeriac has no SQLAlchemy result backend yet (db+postgresql://, db+mysql://); "
                "db+sqlite:// is the built-in SQLite store, which takes no options")
@@ -330,15 +335,14 @@ _TABLE: tuple[Setting, ...] = (
 
     # Remote control: the broadcast queues workers listen on.
     _S("control_queue_ttl", 300.0, float, (), "Seconds a control command waits for a worker.",
-       ignored=_CONTROL),
+       ignored=_CONTROL_QUEUES),
     _S("control_queue_expires", 10.0, float, (), "Seconds an unused control queue lives.",
-       ignored=_CONTROL),
+       ignored=_CONTROL_QUEUES),
     _S("control_queue_exclusive", True, bool, (), "Control reply queues are exclusive.",
-       ignored=_CONTROL),
+       ignored=_CONTROL_QUEUES),
     _S("control_queue_durable", False, bool, (), "Control exchange and queues survive restarts.",
-       ignored=_CONTROL),
-    _S("control_exchange", "celery", str, (), "Name of the control exchange (prefix).",
-       ignored=_CONTROL),
+       ignored=_CONTROL_QUEUES),
+    _S("control_exchange", "celery", str, (), "Name of the control exchange (prefix)."),
 
     # Document store result backends: Couchbase, ArangoDB, MongoDB, CosmosDB, DynamoDB.
     _S("couchbase_backend_settings", None, dict, ("CELERY_COUCHBASE_BACKEND_SETTINGS",),
@@ -373,19 +377,20 @@ _TABLE: tuple[Setting, ...] = (
 
     # Events: task and worker monitoring messages.
     _S("event_queue_expires", 60.0, float, ("CELERY_EVENT_QUEUE_EXPIRES",),
-       "Seconds an unused monitor queue lives.", ignored=_EVENTS),
+       "Seconds an unused monitor queue lives.", ignored=_EVENT_QUEUES),
     _S("event_queue_ttl", 5.0, float, ("CELERY_EVENT_QUEUE_TTL",),
-       "Seconds an event waits in a monitor queue.", ignored=_EVENTS),
+       "Seconds an event waits in a monitor queue.", ignored=_EVENT_QUEUES),
     _S("event_queue_prefix", "celeryev", str, ("CELERY_EVENT_QUEUE_PREFIX",),
-       "Prefix of monitor queue names.", ignored=_EVENTS),
+       "Prefix of monitor queue names.", ignored=_EVENT_QUEUES),
     _S("event_queue_exclusive", True, bool, ("CELERY_EVENT_QUEUE_EXCLUSIVE",),
-       "Monitor queues are exclusive to their connection.", ignored=_EVENTS),
+       "Monitor queues are exclusive to their connection.", ignored=_EVENT_QUEUES),
     _S("event_queue_durable", False, bool, ("CELERY_EVENT_QUEUE_DURABLE",),
-       "Monitor queues survive broker restarts.", ignored=_EVENTS),
+       "Monitor queues survive broker restarts.", ignored=_EVENT_QUEUES),
     _S("event_serializer", "json", str, ("CELERY_EVENT_SERIALIZER",),
-       "Serializer of event messages.", ignored=_EVENTS),
+       "Serializer of event messages.",
+       ignored="not read: events are always JSON, the one serializer every monitor reads"),
     _S("event_exchange", "celeryev", str, ("CELERY_EVENT_EXCHANGE",),
-       "Name of the event exchange.", ignored=_EVENTS),
+       "Name of the event exchange."),
     *_daemon_options("events", "the events monitor", _EVENTS, _EVENTS, _EVENTS),
 
     # Redis result backend.
@@ -600,7 +605,7 @@ _TABLE: tuple[Setting, ...] = (
        "Routers: a dict (name or glob -> queue), a function, a path, or a list of them."),
     _S("task_send_sent_event", False, bool,
        ("CELERY_SEND_TASK_SENT_EVENT", "CELERY_SEND_SENT_EVENT"),
-       "Send a task-sent event for every task.", ignored=_EVENTS),
+       "Send a task-sent event for every task."),
     _S("task_serializer", "json", str, ("CELERY_TASK_SERIALIZER",),
        "Serializer of task messages."),
     _S("task_soft_time_limit", None, float,
@@ -643,7 +648,9 @@ _TABLE: tuple[Setting, ...] = (
        ignored="no effect: each pool slot fetches its own messages, so a message never waits for "
                "a full pool"),
     _S("worker_pool_restarts", False, bool, ("CELERYD_POOL_RESTARTS",),
-       "Allow the pool_restart remote control command.", ignored=_CONTROL),
+       "Allow the pool_restart remote control command.",
+       ignored="not read: celeriac has no pool_restart command (restart the worker to reload "
+               "code)"),
     _S("worker_pool_start_method", "fork", str, ("CELERYD_POOL_START_METHOD",),
        "multiprocessing start method of the prefork pool.",
        ignored="not read: the prefork pool always forks; 'spawn' and 'forkserver' are not "
@@ -665,9 +672,9 @@ _TABLE: tuple[Setting, ...] = (
        ("CELERYD_DEDUPLICATE_SUCCESSFUL_TASKS",),
        "Skip redelivered acks_late tasks that already succeeded."),
     _S("worker_enable_remote_control", True, bool, ("CELERY_ENABLE_REMOTE_CONTROL",),
-       "Workers answer remote control commands.", ignored=_CONTROL, harmless=(False,)),
+       "Workers answer remote control commands (inspect, control, status)."),
     _S("worker_send_task_events", False, bool, ("CELERY_SEND_EVENTS",),
-       "Send task events (the -E flag).", ignored=_EVENTS),
+       "Send task events (the -E flag)."),
     _S("worker_state_db", None, str, ("CELERYD_STATE_DB",),
        "File keeping worker state (revoked ids) across restarts.",
        ignored="no effect: revocations live in the broker and survive restarts without a state "
@@ -684,9 +691,9 @@ _TABLE: tuple[Setting, ...] = (
        "Agent class started with the worker.",
        ignored="not read: the parts of celeriac's worker cannot be replaced by class name"),
     _S("worker_autoscaler", None, (str, type), ("CELERYD_AUTOSCALER",),
-       "Autoscaler class or path; None means the built-in one "
-       "(Celery: 'celery.worker.autoscale:Autoscaler').",
-       ignored="not read: celeriac has no autoscaler yet"),
+       "Autoscaler class or path used with --autoscale; None (or Celery's "
+       "'celery.worker.autoscale:Autoscaler') means the built-in one, else a subclass of "
+       "celeriac.worker.autoscale:Autoscaler."),
     _S("worker_consumer", None, (str, type), ("CELERYD_CONSUMER",),
        "Consumer class or path; None means the built-in one "
        "(Celery: 'celery.worker.consumer:Consumer').",

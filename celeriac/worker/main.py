@@ -32,7 +32,10 @@ from ..utils.log import (TASK_LOGGER, Logging, current_process_index, redirect_s
                          restore_stdouts)
 from ..utils.outage import OutageLog, describe
 from ..utils.urls import mask_password, redact, scheme_of, secrets_of
-from .pools import POOLS, Pool, create_pool
+from ..events.dispatcher import EventDispatcher
+from ..events.heart import WorkerHeart
+from .autoscale import Autoscaler, autoscaler_class, parse_autoscale
+from .pools import POOLS, RESIZABLE_POOLS, Pool, create_pool
 
 if TYPE_CHECKING:
     from ..app import Celery
@@ -339,7 +342,9 @@ class Worker:
                  logfile: str | None = None, max_tasks_per_child: int | None = None,
                  prefetch_multiplier: int | None = None, send_events: bool | None = None,
                  banner: bool = True, beat: bool = False, schedule_filename: str | None = None,
-                 scheduler: Any = None, services: Sequence[Service] = ()) -> None:
+                 scheduler: Any = None, services: Sequence[Service] = (),
+                 autoscale: str | Sequence[int] | None = None,
+                 heartbeat_interval: float | None = None, worker_events: bool = True) -> None:
         conf = app.conf
         self.app = app
         self.hostname = format_hostname(hostname or "celeriac@%h")
@@ -348,6 +353,18 @@ class Worker:
         if self.pool_name not in POOLS:
             raise ImproperlyConfigured(
                 f"unknown pool {self.pool_name!r}; choose one of: {', '.join(POOLS)}")
+        #: ``--autoscale=MAX,MIN`` as ``(max, min)``, or None; the pool starts at MIN
+        #: (at least one slot) and its autoscaler (``worker_autoscaler``) moves it
+        self.autoscale = parse_autoscale(autoscale)
+        self.autoscaler: Autoscaler | None = None
+        if self.autoscale is not None:
+            if self.pool_name not in RESIZABLE_POOLS:
+                raise ImproperlyConfigured(
+                    f"--autoscale needs a pool that can change size ({', '.join(RESIZABLE_POOLS)}"
+                    f"), not {self.pool_name!r}")
+            high, low = self.autoscale
+            self.autoscaler = autoscaler_class(conf.worker_autoscaler)(high, low)
+            self.concurrency = max(1, low)
         self.loglevel = loglevel
         # ``-f``: %n, %h, %d, %p, %i and %I expand; with %i/%I each pool process logs to
         # a file of its own (set up again when it starts).
@@ -369,17 +386,40 @@ class Worker:
         self.async_limit = int(conf.worker_async_concurrency or 100)
         self.send_events = bool(send_events if send_events is not None
                                 else conf.worker_send_task_events)
+        # -E is the setting: each consumer (pool process or thread) reads it
+        conf.worker_send_task_events = self.send_events
+        # This process's events: worker-online/heartbeat/offline (off with
+        # --without-heartbeat, as in Celery) and, with -E, the ends of the tasks it
+        # records for a lost pool process.
+        groups = {"worker"} if worker_events else set()
+        if self.send_events:
+            groups.add("task")
+        self.events = EventDispatcher(app, self.hostname, enabled=bool(groups), groups=groups)
+        self.heart = WorkerHeart(
+            self.events, heartbeat_interval or conf.worker_heartbeat_interval,
+            self._task_load, add_fork_gate, remove_fork_gate) if worker_events else None
         self.banner = banner
         self.queues = self._select_queues(queues, exclude_queues)
         self.pool: Pool | None = None
         self._signals = 0
         #: run beside the pool once it is up; stopped (in reverse) before the worker ends
         self.services: list[Service] = list(services)
+        if self.heart is not None:  # first in, last out: worker-offline comes last
+            self.services.insert(0, self.heart)
         if beat:
             self.services.append(EmbeddedBeat(app, scheduler=scheduler,
                                                schedule_filename=schedule_filename))
+        if conf.worker_enable_remote_control:
+            from ..control.mailbox import Mailbox
+
+            self.services.append(Mailbox(self))
         self._started: list[Service] = []
         self._told_to_stop: set[int] = set()
+
+    def _task_load(self) -> tuple[int, int]:
+        """``(active, processed)``: tasks running now, tasks ended since the start."""
+        pool = self.pool
+        return pool.counters.totals() if pool is not None else (0, 0)
 
     def _select_queues(self, queues: Sequence[str] | None,
                        exclude: Sequence[str] | None) -> list[str]:
@@ -403,10 +443,6 @@ class Worker:
         signals.celeryd_init.send(sender=self.hostname, instance=self, conf=app.conf,
                                   options={})
         custom_logging = self.logging.setup()
-        if self.send_events:
-            # Accepted so that Celery command lines start, but not silently.
-            logger.warning("-E/--task-events: celeriac sends no task events yet; monitors "
-                           "(Flower, celery events) will see nothing from this worker")
         self._redact(app_secrets(app))
         app.finalize()
         self._redact(app_secrets(app))  # on_after_configure handlers may have added some
@@ -575,6 +611,12 @@ class Worker:
         else:
             self._cold()
 
+    def request_stop(self, why: str) -> None:
+        """A warm shutdown asked from another thread (remote control's ``shutdown``)."""
+        self._signals += 1
+        if self._signals == 1:
+            self._warm_stop(why)
+
     def _warm_stop(self, why: str, signum: int = signal.SIGTERM) -> None:
         logger.warning("worker: Warm shutdown (%s): finishing running tasks, "
                        "returning the rest; signal again to stop now", why)
@@ -603,9 +645,9 @@ class Worker:
             f"  app:          {app.main or '__main__'} ({type(app).__name__} at {id(app):#x})",
             f"  transport:    {mask_password(broker_url)}",
             f"  results:      {mask_password(app.result_backend_url)}",
-            f"  concurrency:  {self.concurrency} ({self.pool_name})",
+            f"  concurrency:  {self._concurrency_line()}",
             f"  prefetch:     {self.prefetch} per consumer",
-            f"  task events:  {'requested, not sent yet' if self.send_events else 'OFF'}",
+            f"  task events:  {'ON' if self.send_events else 'OFF (-E to monitor tasks)'}",
             "",
             "[queues]",
             *[f"  . {q}" for q in self.queues],
@@ -616,3 +658,9 @@ class Worker:
         if any(s.name == "beat" for s in self.services):
             lines[9:9] = ["  beat:         embedded (-B)"]
         return redact("\n".join(lines), app_secrets(app))
+
+    def _concurrency_line(self) -> str:
+        if self.autoscale is None:
+            return f"{self.concurrency} ({self.pool_name})"
+        high, low = self.autoscale
+        return f"{low}..{high} (autoscale) · {self.pool_name}"

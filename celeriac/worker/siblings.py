@@ -12,7 +12,11 @@ import mmap
 
 
 class Siblings:
-    """The idle flags of ``count`` consumers; created before forking, so children share it."""
+    """The idle flags of ``count`` consumers; created before forking, so children share it.
+
+    ``count`` is the most consumers the pool can reach (it may grow); a place nobody
+    uses stays 0, "not idle", so it never draws work away from a busy consumer.
+    """
 
     def __init__(self, count: int) -> None:
         self.count = max(1, count)
@@ -21,6 +25,10 @@ class Siblings:
     def set_idle(self, index: int, idle: bool) -> None:
         self._board[index] = 1 if idle else 0
 
+    def idle(self, index: int) -> bool:
+        return bool(self._board[index])
+
     def others_idle(self, index: int) -> bool:
+        # A pool sized for growth has many unused places (always 0): search in C.
         board = self._board
-        return any(board[i] for i in range(self.count) if i != index)
+        return board.find(b"\x01", 0, index) >= 0 or board.find(b"\x01", index + 1) >= 0
