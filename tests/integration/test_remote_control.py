@@ -183,3 +183,28 @@ def test_registered_and_conf(ctl: Any, project: Path) -> None:
         assert "* proj.add" in done.stdout and done.returncode == 0
         done = cli(Path(project), "control", "rate_limit", "proj.add", "10/m")
         assert "new rate limit set successfully" in done.stdout, done.stderr
+
+
+def test_reserved_shows_what_a_child_prefetched(configure: Any, project: Path,
+                                                tmp_path: Path) -> None:
+    app = configure(control_exchange=f"ctl-{unique()}", worker_prefetch_release_after=0)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    # Queued before the worker starts, so that its first fetch takes all four.
+    running = app.block.delay(str(markers), "first")
+    behind = [app.add.delay(i, i) for i in range(3)]
+    with WorkerProcess("proj", cwd=project, args=["-c", "1", "--prefetch-multiplier", "4"]):
+        assert wait_until(lambda: (markers / "started").exists())
+
+        def reserved() -> list[str]:
+            found = app.app.control.inspect(timeout=2).reserved() or {}
+            return [t["id"] for node in found.values() for t in node]
+
+        # Fetched by the child with the next batch, not started, and shown as such.
+        assert wait_until(lambda: sorted(reserved()) == sorted(r.id for r in behind))
+        (node, answer), = app.app.control.inspect(timeout=2).query_task(behind[0].id).items()
+        assert answer[behind[0].id][0] == "reserved"
+        (markers / "go").touch()
+        assert running.get(timeout=20) == "first"
+        assert [r.get(timeout=20) for r in behind] == [0, 2, 4]
+        assert wait_until(lambda: reserved() == [])
