@@ -62,15 +62,16 @@ def consumer_report(consumer: Consumer) -> dict[str, Any]:
         pending = list(consumer._pending)
     reserved = []
     for delivery in pending:
-        msg = _decoded(consumer, delivery)
-        if msg is not None:
-            reserved.append(request_info(msg, delivery, host, None, False))
+        decoded = _decoded(consumer, delivery)
+        if decoded is not None:
+            reserved.append(request_info(decoded, delivery, host, None, False))
     scheduled = []
     for start, _, delivery in sorted(list(consumer._waiting)):
-        msg = _decoded(consumer, delivery)
-        if msg is not None:
-            scheduled.append({"eta": _iso(start), "priority": msg.properties.get("priority") or 0,
-                              "request": request_info(msg, delivery, host, None, False)})
+        decoded = _decoded(consumer, delivery)
+        if decoded is not None:
+            scheduled.append({"eta": _iso(start),
+                              "priority": decoded.properties.get("priority") or 0,
+                              "request": request_info(decoded, delivery, host, None, False)})
     return {"active": active, "reserved": reserved, "scheduled": scheduled,
             "total": dict(consumer.totals), "queues": list(consumer.queues), "pid": pid}
 
