@@ -120,8 +120,9 @@ class _Context:
 class _Group(click.Group):
     """The program's group: its options may also follow the command name, as in
     Celery 4 (``celeriac worker -A proj -l info``). They are moved in front of it before
-    parsing, unless the command has an option of the same name. A command that takes
-    its arguments unparsed (``multi``) reads them itself."""
+    parsing, unless the command has an option of the same name. After a command that
+    takes unknown options as they are (``multi``, ``inspect``) only whole words move
+    (``-A proj``, ``--app=proj``): ``-A:w1`` is one of multi's per-node options."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, self._own_options_first(ctx, args))
@@ -139,8 +140,9 @@ class _Group(click.Group):
         if at >= len(args):
             return args
         command = self.get_command(ctx, args[at])
-        if command is None or command.context_settings.get("ignore_unknown_options"):
+        if command is None:
             return args
+        raw = bool(command.context_settings.get("ignore_unknown_options"))
         commands = [command, *getattr(command, "commands", {}).values()]
         theirs = _value_options(commands)
         their_names = {o for c in commands for p in c.params if isinstance(p, click.Option)
@@ -159,8 +161,9 @@ class _Group(click.Group):
                 kept.extend(rest[pos:pos + 2])
                 pos += 2
                 continue
-            if name in mine and name not in their_names:
-                whole = arg != name  # --app=proj, -Aproj: the value is in the word
+            whole = arg != name  # --app=proj, -Aproj: the value is in the word
+            if name in mine and name not in their_names and not (
+                    raw and whole and not arg.startswith("--")):
                 moved.extend(rest[pos:pos + (1 if whole else 2)])
                 pos += 1 if whole else 2
                 continue

@@ -174,9 +174,9 @@ def test_multi_takes_the_program_options_given_before_it() -> None:
     done = CliRunner().invoke(cli, ["-A", "proj", "--workdir", "/srv", "multi", "show", "w1",
                                     "-b", "redis://h/0"], catch_exceptions=False)
     assert done.exit_code == 0, done.output
-    words = done.output.split()
-    assert words[1:9] == ["-m", "celeriac", "--app=proj", "--workdir=/srv", "-b",
-                          "redis://h/0", "worker", "--detach"]
+    words = done.output.split()  # -b after the names moved in front of multi too
+    assert words[1:8] == ["-m", "celeriac", "--app=proj", "--broker=redis://h/0",
+                          "--workdir=/srv", "worker", "--detach"]
 
 
 # -- the program's options after the command name -------------------------------------
@@ -200,9 +200,11 @@ def test_values_of_the_command_options_and_raw_commands_are_left_alone() -> None
     assert reordered("worker", "-Q", "-A", "-l", "info") == ["worker", "-Q", "-A", "-l", "info"]
     assert reordered("call", "proj.add", "-a", "[1]", "--", "-A", "x") == \
         ["call", "proj.add", "-a", "[1]", "--", "-A", "x"]
-    # multi reads its own arguments: -A:w1 is a per-node option there
-    assert reordered("multi", "start", "w1", "-A", "proj", "-A:w1", "x") == \
-        ["multi", "start", "w1", "-A", "proj", "-A:w1", "x"]
+    # after a command that keeps unknown options, whole words only: -A:w1 is multi's
+    assert reordered("multi", "start", "w1", "-A", "proj", "-A:w1", "x", "-Ax") == \
+        ["-A", "proj", "multi", "start", "w1", "-A:w1", "x", "-Ax"]
+    assert reordered("inspect", "ping", "--app=proj", "-t", "1") == \
+        ["--app=proj", "inspect", "ping", "-t", "1"]
 
 
 def test_worker_dash_a_after_the_command_reaches_the_app(tmp_path: Any,
