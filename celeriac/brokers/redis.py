@@ -769,6 +769,10 @@ def read_notice(raw: bytes | str, routing_key: str) -> Notice | None:
         return None
 
 
+#: seconds a new listener waits for Redis to confirm its subscriptions
+SUBSCRIBE_TIMEOUT = 2.0
+
+
 class _PubSubListener(Listener):
     """``PSUBSCRIBE`` on kombu's channels; re-subscribes after a lost connection."""
 
@@ -786,8 +790,17 @@ class _PubSubListener(Listener):
         self._subscribe()
 
     def _subscribe(self) -> None:
-        self.pubsub = self.broker._p().client.pubsub(ignore_subscribe_messages=True)
-        self.pubsub.psubscribe(*self.globs)
+        pubsub = self.broker._p().client.pubsub()
+        pubsub.psubscribe(*self.globs)
+        # Wait for the server to confirm: a listener is subscribed when made, so what is
+        # sent after (a request right after the worker said it was ready) is not missed.
+        confirmed = 0
+        deadline = time.monotonic() + SUBSCRIBE_TIMEOUT
+        while confirmed < len(self.globs) and time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+            if message is not None and message.get("type") == "psubscribe":
+                confirmed += 1
+        self.pubsub = pubsub
 
     def get(self, timeout: float) -> list[Notice]:
         found: list[Notice] = []
