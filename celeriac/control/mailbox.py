@@ -250,7 +250,7 @@ class Mailbox:
             return
         # Subscribed before the worker says it is ready, so no request is missed.
         self.listener = self.fanout.listen(request_exchange(conf), ["#"])
-        from ..worker.main import add_fork_gate
+        from ..worker.forkgate import add_fork_gate
 
         add_fork_gate(self.busy)
         self.thread = threading.Thread(target=self._run, name="celeriac-remote-control",
@@ -261,7 +261,7 @@ class Mailbox:
         self.stopping.set()
 
     def stop(self) -> None:
-        from ..worker.main import remove_fork_gate
+        from ..worker.forkgate import remove_fork_gate
 
         self.stopping.set()
         if self.thread is not None:
