@@ -22,6 +22,7 @@ from .brokers import Broker, Outgoing
 from .brokers import connect as connect_broker
 from .config import IgnoredSettingWarning, Settings, seconds
 from .control import Control
+from .events import EventDispatcher, Events, LamportClock
 from .exceptions import ImproperlyConfigured, NotRegistered
 from .result import AsyncResult
 from .routing import TaskRouter
@@ -219,6 +220,11 @@ class Celery:
         self._producer = _PerProcess(self._new_producer)
         self._backend = _PerProcess(self._new_backend)
         self._router: TaskRouter | None = None
+        #: this process's Lamport clock: events and remote control stamp their messages
+        self.clock = LamportClock()
+        self._events: Events | None = None
+        # task_send_sent_event's sender, per process: its node name has the pid in it
+        self._sent_events = _PerProcess(lambda: EventDispatcher(self))
         self.on_configure = signals.Signal("on_configure")
         self.on_after_configure = signals.Signal("on_after_configure")
         self.on_after_finalize = signals.Signal("on_after_finalize")
@@ -500,6 +506,17 @@ class Celery:
         """A new broker connection (one per consumer)."""
         return self._connect_broker_at(self.broker_read_url)
 
+    def connection(self, url: str | None = None) -> Connection:
+        """A broker connection, as Celery's ``app.connection()`` (a context manager):
+        what ``app.events.Receiver(conn)`` and ``app.events.Dispatcher(conn)`` take."""
+        return Connection(self, url or self.broker_read_url)
+
+    def connection_for_read(self, url: str | None = None) -> Connection:
+        return Connection(self, url or self.broker_read_url)
+
+    def connection_for_write(self, url: str | None = None) -> Connection:
+        return Connection(self, url or self.broker_write_url)
+
     def send_task(self, name: str, args: Any = None, kwargs: dict[str, Any] | None = None,
                   countdown: float | None = None, eta: datetime | None = None,
                   task_id: str | None = None, expires: Any = None, link: Any = None,
@@ -610,6 +627,16 @@ class Celery:
                 broker.publish(outgoing.queue, outgoing.payload, outgoing.priority, eta=due)
             if published is not None:
                 signals.after_task_publish.send(**published)
+        if conf.task_send_sent_event:
+            # sent at once, not batched (a client has no loop to flush a buffer from);
+            # from Celery's client node name, gen<pid>@<host>
+            headers = message.headers
+            self._sent_events.get().send(
+                "task-sent", uuid=task_id, root_id=headers.get("root_id"),
+                parent_id=parent_id, name=name, args=headers.get("argsrepr"),
+                kwargs=headers.get("kwargsrepr"), retries=retries, eta=headers.get("eta"),
+                expires=headers.get("expires"), queue=route.queue, exchange=route.exchange,
+                routing_key=route.routing_key)
         result = (result_cls or AsyncResult)(task_id, task_name=name, app=self)
         result.ignored = bool(ignore_result)
         if (add_to_parent and parent_task is not None and group_id is None
@@ -637,6 +664,14 @@ class Celery:
         return AsyncResult(task_id, app=self, **kwargs)
 
     # -- misc ---------------------------------------------------------------------------
+    @property
+    def events(self) -> Events:
+        """Events: ``app.events.Receiver(conn, handlers={...})``, ``app.events.State()``,
+        ``app.events.Dispatcher(conn)``."""
+        if self._events is None:
+            self._events = Events(self)
+        return self._events
+
     @property
     def control(self) -> Control:
         """Remote control: ``app.control.revoke(task_id, terminate=False)``."""
@@ -686,6 +721,38 @@ def safe_repr(value: Any, maxlevels: int | None = 3, maxsize: int = REPR_MAXSIZE
     if len(text) > maxsize:
         text = text[:maxsize - 3] + "..."
     return text
+
+
+class Connection:
+    """What ``app.connection()`` returns: a broker connection, opened on first use and
+    closed at the end of a ``with`` block (Celery's is a kombu ``Connection``)."""
+
+    def __init__(self, app: Celery, url: str) -> None:
+        self.app = app
+        self.url = url
+        self._broker: Broker | None = None
+
+    @property
+    def broker(self) -> Broker:
+        if self._broker is None:
+            self._broker = self.app._connect_broker_at(self.url)
+        return self._broker
+
+    def as_uri(self) -> str:
+        return mask_password(self.url)
+
+    def close(self) -> None:
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            broker.close()
+
+    release = close
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
 
 def _one_string(url: Any) -> Any:

@@ -279,6 +279,8 @@ def _daemonize(obj: _Context, program: str, detach: bool, logfile: str | None,
                    "%I each pool process logs to a file of its own.")
 @click.option("--without-heartbeat", is_flag=True, hidden=True)
 @click.option("--without-gossip", is_flag=True, hidden=True)
+@click.option("--heartbeat-interval", type=float,
+              help="Seconds between worker-heartbeat events (default: worker_heartbeat_interval).")
 @click.option("--without-mingle", is_flag=True, hidden=True)
 @click.option("-O", "optimization", hidden=True)
 @click.option("-B", "--beat", "embed_beat", is_flag=True,
@@ -307,6 +309,9 @@ def worker(obj: _Context, loglevel: str, concurrency: int | None, pool: str | No
     extra: dict[str, Any] = {}
     if autoscale:  # only when given: a Worker without an autoscaler takes no such argument
         extra["autoscale"] = autoscale
+    # worker-online/heartbeat/offline: off with --without-heartbeat, as in Celery
+    extra.update(heartbeat_interval=ignored.get("heartbeat_interval"),
+                 worker_events=not ignored.get("without_heartbeat"))
     try:
         # With -B, beat runs in a thread started only once the pool processes exist
         # (a fork while it works could leave a pool process hung); the worker stops it,
@@ -603,3 +608,8 @@ def main() -> None:
     if pool is not None:
         _monkey_patch(pool)
     cli(prog_name="celeriac")
+
+
+from . import events as _events  # noqa: E402 - registered after the commands above
+
+cli.add_command(_events.events)

@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -28,6 +28,8 @@ from ..brokers import (
     capability,
     require,
 )
+from ..events import EventDispatcher
+from ..events.event import short_repr
 from ..exceptions import (
     ContentDisallowed,
     DecodeError,
@@ -47,6 +49,7 @@ from .timelimits import RunningSlot, chord_context, enforce, limits_for
 
 if TYPE_CHECKING:
     from ..app import Celery
+    from .counters import TaskCounters
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -82,6 +85,8 @@ class Consumer:
         prefetch: messages fetched per round trip (not yet started).
         async_limit: ``async def`` tasks allowed in flight at once.
         max_tasks: exit after this many tasks (``--max-tasks-per-child``).
+        counters: the pool's shared task counters, this consumer's at ``index``
+            (what the worker's heartbeat events report as active and processed).
     """
 
     def __init__(self, app: Celery, queues: Sequence[str], hostname: str, prefetch: int,
@@ -90,7 +95,7 @@ class Consumer:
                  consumer_id: str | None = None, fetch_timeout: float = 0.25,
                  slot: RunningSlot | None = None, max_memory_kib: int | None = None,
                  rate_share: float = 1.0, siblings: Siblings | None = None,
-                 index: int = 0) -> None:
+                 index: int = 0, counters: TaskCounters | None = None) -> None:
         self.app = app
         #: the idle flags of this worker's consumers, and this one's place among them
         self.siblings = siblings if siblings is not None and siblings.count > 1 else None
@@ -122,6 +127,14 @@ class Consumer:
         self.dead = require(self.broker, DeadLetters, "set aside messages that cannot run")
         self.liveness = capability(self.broker, Liveness)
         self.rates = capability(self.broker, RateReservations)
+        #: task events (-E), batched; remote control's enable_events/disable_events
+        #: switch ``events.enabled``
+        self.events = EventDispatcher(app, hostname, enabled=bool(conf.worker_send_task_events),
+                                      broker=self.broker, buffer_group=("task",))
+        self.execution.end.events = self.events
+        self.counters = counters
+        if counters is not None:
+            counters.reset_running(index)
         if consumer_id:
             self.broker.consumer_id = consumer_id
         self.done = 0
@@ -148,6 +161,14 @@ class Consumer:
         self.outage = OutageLog(logger, "broker", mask_password(self.broker.url))
         self._async_inflight = 0
         self._async_cond = threading.Condition()
+        # What remote control shows (inspect active/stats): the synchronous task
+        # running now as (message, delivery, started, acked), the async ones by id,
+        # and how many tasks of each name ended.
+        self.current: tuple[TaskMessage, Delivery, float, bool] | None = None
+        self.async_running: dict[str, tuple[TaskMessage, Delivery, float, bool]] = {}
+        self.totals: Counter[str] = Counter()
+        #: set by remote control when a rate limit changed (see _replan_waiting)
+        self.rates_changed = False
 
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> None:
@@ -173,6 +194,7 @@ class Consumer:
                     self.liveness.forget_consumer()
             except Exception as exc:
                 logger.warning("could not deregister consumer: %r", exc)
+            self.events.close()
             self.broker.close()
 
     def _leave(self) -> None:
@@ -196,6 +218,8 @@ class Consumer:
 
     def _consume_once(self) -> None:
         self._settle_leftovers()
+        if self.rates_changed:
+            self._replan_waiting()
         if self._pending:
             # Left over from a batch interrupted by a broker error: put back first.
             # (After an outage they may have been handed to another worker meanwhile;
@@ -232,7 +256,7 @@ class Consumer:
                 delivery = self._pending.popleft()
                 self._running_since = time.monotonic()
             try:
-                self.handle(delivery)
+                self._dispatch(delivery)
             finally:
                 self._running_since = None
             if self.max_memory_kib and resident_kib() > self.max_memory_kib:
@@ -286,9 +310,19 @@ class Consumer:
             _, _, delivery = heapq.heappop(self._waiting)
             self._running_since = time.monotonic()
             try:
-                self.handle(delivery, rate_checked=True)
+                self._dispatch(delivery, rate_checked=True)
             finally:
                 self._running_since = None
+
+    def _replan_waiting(self) -> None:
+        """A rate limit changed at runtime (remote control): the messages held for
+        their turn go back to the queue, to take a turn under the new limit."""
+        self.rates_changed = False
+        self.rate_limits = LocalLimits(self.rate_limits.share)
+        held = [delivery for _, _, delivery in sorted(self._waiting)]
+        self._waiting.clear()
+        with self._pending_lock:
+            self._pending.extendleft(reversed(held))
 
     def _hold_for_rate(self, task: Any, delivery: Delivery) -> bool:
         """Reserve the task's next start; hold the message if that is not now."""
@@ -362,6 +396,21 @@ class Consumer:
                 self._async_cond.wait(0.5)
 
     # -- one message --------------------------------------------------------------------
+    def _dispatch(self, delivery: Delivery, rate_checked: bool = False) -> None:
+        """Handle one message taken from the batch or from the rate-limit wait.
+
+        Here it runs to the end before the next is taken; the green pools override
+        this to run it on a greenlet of its own (celeriac/worker/green.py).
+        """
+        self.handle(delivery, rate_checked=rate_checked)
+
+    def _execute(self, task: Any, request: Any, hard: float | None,
+                 soft: float | None) -> Outcome:
+        """Run a synchronous task under its time limits (overridden by the green pools,
+        whose limits are timeouts of their own greenlet)."""
+        with enforce(hard, soft, hard_by_parent=self.slot is not None):
+            return self.execution.run(task, request)
+
     def handle(self, delivery: Delivery, rate_checked: bool = False) -> None:
         msg = self._decode(delivery)
         if msg is None:
@@ -392,27 +441,33 @@ class Consumer:
         request = request_from_message(msg, self.hostname)
         if signals.task_received.receivers:
             signals.task_received.send(sender=self, request=request)
+        events = self.execution.end.events_for(task)
+        if events is not None:
+            self._send_received(events, msg, request)
         acks_late = task.acks_late if task.acks_late is not None else self.acks_late_default
         if acks_late and self.deduplicate and self._succeeded_already(task, msg):
             self._settle_message("ack", delivery)
             return
+        if self.counters is not None:
+            self.counters.started(self.index)
         hard, soft = limits_for(task, msg.timelimit, self.app.conf)
         if is_async(task):
             if not acks_late:
                 self._ack_before_start(delivery)
+            self.async_running[msg.id] = (msg, delivery, time.time(), not acks_late)
             self._start_async(task, request, delivery, acks_late, hard)
             return
         # An early ack reaches the broker before the task starts; its reply is read
         # after the task, so the task does not wait a round trip for it. (Before the
         # slot says the task runs: an ack that fails leaves the task unstarted.)
         acked = None if acks_late else self._ack_before_start(delivery, wait=False)
+        self.current = (msg, delivery, time.time(), not acks_late)
         slot = self.slot
         if slot is not None:
             slot.start(msg.id, msg.name, delivery.tag, acks_late, hard,
                        chord_context(request) if request.chord else None)
         try:
-            with enforce(hard, soft, hard_by_parent=slot is not None):
-                outcome = self.execution.run(task, request)
+            outcome = self._execute(task, request, hard, soft)
         finally:
             if acked is not None:
                 try:
@@ -424,8 +479,21 @@ class Consumer:
                 self.broker.finished([delivery])
         if slot is not None:
             slot.clear()
+        self.current = None
+        self.totals[msg.name] += 1
         self._settle(delivery, outcome, acks_late,
                      self._acks_on_failure(task))
+
+    @staticmethod
+    def _send_received(events: EventDispatcher, msg: TaskMessage, request: Any) -> None:
+        headers = msg.headers
+        args, kwargs = headers.get("argsrepr"), headers.get("kwargsrepr")
+        events.send("task-received", uuid=msg.id, name=msg.name,
+                    args=args if args is not None else short_repr(tuple(msg.args)),
+                    kwargs=kwargs if kwargs is not None else short_repr(msg.kwargs),
+                    root_id=request.root_id, parent_id=request.parent_id,
+                    retries=request.retries, eta=headers.get("eta"),
+                    expires=headers.get("expires"))
 
     def _succeeded_already(self, task: Any, msg: TaskMessage) -> bool:
         # worker_deduplicate_successful_tasks: an acks_late message comes back when the
@@ -463,6 +531,8 @@ class Consumer:
     def _settle(self, delivery: Delivery, outcome: Outcome, acks_late: bool,
                 acks_on_failure: bool = True) -> None:
         self.done += 1
+        if self.counters is not None:
+            self.counters.finished(self.index)
         if outcome.rejected and not acks_late:
             # As in Celery: the message was acked when the task started, so there is
             # nothing left to requeue or set aside.
@@ -505,6 +575,8 @@ class Consumer:
                 outcome = Outcome(states.FAILURE, exc)
             if not acks_late:
                 self.broker.finished([delivery])
+            self.async_running.pop(request.id, None)
+            self.totals[task.name] += 1
             try:
                 self._settle(delivery, outcome, acks_late, self._acks_on_failure(task))
             except Exception as exc:  # kept in _unsettled, said again by the consumer

@@ -79,6 +79,9 @@ class Execution:
         track = task.track_started if task.track_started is not None else self.track_started_default
         if track:
             self.end.started(task, request, os.getpid())
+        events = self.end.events_for(task)
+        if events is not None:
+            events.send("task-started", uuid=request.id)
         task.before_start(request.id or "", request.args, request.kwargs)
 
     def after(self, task: Task[Any, Any], request: Context, outcome: Outcome,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import signal
 import threading
 import time
 import traceback as tb_module
@@ -27,10 +28,12 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import signals, states
 from ..backends.base import is_connection_error
 from ..context import Context
+from ..events.event import short_repr
 from ..exceptions import ChordError, Retry, TaskRevokedError
 
 if TYPE_CHECKING:
     from ..app import Celery
+    from ..events import EventDispatcher
     from ..task import Task
 
 logger = logging.getLogger("celeriac.worker")
@@ -79,13 +82,16 @@ class TaskEnd:
         hostname: the worker's node name, stored with STARTED.
         stop: set when the worker stops; a result store outage is waited out until then
             (None: not waited out, as in eager mode).
+        events: where the task events of each end go (``-E``), or None.
     """
 
     def __init__(self, app: Celery, hostname: str | None = None,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None,
+                 events: EventDispatcher | None = None) -> None:
         self.app = app
         self.hostname = hostname
         self.stop = stop
+        self.events = events
         conf = app.conf
         self.ignore_result_default = bool(conf.task_ignore_result)
         self.store_errors_default = bool(conf.task_store_errors_even_if_ignored)
@@ -147,6 +153,9 @@ class TaskEnd:
         elif outcome.state == states.FAILURE:
             assert error is not None
             self._failed(task, request, outcome, error)
+        events = self.events_for(task)
+        if events is not None:
+            _send_end(events, _id(request), outcome, error)
         try:
             task.after_return(outcome.state, outcome.value, _id(request), request.args,
                               request.kwargs, ExceptionInfo(error) if error else None)
@@ -238,6 +247,10 @@ class TaskEnd:
         except Exception:
             logger.exception("cannot record the failure of %s", request.id)
             recorded = False
+        events = self.events_for(task)
+        if events is not None:
+            events.send("task-failed", uuid=_id(request), exception=short_repr(exc),
+                        traceback=format_exception(exc))
         return Outcome(states.FAILURE, exc, format_exception(exc), recorded=recorded,
                        task_id=request.id)
 
@@ -251,6 +264,10 @@ class TaskEnd:
         backend.store_result(_id(request), error, states.REVOKED, request=request)
         if request.chord:
             self.chord_part(backend, request, states.REVOKED, error)
+        events = self.events_for(task)
+        if events is not None:
+            events.send("task-revoked", uuid=_id(request), terminated=terminated is not None,
+                        signum=_signum(terminated), expired=expired)
         if signals.task_revoked.receivers:
             signals.task_revoked.send(sender=task, request=request,
                                       terminated=terminated is not None, signum=terminated,
@@ -269,12 +286,24 @@ class TaskEnd:
         if unless_ready and backend.get_task_meta(task_id).get("status") in states.READY_STATES:
             return
         backend.mark_as_failure(task_id, exc, f"{type(exc).__name__}: {exc}", request=request)
+        events = self.events_for(task)
+        if events is not None:
+            events.send("task-failed", uuid=task_id, exception=short_repr(exc),
+                        traceback=f"{type(exc).__name__}: {exc}")
         if request is None:
             return
         if request.errbacks:
             self._call_errbacks(request, exc, ExceptionInfo(exc))
         if request.chord:
             self.chord_part(backend, request, states.FAILURE, exc)
+
+    def events_for(self, task: Task[Any, Any] | None) -> EventDispatcher | None:
+        """The dispatcher to tell of ``task``, or None: events off, or the task says
+        ``send_events = False``."""
+        events = self.events
+        if events is None or not events.enabled or (task is not None and not task.send_events):
+            return None
+        return events
 
     # -- what follows a task -------------------------------------------------------------
     def _send_callbacks(self, request: Context, value: Any) -> None:
@@ -366,6 +395,35 @@ class TaskEnd:
                     logger.exception("errback %s for %s raised", sig.name, request.id)
             else:
                 sig.apply_async([request.id], parent_id=request.id, root_id=request.root_id)
+
+
+def _send_end(events: EventDispatcher, task_id: str, outcome: Outcome,
+              error: BaseException | None) -> None:
+    """The task event of a run's end, with Celery's fields (reprs, not values)."""
+    state = outcome.state
+    if state == states.SUCCESS:
+        events.send("task-succeeded", uuid=task_id, result=short_repr(outcome.value),
+                    runtime=outcome.runtime)
+    elif state == states.FAILURE:
+        events.send("task-failed", uuid=task_id, exception=short_repr(error),
+                    traceback=outcome.traceback)
+    elif state == states.RETRY:
+        reason = outcome.value
+        exc = reason.exc if isinstance(reason, Retry) and reason.exc is not None else reason
+        events.send("task-retried", uuid=task_id, exception=short_repr(exc),
+                    traceback=outcome.traceback)
+    elif outcome.rejected:
+        events.send("task-rejected", uuid=task_id, requeue=outcome.requeue)
+
+
+def _signum(name: str | None) -> int | None:
+    """A signal's number from its name (``SIGKILL`` -> 9), as task-revoked carries it."""
+    if name is None:
+        return None
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        return None
 
 
 def takes_request(task: Task[Any, Any], partial_args: int) -> bool:
