@@ -227,8 +227,9 @@ def test_eta_task_waits_in_the_broker_across_worker_restarts(proj: Any, project:
     assert lines(order) == ["now", "later"]  # and it ran once
 
 
-def test_task_events_requested_are_not_accepted_silently(proj: Any, project: Path) -> None:
+def test_task_events_requested_are_on_in_the_banner(proj: Any, project: Path) -> None:
+    # what is sent is tested in test_events.py
     with WorkerProcess("proj", cwd=project, args=["-P", "solo", "-E"]) as worker:
         assert proj.add.delay(1, 1).get(timeout=30) == 2
-        assert "requested, not sent yet" in worker.output
-        assert "celeriac sends no task events yet" in worker.output
+        assert "task events:  ON" in worker.output
+        assert "sends no task events" not in worker.output

@@ -157,7 +157,8 @@ def test_every_way_of_setting_warns(fresh: None, how: str) -> None:
 
 def test_a_config_module_warns(fresh: None, tmp_path: Path,
                                monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "ignoredcfg.py").write_text("CELERY_SEND_EVENTS = True\nworker_direct = True\n")
+    (tmp_path / "ignoredcfg.py").write_text("CELERY_EVENT_SERIALIZER = 'pickle'\n"
+                                            "worker_direct = True\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "ignoredcfg", raising=False)
     with warnings.catch_warnings(record=True) as record:
@@ -165,7 +166,7 @@ def test_a_config_module_warns(fresh: None, tmp_path: Path,
         Settings().config_from_object("ignoredcfg")
     messages = _ignored_warnings(record)
     assert len(messages) == 2
-    assert any("'worker_send_task_events'" in m for m in messages)
+    assert any("'event_serializer'" in m for m in messages)
 
 
 @pytest.mark.parametrize("name, value", [
