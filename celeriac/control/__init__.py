@@ -16,12 +16,10 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from ..brokers import Fanout, RevocationStore, require
-from .pidbox import LamportClock, Request, new_ticket, reply_exchange, request_exchange
+from .pidbox import Request, new_ticket, reply_exchange, request_exchange
 
 if TYPE_CHECKING:
     from ..app import Celery
-
-_clock = LamportClock()
 
 
 class Control:
@@ -59,7 +57,8 @@ class Control:
         request = Request(command, args, list(destination) if destination else None,
                           pattern, matcher, expires=time.time() + timeout)
         if not reply:
-            fanout.broadcast(request_exchange(conf), [request.to_notice(_clock.forward())])
+            fanout.broadcast(request_exchange(conf),
+                             [request.to_notice(self.app.clock.forward())])
             return None
         request.ticket = new_ticket()
         exchange = reply_exchange(conf)
@@ -69,14 +68,17 @@ class Control:
         # The reply queue exists before the request leaves, so no answer can be early.
         replies = fanout.replies(exchange, request.reply_to["routing_key"])
         try:
-            fanout.broadcast(request_exchange(conf), [request.to_notice(_clock.forward())])
-            return self._gather(replies, request.ticket, timeout, limit, callback)
+            fanout.broadcast(request_exchange(conf),
+                             [request.to_notice(self.app.clock.forward())])
+            return self._gather(replies, request.ticket, timeout, limit, callback,
+                                self.app.clock)
         finally:
             replies.close()
 
     @staticmethod
     def _gather(replies: Any, ticket: str, timeout: float, limit: int | None,
-                callback: Callable[[dict[str, Any]], Any] | None) -> list[dict[str, Any]]:
+                callback: Callable[[dict[str, Any]], Any] | None,
+                clock: Any) -> list[dict[str, Any]]:
         import json
 
         found: list[dict[str, Any]] = []
@@ -88,7 +90,8 @@ class Control:
             for notice in replies.get(min(remaining, 0.25)):
                 if notice.headers.get("ticket") != ticket:
                     continue
-                _clock.adjust(notice.headers.get("clock"))
+                if isinstance(notice.headers.get("clock"), int):
+                    clock.adjust(notice.headers["clock"])
                 try:
                     answer = json.loads(notice.body)
                 except ValueError:

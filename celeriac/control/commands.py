@@ -279,14 +279,14 @@ def cancel_consumer(node: Node, queue: str = "", **_: Any) -> dict[str, str]:
 @command("control")
 def enable_events(node: Node, **_: Any) -> dict[str, str]:
     """Tell worker(s) to send task-related events."""
-    node.change_orders(lambda o: o.__setitem__("events", True))
+    node.task_events(True)
     return ok("task events enabled")
 
 
 @command("control")
 def disable_events(node: Node, **_: Any) -> dict[str, str]:
     """Tell worker(s) to stop sending task-related events."""
-    node.change_orders(lambda o: o.__setitem__("events", False))
+    node.task_events(False)
     return ok("task events disabled")
 
 

@@ -16,8 +16,8 @@ from ..brokers import Fanout, Listener, RevocationStore, capability, require
 from ..utils.outage import OutageLog
 from ..utils.urls import mask_password
 from . import commands
-from .pidbox import (BadRequest, LamportClock, Request, parse_request, reply_exchange,
-                     reply_notice, request_exchange)
+from .pidbox import (BadRequest, Request, parse_request, reply_exchange, reply_notice,
+                     request_exchange)
 
 if TYPE_CHECKING:
     from ..worker.main import Worker
@@ -37,7 +37,7 @@ class Node:
         self.worker = worker
         self.app = worker.app
         self.hostname = worker.hostname
-        self.clock = LamportClock()
+        self.clock = worker.app.clock  # shared with this process's events
         self.started = time.monotonic()
         # runtime changes, for thread pools whose consumers share this process
         self._orders: dict[str, Any] = {}
@@ -151,10 +151,21 @@ class Node:
         return commands.ok(f"autoscale now max={new_max} min={new_min}")
 
     def send_heartbeat(self) -> None:
-        for service in self.worker.services:
-            beat = getattr(service, "send_heartbeat", None)
-            if beat is not None:
-                beat()
+        heart = getattr(self.worker, "heart", None)
+        if heart is not None:
+            heart.beat()
+
+    def task_events(self, on: bool) -> None:
+        """Task events on or off: in every consumer, and in this process (which records
+        the ends of tasks lost with a pool process)."""
+        self.change_orders(lambda o: o.__setitem__("events", on))
+        events = getattr(self.worker, "events", None)
+        if events is not None and events.groups is not None:
+            if on:
+                events.groups.add("task")
+            else:
+                events.groups.discard("task")
+            events.enabled = bool(events.groups)
 
     # -- stats ------------------------------------------------------------------------------
     def queue_info(self, name: str) -> dict[str, Any]:
@@ -192,7 +203,8 @@ class Node:
             "uptime": commands.uptime(self.started),
             "pool": pool_info,
             "broker": broker_info(self.app.broker_read_url),
-            "prefetch_count": worker.prefetch * worker.concurrency,
+            "prefetch_count": worker.prefetch * int(getattr(pool, "size", None)
+                                                    or worker.concurrency),
             "rusage": commands.rusage(),
             "sw_ident": "py-celeriac",
         }
@@ -299,7 +311,8 @@ class Mailbox:
         node = self.node
         if not request.for_node(node.hostname) or request.expired():
             return
-        node.clock.adjust(request.clock)
+        if isinstance(request.clock, int):
+            node.clock.adjust(request.clock)
         cmd = commands.COMMANDS.get(request.method)
         if cmd is None:
             self._complain(f"unknown remote-control command {request.method!r}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,26 +26,6 @@ def request_exchange(conf: Any) -> str:
 
 def reply_exchange(conf: Any) -> str:
     return f"reply.{conf.control_exchange or 'celery'}.pidbox"
-
-
-class LamportClock:
-    """Celery's logical clock: sent with every request and reply, advanced on receipt."""
-
-    def __init__(self) -> None:
-        self.value = 0
-        self._lock = threading.Lock()
-
-    def forward(self) -> int:
-        with self._lock:
-            self.value += 1
-            return self.value
-
-    def adjust(self, other: Any) -> int:
-        with self._lock:
-            if isinstance(other, int):
-                self.value = max(self.value, other)
-            self.value += 1
-            return self.value
 
 
 @dataclass

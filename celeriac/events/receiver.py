@@ -84,9 +84,8 @@ class EventReceiver:
             limit: stop after this many events (a ``task.multi`` message counts each
                 of its events).
             timeout: raise ``socket.timeout`` once this many seconds pass with no event.
-            wakeup: accepted for Celery's callers. Celery broadcasts a ``heartbeat``
-                control request here so that workers announce themselves at once; a
-                celeriac worker's next heartbeat (``freq`` seconds) does that instead.
+            wakeup: broadcast a ``heartbeat`` control request first, so that the
+                workers (celeriac's and Celery's) announce themselves at once.
         """
         for _ in self.itercapture(limit=limit, timeout=timeout, wakeup=wakeup):
             pass
@@ -96,6 +95,8 @@ class EventReceiver:
         """``capture`` as a generator: yields each event after its handler ran."""
         count = 0
         idle_since = time.monotonic()
+        if wakeup:
+            self.wakeup_workers()
         while not self.should_stop:
             if not self._pending:
                 wait = _POLL
@@ -115,6 +116,14 @@ class EventReceiver:
             yield event
             if limit and count >= limit:
                 return
+
+    def wakeup_workers(self) -> None:
+        """Ask every worker for a heartbeat event now (the listener is subscribed
+        already, so none is missed)."""
+        try:
+            self.app.control.broadcast("heartbeat")
+        except Exception as exc:  # noqa: BLE001 - the next regular heartbeat comes anyway
+            logger.debug("could not wake the workers: %r", exc)
 
     def event_from_message(self, body: dict[str, Any], localize: bool = True,
                            now: Callable[[], float] = time.time) -> tuple[str, dict[str, Any]]:

@@ -208,3 +208,30 @@ def test_reserved_shows_what_a_child_prefetched(configure: Any, project: Path,
         assert running.get(timeout=20) == "first"
         assert [r.get(timeout=20) for r in behind] == [0, 2, 4]
         assert wait_until(lambda: reserved() == [])
+
+
+def test_task_events_switched_on_and_off_remotely(ctl: Any, project: Path) -> None:
+    app = ctl.app
+    with WorkerProcess("proj", cwd=project, args=["-c", "2", "-n", "ev@x"]):
+        with app.connection() as conn:
+            seen: list[dict[str, Any]] = []
+            receiver = app.events.Receiver(conn, handlers={"*": seen.append})
+            events = receiver.itercapture(timeout=10, wakeup=True)
+            # wakeup: the heartbeat command makes the worker announce itself at once
+            assert next(e for e in events if e["type"] == "worker-heartbeat")["hostname"] \
+                == "ev@x"
+            replies = app.control.enable_events(reply=True, timeout=2)
+            assert list(replies[0].values()) == [{"ok": "task events enabled"}]
+            result = ctl.add.delay(3, 4)
+            assert result.get(timeout=20) == 7
+            done = next(e for e in events if e["type"] == "task-succeeded")
+            assert (done["uuid"], done["result"]) == (result.id, "7")
+            replies = app.control.disable_events(reply=True, timeout=2)
+            assert list(replies[0].values()) == [{"ok": "task events disabled"}]
+            quiet = ctl.add.delay(1, 1)
+            assert quiet.get(timeout=20) == 2
+            app.control.heartbeat()
+            later = [e for e in receiver.itercapture(limit=2, timeout=10, wakeup=False)
+                     if e["type"].startswith("worker-")][:1]
+            assert later  # the worker still speaks, but says nothing of its tasks
+            assert quiet.id not in {e.get("uuid") for e in seen}
