@@ -1,10 +1,11 @@
-"""The benchmark's celeriac app: one task, ``add``, on Redis (see bench/README.md).
+"""The benchmark's celeriac app: ``add`` and ``nap`` on Redis (see bench/README.md).
 
 The broker is ``redis://127.0.0.1:6379/<BENCH_REDIS_DB>`` (default 10) and results go
 to the next database (default 11). ``bench_tasks_celery.py`` is the same app for Celery.
 """
 
 import os
+import time
 
 from celeriac import Celery
 
@@ -17,3 +18,10 @@ app = Celery("bench_tasks_celeriac", broker=f"{REDIS}/{DB}", backend=f"{REDIS}/{
 @app.task
 def add(x, y):
     return x + y
+
+
+@app.task
+def nap(seconds):
+    """Waits without working: what bench/green.py runs ``-c 1000`` at once."""
+    time.sleep(seconds)
+    return seconds
