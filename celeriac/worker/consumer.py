@@ -161,11 +161,10 @@ class Consumer:
         self.outage = OutageLog(logger, "broker", mask_password(self.broker.url))
         self._async_inflight = 0
         self._async_cond = threading.Condition()
-        # What remote control shows (inspect active/stats): the synchronous task
-        # running now as (message, delivery, started, acked), the async ones by id,
-        # and how many tasks of each name ended.
-        self.current: tuple[TaskMessage, Delivery, float, bool] | None = None
-        self.async_running: dict[str, tuple[TaskMessage, Delivery, float, bool]] = {}
+        # What remote control shows (inspect active/stats): the tasks running now
+        # (several in the green pools and for async def tasks) by id, as (message,
+        # delivery, started, acked), and how many tasks of each name ended.
+        self.running: dict[str, tuple[TaskMessage, Delivery, float, bool]] = {}
         self.totals: Counter[str] = Counter()
         #: set by remote control when a rate limit changed (see _replan_waiting)
         self.rates_changed = False
@@ -454,14 +453,14 @@ class Consumer:
         if is_async(task):
             if not acks_late:
                 self._ack_before_start(delivery)
-            self.async_running[msg.id] = (msg, delivery, time.time(), not acks_late)
+            self.running[msg.id] = (msg, delivery, time.time(), not acks_late)
             self._start_async(task, request, delivery, acks_late, hard)
             return
         # An early ack reaches the broker before the task starts; its reply is read
         # after the task, so the task does not wait a round trip for it. (Before the
         # slot says the task runs: an ack that fails leaves the task unstarted.)
         acked = None if acks_late else self._ack_before_start(delivery, wait=False)
-        self.current = (msg, delivery, time.time(), not acks_late)
+        self.running[msg.id] = (msg, delivery, time.time(), not acks_late)
         slot = self.slot
         if slot is not None:
             slot.start(msg.id, msg.name, delivery.tag, acks_late, hard,
@@ -469,6 +468,7 @@ class Consumer:
         try:
             outcome = self._execute(task, request, hard, soft)
         finally:
+            self.running.pop(msg.id, None)
             if acked is not None:
                 try:
                     acked()
@@ -479,7 +479,6 @@ class Consumer:
                 self.broker.finished([delivery])
         if slot is not None:
             slot.clear()
-        self.current = None
         self.totals[msg.name] += 1
         self._settle(delivery, outcome, acks_late,
                      self._acks_on_failure(task))
@@ -575,7 +574,7 @@ class Consumer:
                 outcome = Outcome(states.FAILURE, exc)
             if not acks_late:
                 self.broker.finished([delivery])
-            self.async_running.pop(request.id, None)
+            self.running.pop(request.id, None)
             self.totals[task.name] += 1
             try:
                 self._settle(delivery, outcome, acks_late, self._acks_on_failure(task))

@@ -52,11 +52,7 @@ def consumer_report(consumer: Consumer) -> dict[str, Any]:
     pid = os.getpid()
     host = consumer.hostname
     active = []
-    running = consumer.current
-    if running is not None:
-        msg, delivery, started, acked = running
-        active.append(request_info(msg, delivery, host, started, acked, pid))
-    for msg, delivery, started, acked in list(consumer.async_running.values()):
+    for msg, delivery, started, acked in list(consumer.running.values()):
         active.append(request_info(msg, delivery, host, started, acked, pid))
     with consumer._pending_lock:
         pending = list(consumer._pending)
