@@ -247,8 +247,10 @@ class Mailbox:
         self.thread: threading.Thread | None = None
         self.listener: Listener | None = None
         self.fanout: Fanout | None = None
+        # The pool's supervisor, in the same process, tells a broker outage already.
         self.outage = OutageLog(logger, "broker (remote control)",
-                                mask_password(worker.app.broker_read_url))
+                                mask_password(worker.app.broker_read_url),
+                                level=logging.DEBUG)
         self._complained = 0.0
         self.busy = threading.Lock()
 

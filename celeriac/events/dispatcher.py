@@ -60,6 +60,8 @@ class EventDispatcher:
         buffer_limit: events in the buffer that make it go out at once.
         flush_interval: seconds a buffered event waits at most.
         exchange: the exchange (default ``event_exchange``, ``celeryev``).
+        outage_level: the level an outage of the broker is logged at; DEBUG where the
+            connection's owner (a consumer) tells the outage already.
 
     Raises:
         ImproperlyConfigured: enabled on a broker whose transport has no ``Fanout``.
@@ -68,8 +70,10 @@ class EventDispatcher:
     def __init__(self, app: Celery, hostname: str | None = None, enabled: bool = True,
                  broker: Broker | None = None, groups: Iterable[str] | None = None,
                  buffer_group: Iterable[str] | None = None, buffer_limit: int = BUFFER_LIMIT,
-                 flush_interval: float = FLUSH_INTERVAL, exchange: str | None = None) -> None:
+                 flush_interval: float = FLUSH_INTERVAL, exchange: str | None = None,
+                 outage_level: int = logging.WARNING) -> None:
         self.app = app
+        self.outage_level = outage_level
         self.hostname = hostname or client_hostname()
         self.exchange = exchange or app.conf.event_exchange or EXCHANGE
         self.groups: set[str] | None = set(groups) if groups is not None else None
@@ -179,7 +183,7 @@ class EventDispatcher:
                 broker = self._broker if self._broker is not None else self.app.producer_broker()
                 fanout = self._fanout = require(broker, Fanout, "send events")
                 self._outage = OutageLog(logger, "broker (events)",
-                                         mask_password(broker.url), level=logging.WARNING)
+                                         mask_password(broker.url), level=self.outage_level)
             fanout.broadcast(self.exchange, notices)
         except Exception as exc:  # noqa: BLE001 - see send: never the task's failure
             if self._outage is None:

@@ -123,5 +123,7 @@ class OutageLog:
             elapsed, retries = now - self._since, self._retries
             self._since = None
             self._retries = 0
-        self.logger.warning("%s reachable again after %.1f s (%d retries)", self.what,
-                            elapsed, retries)
+        # A quiet log (DEBUG: another component tells the same outage) stays quiet.
+        level = logging.DEBUG if self.level <= logging.DEBUG else logging.WARNING
+        self.logger.log(level, "%s reachable again after %.1f s (%d retries)", self.what,
+                        elapsed, retries)

@@ -130,7 +130,9 @@ class Consumer:
         #: task events (-E), batched; remote control's enable_events/disable_events
         #: switch ``events.enabled``
         self.events = EventDispatcher(app, hostname, enabled=bool(conf.worker_send_task_events),
-                                      broker=self.broker, buffer_group=("task",))
+                                      broker=self.broker, buffer_group=("task",),
+                                      # on the consumer's connection: its outage is told
+                                      outage_level=logging.DEBUG)
         self.execution.end.events = self.events
         self.counters = counters
         if counters is not None:
