@@ -10,15 +10,19 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import unique
 from support import wait_until
 
 from celeriac.brokers import Notice
 from celeriac.contrib.testing import WorkerProcess
+
+
+def unique() -> str:
+    return uuid.uuid4().hex[:8]
 
 
 @pytest.fixture
