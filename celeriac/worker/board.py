@@ -158,15 +158,17 @@ class Reporter(threading.Thread):
         self.apply = apply
         self.stop = stop
         self.applied = 0
+        self._applying = threading.Lock()
 
     def apply_orders(self) -> None:
-        version = self.board.order_version()
-        if version == self.applied:
+        """Apply new orders, if any; called by this thread and by the consumer's."""
+        if self.board.order_version() == self.applied:
             return
-        version, orders = self.board.orders()
-        if version:
-            self.apply(orders)
-            self.applied = version
+        with self._applying:
+            version, orders = self.board.orders()
+            if version and version != self.applied:
+                self.apply(orders)
+                self.applied = version
 
     def run(self) -> None:
         answered = 0

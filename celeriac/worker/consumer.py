@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter, deque
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .. import messages, serialization, signals, states
 from ..brokers import (
@@ -170,6 +170,8 @@ class Consumer:
         self.totals: Counter[str] = Counter()
         #: set by remote control when a rate limit changed (see _replan_waiting)
         self.rates_changed = False
+        #: in a pool process: takes in remote control's latest orders (cheap when none)
+        self.orders_check: Callable[[], None] | None = None
 
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> None:
@@ -244,6 +246,12 @@ class Consumer:
             limit = 1
         batch = self.broker.fetch(self.queues, limit, timeout=timeout)
         if batch:
+            if self.orders_check is not None:
+                # A change remote control made before these messages were sent (a
+                # rate limit, task events on) applies to them: it was written first.
+                self.orders_check()
+                if self.rates_changed:
+                    self._replan_waiting()  # held ones run in turn with this batch
             self._set_idle(False)
             self.revocations.refresh()
         with self._pending_lock:
@@ -317,7 +325,8 @@ class Consumer:
 
     def _replan_waiting(self) -> None:
         """A rate limit changed at runtime (remote control): the messages held for
-        their turn go back to the queue, to take a turn under the new limit."""
+        their turn take a new one under the new limit (given back to the queue when no
+        batch is at hand)."""
         self.rates_changed = False
         self.rate_limits = LocalLimits(self.rate_limits.share)
         held = [delivery for _, _, delivery in sorted(self._waiting)]

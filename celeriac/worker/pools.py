@@ -545,6 +545,7 @@ class PreforkPool(Pool):
             reporter = Reporter(self.control_board, slot, lambda: consumer_report(consumer),
                                 lambda orders: apply_orders(consumer, orders), stop)
             reporter.apply_orders()  # what remote control changed before this child
+            consumer.orders_check = reporter.apply_orders
             reporter.start()
             heartbeat.start()
             consumer.run()
