@@ -245,6 +245,11 @@ class Consumer:
             # Idle siblings take the rest: never hold a message back from them.
             limit = 1
         batch = self.broker.fetch(self.queues, limit, timeout=timeout)
+        # Held before anything else can fail: a broker error below (reading the
+        # revocations) must not drop a batch the broker now counts as this
+        # consumer's; the next round gives it back.
+        with self._pending_lock:
+            self._pending.extend(batch)
         if batch:
             if self.orders_check is not None:
                 # A change remote control made before these messages were sent (a
@@ -254,8 +259,6 @@ class Consumer:
                     self._replan_waiting()  # held ones run in turn with this batch
             self._set_idle(False)
             self.revocations.refresh()
-        with self._pending_lock:
-            self._pending.extend(batch)
         while True:
             with self._pending_lock:
                 if not self._pending:

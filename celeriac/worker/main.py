@@ -352,7 +352,9 @@ class Worker:
         groups = {"worker"} if worker_events else set()
         if self.send_events:
             groups.add("task")
-        self.events = EventDispatcher(app, self.hostname, enabled=bool(groups), groups=groups)
+        # The pool's supervisor tells a broker outage of this process already.
+        self.events = EventDispatcher(app, self.hostname, enabled=bool(groups), groups=groups,
+                                      outage_level=logging.DEBUG)
         self.heart = WorkerHeart(
             self.events, heartbeat_interval or conf.worker_heartbeat_interval,
             self._task_load, add_fork_gate, remove_fork_gate) if worker_events else None
