@@ -117,14 +117,22 @@ def _run(obj: Any, call: Callable[[], Any]) -> Any:
         raise click.ClickException(f"cannot reach the broker: {exc}") from exc
 
 
-@click.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-@click.argument("command")
-@click.option("--list", is_flag=True, expose_value=False, is_eager=True,
-              callback=_list_and_exit("inspect"), help="List the inspect commands and exit.")
-@_timeout
-@_dest
-@_json
-@click.pass_context
+def _remote_command(kind: str) -> Callable[[Callable[..., Any]], Any]:
+    """The options ``inspect`` and ``control`` share: COMMAND, its words, --list, -t, -d, -j."""
+    def decorate(fn: Callable[..., Any]) -> Any:
+        for option in (click.pass_context, _json, _dest, _timeout,
+                       click.option("--list", is_flag=True, expose_value=False,
+                                    is_eager=True, callback=_list_and_exit(kind),
+                                    help=f"List the {kind} commands and exit."),
+                       click.argument("command")):
+            fn = option(fn)
+        return click.command(context_settings={"allow_extra_args": True,
+                                               "ignore_unknown_options": True})(fn)
+
+    return decorate
+
+
+@_remote_command("inspect")
 def inspect(ctx: click.Context, command: str, timeout: float, destination: str | None,
             as_json: bool) -> None:
     """Ask the workers with the COMMAND inspect command (ping, active, stats, ...)."""
@@ -141,14 +149,7 @@ def inspect(ctx: click.Context, command: str, timeout: float, destination: str |
     _online(len(replies))
 
 
-@click.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-@click.argument("command")
-@click.option("--list", is_flag=True, expose_value=False, is_eager=True,
-              callback=_list_and_exit("control"), help="List the control commands and exit.")
-@_timeout
-@_dest
-@_json
-@click.pass_context
+@_remote_command("control")
 def control(ctx: click.Context, command: str, timeout: float, destination: str | None,
             as_json: bool) -> None:
     """Send the COMMAND control command to the workers (rate_limit, shutdown, ...)."""

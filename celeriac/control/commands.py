@@ -8,7 +8,6 @@ and how to turn command-line words into arguments.
 
 from __future__ import annotations
 
-import os
 import platform
 import resource
 import time
@@ -333,7 +332,3 @@ def rusage() -> dict[str, float]:
 
 def uptime(started: float) -> int:
     return int(time.monotonic() - started)
-
-
-def pid() -> int:
-    return os.getpid()
