@@ -39,9 +39,11 @@ logger = logging.getLogger("celeriac.app")
 
 DEFAULT_SQLITE_FILE = "celeriac.sqlite3"
 _UNSET = object()
-# Brokers that take a fail-over list of URLs, and those broker_use_ssl applies to.
-_FAILOVER_SCHEMES = frozenset({"redis", "rediss"})
-_TLS_SCHEMES = frozenset({"redis", "rediss", "redis+socket"})
+# Brokers that take a list of URLs, and those broker_use_ssl applies to. A sentinel://
+# list is not a fail-over list: it names the sentinels, which name the master.
+_FAILOVER_SCHEMES = frozenset({"redis", "rediss", "sentinel", "amqp", "pyamqp", "amqps"})
+_TLS_SCHEMES = frozenset({"redis", "rediss", "redis+socket", "sentinel", "amqp", "pyamqp",
+                          "amqps"})
 
 
 class IgnoredOptionWarning(UserWarning):
@@ -484,6 +486,22 @@ class Celery:
             options.setdefault("failover_strategy", conf.broker_failover_strategy)
         return options
 
+    def _amqp_options(self, options: dict[str, Any]) -> None:
+        """What the RabbitMQ transport declares queues by (the topology)."""
+        conf = self.conf
+        options.setdefault("heartbeat", conf.broker_heartbeat)
+        if conf.broker_login_method:
+            options.setdefault("login_method", conf.broker_login_method)
+        options["topology"] = {
+            "queues": dict(self.router.queues),
+            "default_queue": conf.task_default_queue,
+            "default_queue_type": conf.task_default_queue_type,
+            "missing_queue_type": conf.task_create_missing_queue_type,
+            "max_priority": conf.task_queue_max_priority,
+            "create_missing": conf.task_create_missing_queues,
+            "delayed_queue_type": conf.broker_native_delayed_delivery_queue_type,
+        }
+
     def _connect_broker_at(self, url: str) -> Broker:
         options = self._broker_options()
         scheme = scheme_of(url)
@@ -497,6 +515,8 @@ class Celery:
                 f"broker_use_ssl has no effect on the {scheme}:// broker: celeriac "
                 "applies it to Redis brokers only"), stacklevel=3)
             options.pop("ssl")
+        if scheme in ("amqp", "pyamqp", "amqps"):
+            self._amqp_options(options)
         return connect_broker(url, options)
 
     def _new_producer(self) -> Broker:

@@ -47,6 +47,12 @@ def _redis() -> type[Broker]:
     return RedisBroker
 
 
+def _amqp() -> type[Broker]:
+    from .amqp import AMQPBroker
+
+    return AMQPBroker
+
+
 TRANSPORTS: dict[str, Callable[[], type[Broker]]] = {
     "memory": _memory,
     "sqlite": _sqlite,
@@ -54,6 +60,10 @@ TRANSPORTS: dict[str, Callable[[], type[Broker]]] = {
     "redis": _redis,
     "rediss": _redis,
     "redis+socket": _redis,
+    "sentinel": _redis,
+    "amqp": _amqp,
+    "pyamqp": _amqp,
+    "amqps": _amqp,
 }
 
 

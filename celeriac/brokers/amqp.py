@@ -1,0 +1,921 @@
+"""RabbitMQ (``amqp://``, ``pyamqp://``, ``amqps://``), declared and spoken as Celery does.
+
+What RabbitMQ does itself is left to it: a message is the consumer's until acked and
+returns to its queue the moment the consumer's connection closes (no heartbeat keys,
+no reclaiming), priorities with ``x-max-priority``, per-message ``expiration``.
+
+- **Topology**: Celery's (CELERY-WIRE §4.1): each queue durable with its exchange
+  (``celery`` direct) and binding; a message to a direct exchange goes to the default
+  exchange with the queue's name, as Celery publishes it. Queue arguments are exactly
+  what the configuration gives (``x-max-priority``, ``x-queue-type``), so that Celery
+  and celeriac declare the same queue alike; a clash (``PRECONDITION_FAILED``) is an
+  error naming the queue and the server's reason.
+- **Publishing** waits for RabbitMQ's confirm, with ``mandatory`` set: a publish returns
+  only when RabbitMQ took the message; a nack or an unroutable message raises.
+  ``publish_many`` sends every message before waiting for the confirms.
+- **Consuming**: ``basic.consume`` with ``basic.qos`` = the consumer's prefetch; acks go
+  on the channel that received the message; a message whose connection was lost since is
+  RabbitMQ's again, so settling it is a no-op.
+- **Delays**: an eta message waits in RabbitMQ, in Celery 5.5's native delayed delivery
+  topology (28 levels ``celery_delayed_<n>``, each a queue whose messages all live
+  2**n seconds and are then dead-lettered to the next level, routed by one bit of the
+  delay written in the routing key, down to the ``celery_delayed_delivery`` exchange to
+  which each queue is bound). Every message of a level queue has the same lifetime, so
+  none waits behind a longer one (a single queue with per-message TTLs expires only its
+  head), and quorum level queues dead-letter at-least-once, so a broker crash loses
+  none. A Celery worker on the same queue runs such a message when it arrives.
+- **Dead letters** go to a durable queue (``broker_dead_letter_queue``) with the reason in
+  their headers. A message RabbitMQ gave again after its consumer was lost is counted
+  (``x-delivery-count`` on quorum queues, celeriac's own header on classic ones) and set
+  aside after ``broker_max_redeliveries``.
+- **Fanout** (events, remote control): Celery's ``celeryev`` topic and ``celery.pidbox``
+  fanout exchanges with queues of their own per listener.
+
+py-amqp is not thread-safe: every use of a connection holds its lock, and each listener
+has a connection of its own. A consumer's connection sends heartbeats from a thread, so
+that a long task cannot get its connection closed (and its messages given to another
+worker while it still runs them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any, Callable, Sequence
+
+from .. import messages, serialization
+from ..exceptions import ImproperlyConfigured
+from ..utils import amqp as amqp_util
+from ..utils.urls import mask_password
+from .base import (
+    Broker,
+    DeadLetter,
+    DeadLetters,
+    DelayedDelivery,
+    Delivery,
+    Fanout,
+    Listener,
+    Notice,
+    Outgoing,
+    RevocationStore,
+    take_all,
+)
+
+logger = logging.getLogger("celeriac.broker.amqp")
+
+DELAY_BITS = 28
+DELAY_EXCHANGE = "celery_delayed_delivery"
+#: counts deliveries of a message RabbitMQ returned, on classic queues
+DELIVERIES_HEADER = "x-celeriac-deliveries"
+REASON_HEADER = "x-celeriac-reason"
+#: how long a publish waits for RabbitMQ's confirm before saying why it did not come
+DEFAULT_CONFIRM_TIMEOUT = 30.0
+REVOKED_QUEUE = "celeriac.revoked"
+
+
+def level_name(level: int) -> str:
+    return f"celery_delayed_{level}"
+
+
+def delay_routing_key(seconds: int, routing_key: str) -> str:
+    """The routing key that sends a message down the delay levels: the delay's bits,
+    most significant first, one word each, then the queue's own key."""
+    return ".".join(format(seconds, f"0{DELAY_BITS}b")) + "." + routing_key
+
+
+# The exchanges Celery's events and remote control travel on, as it declares them.
+_FANOUT_EXCHANGES = {
+    "celeryev": ("topic", True),
+}
+
+
+def _exchange_kind(name: str) -> tuple[str, bool]:
+    if name in _FANOUT_EXCHANGES:
+        return _FANOUT_EXCHANGES[name]
+    if name.startswith("reply."):
+        return "direct", False
+    if name.endswith("pidbox"):
+        return "fanout", False
+    return "topic", True
+
+
+class QueueSpec:
+    """How one queue is declared: arguments, exchange, binding."""
+
+    __slots__ = ("name", "durable", "exclusive", "auto_delete", "arguments", "exchange",
+                 "exchange_type", "routing_key", "exchange_durable")
+
+    def __init__(self, name: str, arguments: dict[str, Any], exchange: str,
+                 exchange_type: str = "direct", routing_key: str | None = None,
+                 durable: bool = True, exclusive: bool = False,
+                 auto_delete: bool = False, exchange_durable: bool = True) -> None:
+        self.name = name
+        self.arguments = arguments
+        self.exchange = exchange
+        self.exchange_type = exchange_type
+        self.routing_key = routing_key if routing_key is not None else name
+        self.durable = durable
+        self.exclusive = exclusive
+        self.auto_delete = auto_delete
+        self.exchange_durable = exchange_durable
+
+    @property
+    def quorum(self) -> bool:
+        return self.arguments.get("x-queue-type") == "quorum"
+
+
+class Topology:
+    """The queues the configuration names, and how a queue it does not name is made.
+
+    Built from ``options['topology']``, which the app fills from ``task_queues``,
+    ``task_default_queue(_type)``, ``task_queue_max_priority``,
+    ``task_create_missing_queues`` and ``task_create_missing_queue_type``.
+    """
+
+    def __init__(self, spec: dict[str, Any] | None) -> None:
+        spec = spec or {}
+        self.queues: dict[str, Any] = dict(spec.get("queues") or {})
+        self.default_queue: str = spec.get("default_queue") or "celery"
+        self.default_queue_type: str = spec.get("default_queue_type") or "classic"
+        self.missing_queue_type: str = spec.get("missing_queue_type") or "classic"
+        self.max_priority: int | None = spec.get("max_priority")
+        self.create_missing: bool = spec.get("create_missing", True) is not False
+        self.delayed_queue_type: str = spec.get("delayed_queue_type") or "quorum"
+        for kind, value in (("task_default_queue_type", self.default_queue_type),
+                            ("task_create_missing_queue_type", self.missing_queue_type),
+                            ("broker_native_delayed_delivery_queue_type",
+                             self.delayed_queue_type)):
+            if value not in ("classic", "quorum"):
+                raise ImproperlyConfigured(
+                    f"{kind}={value!r}: RabbitMQ queue types are 'classic' and 'quorum'")
+
+    def spec_for(self, name: str) -> QueueSpec:
+        queue = self.queues.get(name)
+        if queue is None:
+            kind = (self.default_queue_type if name == self.default_queue
+                    else self.missing_queue_type)
+            args: dict[str, Any] = {}
+            if kind == "quorum":
+                args["x-queue-type"] = "quorum"
+            elif self.max_priority:
+                args["x-max-priority"] = int(self.max_priority)
+            return QueueSpec(name, args, exchange=name)
+        args = dict(getattr(queue, "queue_arguments", None) or {})
+        if getattr(queue, "max_priority", None):
+            args.setdefault("x-max-priority", int(queue.max_priority))
+        if "x-queue-type" not in args:
+            kind = self.default_queue_type if name == self.default_queue else "classic"
+            if kind == "quorum":
+                args["x-queue-type"] = "quorum"
+        if self.max_priority and "x-max-priority" not in args \
+                and args.get("x-queue-type") != "quorum":
+            args["x-max-priority"] = int(self.max_priority)
+        exchange = getattr(queue, "exchange", None)
+        ex_name = getattr(exchange, "name", exchange)
+        ex_type = getattr(exchange, "type", "direct") if exchange is not None else "direct"
+        ex_durable = getattr(exchange, "durable", True) if exchange is not None else True
+        return QueueSpec(
+            name, args,
+            exchange=ex_name if ex_name is not None else name,
+            exchange_type=ex_type or "direct",
+            routing_key=getattr(queue, "routing_key", None) or name,
+            durable=getattr(queue, "durable", True),
+            exclusive=getattr(queue, "exclusive", False),
+            auto_delete=getattr(queue, "auto_delete", False),
+            exchange_durable=ex_durable)
+
+    def exchange_type(self, exchange: str) -> str | None:
+        for queue in self.queues.values():
+            ex = getattr(queue, "exchange", None)
+            if getattr(ex, "name", ex) == exchange:
+                return getattr(ex, "type", "direct") or "direct"
+        return None
+
+
+class PublishRefused(ConnectionError):
+    """RabbitMQ nacked a message, returned it unroutable, or did not confirm in time."""
+
+
+class Line:
+    """One py-amqp connection and its channels, made again after a loss.
+
+    ``generation`` grows with each new consuming channel: a delivery tag belongs to the
+    channel that gave it, so a message of an older generation is no longer ours.
+    """
+
+    def __init__(self, url: str, options: dict[str, Any], feature: str,
+                 heartbeat: float) -> None:
+        self.amqp = amqp_util.import_amqp(feature)
+        self.endpoints = amqp_util.Endpoints(url, options.get("failover_strategy"))
+        self.options = options
+        self.feature = feature
+        self.heartbeat = heartbeat
+        self.lock = threading.RLock()
+        self.conn: Any = None
+        self.url = self.endpoints.urls[0]
+        self.generation = 0
+        self.blocked: str | None = None
+        self._ticker: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    def connection(self) -> Any:
+        if self.conn is None:
+            opts = dict(self.options)
+            opts["on_blocked"] = self._on_blocked
+            opts["on_unblocked"] = self._on_unblocked
+            self.conn, self.url = amqp_util.connect(self.endpoints, opts, self.feature,
+                                                    heartbeat=self.heartbeat)
+            self.generation += 1
+            self.blocked = None
+            if self.heartbeat and self._ticker is None:
+                self._ticker = threading.Thread(target=self._tick, daemon=True,
+                                                name="celeriac-amqp-heartbeat")
+                self._ticker.start()
+        return self.conn
+
+    def _on_blocked(self, reason: str = "") -> None:
+        self.blocked = reason or "a resource alarm"
+        logger.warning("RabbitMQ at %s blocked this connection (%s): publishing waits "
+                       "until the alarm clears", mask_password(self.url), self.blocked)
+
+    def _on_unblocked(self) -> None:
+        logger.warning("RabbitMQ at %s unblocked this connection", mask_password(self.url))
+        self.blocked = None
+
+    def _tick(self) -> None:
+        # Heartbeats go out from here whatever the consumer's thread is doing; reading
+        # the server's is left to that thread's next call (a missed one is a socket
+        # error there), so a long task never gets its connection judged dead.
+        interval = max(1.0, self.heartbeat / 3)
+        while not self._closed.wait(interval):
+            if not self.lock.acquire(timeout=interval):
+                continue
+            try:
+                if self.conn is not None:
+                    self.conn.send_heartbeat()
+            except Exception as exc:
+                logger.debug("heartbeat failed: %r", exc)
+            finally:
+                self.lock.release()
+
+    def lost(self) -> None:
+        """Forget the connection after an error; the next call makes a new one."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn.collect()
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        self._closed.set()
+        with self.lock:
+            conn, self.conn = self.conn, None
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:
+                    try:
+                        conn.collect()
+                    except Exception:
+                        pass
+
+
+def _plain(value: Any) -> Any:
+    """AMQP field values as JSON has them (py-amqp gives datetimes and Decimals)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+class AMQPBroker(Broker, DelayedDelivery, DeadLetters, RevocationStore, Fanout):
+    """A RabbitMQ connection per consumer (see the module's docstring)."""
+
+    def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
+        super().__init__(url, options)
+        opts = self.options
+        self.topology = Topology(opts.get("topology"))
+        self.confirm_timeout = float(opts.get("confirm_timeout") or DEFAULT_CONFIRM_TIMEOUT)
+        heartbeat = opts.get("heartbeat")
+        self.line = Line(url, opts, "the amqp:// broker",
+                         heartbeat=float(heartbeat if heartbeat is not None else 120))
+        self._publish_channel: Any = None
+        self._notice_channel: Any = None
+        self._consume_channel: Any = None
+        self._consume_generation = -1
+        self._consuming: set[str] = set()
+        self._consumer_queues: dict[str, str] = {}
+        self._qos = 0
+        self._buffer: deque[Any] = deque()
+        self._declared: set[str] = set()
+        self._exchanges: set[str] = set()
+        self._confirmed = 0  # highest delivery tag RabbitMQ confirmed on the publish channel
+        self._published = 0
+        self._nacked: list[int] = []
+        self._returned: list[str] = []
+        self._delay_declared = False
+        #: (checked, read, count, {id: signal}, version) of the revocations queue
+        self._revoked_cache: tuple[float, float, int, dict[str, Any], int] | None = None
+
+    # -- connection and channels ----------------------------------------------------------
+    def safe_url(self) -> str:
+        return mask_password(self.url)
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` under the connection's lock; a lost connection is forgotten and
+        raised as ConnectionError naming the server (the caller's retry makes it anew)."""
+        amqp = self.line.amqp
+        with self.line.lock:
+            try:
+                return fn()
+            except (PublishRefused, ImproperlyConfigured):
+                raise
+            except amqp.exceptions.PreconditionFailed as exc:
+                self._channel_lost()
+                raise ImproperlyConfigured(self._clash(what, exc)) from None
+            except amqp.exceptions.ChannelError as exc:
+                self._channel_lost()
+                raise ConnectionError(f"RabbitMQ at {self.safe_url()} refused {what}: "
+                                      f"{amqp_util.describe(exc)}") from exc
+            except Exception as exc:
+                if not amqp_util.is_connection_error(amqp, exc) \
+                        and not isinstance(exc, (TimeoutError, ConnectionError)):
+                    raise
+                self._connection_lost()
+                raise ConnectionError(f"RabbitMQ at {self.safe_url()} is unreachable "
+                                      f"({what}): {amqp_util.describe(exc)}") from exc
+
+    def _clash(self, what: str, exc: Exception) -> str:
+        return (f"RabbitMQ refused {what}: {amqp_util.describe(exc)}. The queue or "
+                "exchange exists with other arguments than this configuration gives "
+                "(task_queues, task_queue_max_priority, task_default_queue_type): make "
+                "them match what declared it first, or delete it (rabbitmqctl "
+                "delete_queue NAME) if its messages can go")
+
+    def _connection_lost(self) -> None:
+        self.line.lost()
+        self._publish_channel = self._notice_channel = self._consume_channel = None
+        self._consuming.clear()
+        self._buffer.clear()  # RabbitMQ gives them again: they were never acked
+        self._declared.clear()
+        self._exchanges.clear()
+        self._delay_declared = False
+        self._qos = 0
+
+    def _channel_lost(self) -> None:
+        # A channel error closes that channel only; which one is not worth telling
+        # apart: making them again is cheap, and the consumer's unacked messages go
+        # back to RabbitMQ with its channel.
+        for ch in (self._publish_channel, self._notice_channel, self._consume_channel):
+            if ch is not None:
+                try:
+                    ch.close()
+                except Exception:
+                    pass
+        self._publish_channel = self._notice_channel = self._consume_channel = None
+        self._consuming.clear()
+        self._buffer.clear()
+        self._qos = 0
+
+    def _publisher(self) -> Any:
+        if self._publish_channel is None or self.line.conn is None:
+            ch = self.line.connection().channel()
+            ch.confirm_select()
+            ch.events["basic_ack"].add(self._on_ack)
+            ch.events["basic_nack"].add(self._on_nack)
+            ch.events["basic_return"].add(self._on_return)
+            self._published = self._confirmed = 0
+            self._nacked.clear()
+            self._returned.clear()
+            self._publish_channel = ch
+        return self._publish_channel
+
+    def _on_ack(self, tag: int, multiple: bool) -> None:
+        self._confirmed = max(self._confirmed, tag)
+
+    def _on_nack(self, tag: int, multiple: bool) -> None:
+        self._nacked.append(tag)
+        self._confirmed = max(self._confirmed, tag)
+
+    def _on_return(self, exc: Exception, exchange: str, routing_key: str,
+                   message: Any) -> None:
+        self._returned.append(f"exchange {exchange!r} routing key {routing_key!r}: "
+                              f"{amqp_util.describe(exc)}")
+
+    def _wait_confirms(self, what: str) -> None:
+        conn = self.line.conn
+        deadline = time.monotonic() + self.confirm_timeout
+        while self._confirmed < self._published:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                why = (f"the connection is blocked by {self.line.blocked}" if self.line.blocked
+                       else "no confirm came")
+                self._connection_lost()
+                raise PublishRefused(
+                    f"RabbitMQ at {self.safe_url()} did not confirm {what} within "
+                    f"{self.confirm_timeout:g} s ({why}); it may or may not have the "
+                    "message (broker_transport_options confirm_timeout sets the wait)")
+            try:
+                conn.drain_events(timeout=min(left, 1.0))
+            except TimeoutError:
+                continue
+        if self._returned or self._nacked:
+            returned, nacked = list(self._returned), list(self._nacked)
+            self._returned.clear()
+            self._nacked.clear()
+            if returned:
+                raise PublishRefused(f"RabbitMQ could not route {what} to any queue "
+                                     f"({returned[0]})")
+            raise PublishRefused(f"RabbitMQ refused {what} (nack for {len(nacked)} "
+                                 "message(s)); nothing was queued for them")
+
+    # -- topology -------------------------------------------------------------------------
+    def _declare_exchange(self, ch: Any, name: str, kind: str, durable: bool = True) -> None:
+        if not name or name in self._exchanges:
+            return
+        ch.exchange_declare(name, kind, durable=durable, auto_delete=False)
+        self._exchanges.add(name)
+
+    def _declare_queue(self, name: str) -> QueueSpec:
+        spec = self.topology.spec_for(name)
+        if name in self._declared:
+            return spec
+        ch = self._publisher()
+        declare_what = f"declaring queue {name!r} with arguments {spec.arguments or 'none'}"
+        try:
+            ch.queue_declare(name, durable=spec.durable, exclusive=spec.exclusive,
+                             auto_delete=spec.auto_delete, arguments=spec.arguments or None)
+        except self.line.amqp.exceptions.PreconditionFailed as exc:
+            self._channel_lost()
+            raise ImproperlyConfigured(self._clash(declare_what, exc)) from None
+        if spec.exchange:
+            self._declare_exchange(ch, spec.exchange, spec.exchange_type, spec.exchange_durable)
+            ch.queue_bind(name, spec.exchange, spec.routing_key)
+        # Delayed messages come back through the delivery exchange by the queue's name
+        # (its default-exchange key): exactly 28 delay words, then the name.
+        self._declare_delays(ch)
+        ch.queue_bind(name, DELAY_EXCHANGE, "*." * DELAY_BITS + name)
+        self._declared.add(name)
+        return spec
+
+    def _declare_delays(self, ch: Any) -> None:
+        """The native delayed delivery topology, declared as Celery 5.5 declares it (the
+        same names and arguments, so that either may declare it first)."""
+        if self._delay_declared:
+            return
+        kind = self.topology.delayed_queue_type
+        key = "1.#"
+        for level in range(DELAY_BITS - 1, -1, -1):
+            name = level_name(level)
+            self._declare_exchange(ch, name, "topic")
+            args: dict[str, Any] = {
+                "x-queue-type": kind,
+                "x-overflow": "reject-publish",
+                "x-message-ttl": 2 ** level * 1000,
+                "x-dead-letter-exchange": level_name(level - 1) if level else DELAY_EXCHANGE,
+            }
+            if kind == "quorum":
+                args["x-dead-letter-strategy"] = "at-least-once"
+            try:
+                ch.queue_declare(name, durable=True, exclusive=False, auto_delete=False,
+                                 arguments=args)
+            except self.line.amqp.exceptions.PreconditionFailed as exc:
+                self._channel_lost()
+                raise ImproperlyConfigured(self._clash(
+                    f"declaring the delay queue {name!r} as {kind} "
+                    "(broker_native_delayed_delivery_queue_type)", exc)) from None
+            ch.queue_bind(name, name, key)
+            key = "*." + key
+        key = "0.#"
+        for level in range(DELAY_BITS - 1, 0, -1):
+            ch.exchange_bind(level_name(level - 1), level_name(level), key)
+            key = "*." + key
+        self._declare_exchange(ch, DELAY_EXCHANGE, "topic")
+        ch.exchange_bind(DELAY_EXCHANGE, level_name(0), key)
+        self._delay_declared = True
+
+    # -- publishing -----------------------------------------------------------------------
+    def _amqp_message(self, payload: str, priority: int, headers_extra: dict[str, Any] | None
+                      = None) -> tuple[Any, str, str | None]:
+        msg = messages.decode_envelope(payload)
+        props = msg.properties
+        headers = dict(msg.headers)
+        if headers_extra:
+            headers.update(headers_extra)
+        kwargs: dict[str, Any] = {
+            "content_type": msg.content_type, "content_encoding": msg.content_encoding,
+            "application_headers": headers,
+            "delivery_mode": props.get("delivery_mode") or 2,
+            "priority": int(priority or props.get("priority") or 0),
+        }
+        for name in ("correlation_id", "reply_to", "expiration", "message_id"):
+            if props.get(name):
+                kwargs[name] = str(props[name])
+        info = props.get("delivery_info") or {}
+        return (self.line.amqp.Message(msg.body, **kwargs), info.get("exchange") or "",
+                info.get("routing_key"))
+
+    def _send(self, queue: str, payload: str, priority: int, eta: float | None,
+              extra: dict[str, Any] | None = None) -> None:
+        ch = self._publisher()
+        spec = self._declare_queue(queue)
+        message, exchange, routing_key = self._amqp_message(payload, priority, extra)
+        delay = math.ceil(eta - time.time()) if eta is not None else 0
+        if delay >= 1:
+            # never early: rounded up to the next second
+            ch.basic_publish(message, exchange=level_name(DELAY_BITS - 1),
+                             routing_key=delay_routing_key(min(delay, 2 ** DELAY_BITS - 1),
+                                                           queue), mandatory=True)
+        elif exchange and exchange != spec.exchange or (
+                exchange and spec.exchange_type != "direct"):
+            # a route naming another exchange (topic, fanout): RabbitMQ routes it
+            ch.basic_publish(message, exchange=exchange,
+                             routing_key=routing_key or queue, mandatory=True)
+        else:
+            ch.basic_publish(message, exchange="", routing_key=queue, mandatory=True)
+        self._published += 1
+
+    def publish(self, queue: str, payload: str, priority: int = 0,
+                eta: float | None = None) -> None:
+        def run() -> None:
+            self._send(queue, payload, priority, eta)
+            self._wait_confirms(f"a message for queue {queue!r}")
+        self._call(f"publishing to {queue!r}", run)
+
+    def publish_many(self, batch: Sequence[Outgoing]) -> None:
+        if not batch:
+            return
+
+        def run() -> None:
+            for m in batch:
+                self._send(m.queue, m.payload, m.priority, m.eta)
+            self._wait_confirms(f"{len(batch)} message(s)")
+        self._call("publishing a batch", run)
+
+    # -- consuming ------------------------------------------------------------------------
+    def _consumer_channel(self, queues: Sequence[str], limit: int) -> Any:
+        ch = self._consume_channel
+        if ch is None or self.line.conn is None:
+            conn = self.line.connection()
+            for q in queues:
+                self._declare_queue(q)
+            ch = conn.channel()
+            self._consume_channel = ch
+            self._consume_generation = self.line.generation * 1_000_000 + ch.channel_id
+            self._consuming.clear()
+            self._qos = 0
+        if limit > self._qos:
+            # Per consumer, not global: quorum queues refuse a global QoS. A prefork
+            # pool's children consume on a channel each, so the worker holds
+            # concurrency x worker_prefetch_multiplier, as Celery's one channel does.
+            ch.basic_qos(0, limit, False)
+            self._qos = limit
+        for q in queues:
+            if q not in self._consuming:
+                self._declare_queue(q)
+                tag = ch.basic_consume(q, callback=self._buffer.append, no_ack=False)
+                self._consumer_queues[tag] = q
+                self._consuming.add(q)
+        return ch
+
+    def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        def run() -> list[Any]:
+            self._consumer_channel(queues, max(1, limit))
+            conn = self.line.conn
+            if not self._buffer:
+                deadline = time.monotonic() + timeout
+                while not self._buffer:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    try:
+                        conn.drain_events(timeout=left)
+                    except TimeoutError:
+                        break
+            taken: list[Any] = []
+            while self._buffer and len(taken) < limit:
+                taken.append(self._buffer.popleft())
+            return taken
+
+        got = self._call("consuming", run)
+        generation = self._consume_generation
+        out = []
+        for m in got:
+            delivery = self._delivery(m, generation)
+            if delivery is not None:
+                out.append(delivery)
+        return out
+
+    def _delivery(self, m: Any, generation: int) -> Delivery | None:
+        info = m.delivery_info
+        props = m.properties
+        headers = _plain(props.get("application_headers") or {})
+        queue = info.get("routing_key") or ""
+        consumer_queue = self._queue_of_consumer(info.get("consumer_tag"))
+        if consumer_queue:
+            queue = consumer_queue
+        redelivered = bool(info.get("redelivered"))
+        properties: dict[str, Any] = {
+            "correlation_id": props.get("correlation_id"),
+            "reply_to": props.get("reply_to") or "",
+            "delivery_mode": props.get("delivery_mode") or 2,
+            "priority": props.get("priority") or 0,
+            "delivery_info": {"exchange": info.get("exchange") or "",
+                              "routing_key": queue, "priority": props.get("priority") or 0,
+                              "redelivered": redelivered},
+            "delivery_tag": str(info.get("delivery_tag")),
+        }
+        if props.get("expiration"):
+            properties["expiration"] = props["expiration"]
+        body = m.body if isinstance(m.body, bytes) else str(m.body).encode("utf-8")
+        payload = messages.encode_envelope(messages.Message(
+            headers, properties, body, props.get("content_type") or "",
+            props.get("content_encoding") or ""))
+        return Delivery((generation, info.get("delivery_tag"), m, redelivered, headers),
+                        queue, payload)
+
+    def _queue_of_consumer(self, tag: Any) -> str | None:
+        # a message published to another exchange has that exchange's routing key:
+        # the queue it came from is the one its consumer tag consumes
+        return self._consumer_queues.get(tag) if tag is not None else None
+
+    def _mine(self, delivery: Delivery) -> bool:
+        return (isinstance(delivery.tag, tuple)
+                and delivery.tag[0] == self._consume_generation
+                and self._consume_channel is not None)
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        def run() -> None:
+            for d in deliveries:
+                if self._mine(d):
+                    self._consume_channel.basic_ack(d.tag[1])
+        if deliveries:
+            self._call("acking", run)
+
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        def run() -> None:
+            for d in deliveries:
+                if self._mine(d):
+                    self._consume_channel.basic_reject(d.tag[1], requeue=True)
+        if deliveries:
+            self._call("giving messages back", run)
+
+    def _move(self, delivery: Delivery, what: str, send: Callable[[], None]) -> None:
+        """Publish a copy (confirmed), then ack the original: a loss in between leaves
+        the original with RabbitMQ, never neither."""
+        def run() -> None:
+            if not self._mine(delivery):
+                return  # RabbitMQ has it back already: moving it would double it
+            send()
+            self._wait_confirms(what)
+            self._consume_channel.basic_ack(delivery.tag[1])
+        self._call(what, run)
+
+    def defer(self, delivery: Delivery, eta: float) -> None:
+        self._move(delivery, f"deferring a message of {delivery.queue!r}",
+                   lambda: self._send(delivery.queue, delivery.payload, 0, max(eta, time.time()
+                                                                              + 1)))
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        extra = {REASON_HEADER: reason, "x-celeriac-queue": delivery.queue,
+                 "x-celeriac-time": time.time()}
+        self._move(delivery, f"setting aside a message of {delivery.queue!r}",
+                   lambda: self._send(self.dead_letter_queue, delivery.payload, 0, None,
+                                      extra))
+
+    def redelivered_count(self, delivery: Delivery) -> int:
+        """How many times RabbitMQ gave this message again after its consumer was lost
+        (or gave it back): quorum queues count it themselves."""
+        headers = delivery.tag[4] if isinstance(delivery.tag, tuple) else {}
+        count = headers.get("x-delivery-count")
+        if isinstance(count, int):
+            return count
+        own = headers.get(DELIVERIES_HEADER)
+        return int(own) if isinstance(own, int) else 0
+
+    def count_redelivery(self, delivery: Delivery) -> None:
+        """A classic queue's redelivered message goes back to its queue with one more
+        in its count (RabbitMQ keeps none); quorum queues count themselves."""
+        count = self.redelivered_count(delivery) + 1
+        self._move(delivery, f"counting a redelivery on {delivery.queue!r}",
+                   lambda: self._send(delivery.queue, delivery.payload, 0, None,
+                                      {DELIVERIES_HEADER: count}))
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        def run() -> list[DeadLetter]:
+            conn = self.line.connection()
+            ch = conn.channel()
+            found: list[DeadLetter] = []
+            try:
+                ch.queue_declare(self.dead_letter_queue, durable=True, auto_delete=False)
+                for _ in range(limit):
+                    m = ch.basic_get(self.dead_letter_queue, no_ack=False)
+                    if m is None:
+                        break
+                    h = _plain(m.properties.get("application_headers") or {})
+                    body = m.body if isinstance(m.body, bytes) else str(m.body).encode()
+                    payload = messages.encode_envelope(messages.Message(
+                        {k: v for k, v in h.items() if not k.startswith("x-celeriac-")},
+                        {"correlation_id": m.properties.get("correlation_id")}, body,
+                        m.properties.get("content_type") or "",
+                        m.properties.get("content_encoding") or ""))
+                    found.append(DeadLetter(h.get("x-celeriac-queue") or "",
+                                            h.get(REASON_HEADER) or "", payload,
+                                            float(h.get("x-celeriac-time") or 0)))
+            finally:
+                ch.close()  # unacked: every one stays where it was
+            found.reverse()
+            return found
+        return self._call("reading dead letters", run)  # type: ignore[no-any-return]
+
+    def purge(self, queue: str) -> int:
+        def run() -> int:
+            ch = self._publisher()
+            try:
+                return int(ch.queue_purge(queue) or 0)
+            except self.line.amqp.exceptions.NotFound:
+                self._channel_lost()
+                return 0
+        return self._call(f"purging {queue!r}", run)  # type: ignore[no-any-return]
+
+    def size(self, queue: str) -> int:
+        def run() -> int:
+            self._declare_queue(queue)
+            _, count, _ = self._publisher().queue_declare(queue, passive=True)
+            return int(count)
+        return self._call(f"declaring {queue!r}", run)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.line.close()
+        self._publish_channel = self._notice_channel = self._consume_channel = None
+
+    # -- revocations ----------------------------------------------------------------------
+    # Kept in a durable queue as messages that expire with the revocation; read without
+    # taking them (a channel's unacked messages return when it closes), at most once a
+    # second, and only when the queue's count changed or 30 s passed.
+    def revoke(self, task_ids: Sequence[str], terminate: str | None, expires: float) -> None:
+        def run() -> None:
+            ch = self._publisher()
+            self._declare_revoked(ch)
+            body = json.dumps({"ids": list(task_ids), "terminate": terminate,
+                               "until": time.time() + expires})
+            ch.basic_publish(self.line.amqp.Message(
+                body, content_type="application/json", delivery_mode=2,
+                expiration=str(int(expires * 1000))), exchange="", routing_key=REVOKED_QUEUE,
+                mandatory=True)
+            self._published += 1
+            self._wait_confirms("a revocation")
+            self._revoked_cache = None
+        self._call("keeping revocations", run)
+
+    def _declare_revoked(self, ch: Any) -> None:
+        if REVOKED_QUEUE not in self._declared:
+            ch.queue_declare(REVOKED_QUEUE, durable=True, auto_delete=False)
+            self._declared.add(REVOKED_QUEUE)
+
+    def revoked(self, since: Any = None) -> tuple[Any, dict[str, str | None] | None]:
+        now = time.monotonic()
+        cache = self._revoked_cache
+        if cache is None or now - cache[0] >= 1.0:
+            cache = self._call("reading revocations", lambda: self._read_revoked(cache, now))
+            self._revoked_cache = cache
+        version = cache[4]
+        return version, (None if since == version else dict(cache[3]))
+
+    def _read_revoked(self, cache: Any, now: float) -> tuple[float, float, int, dict[str, Any], int]:
+        ch = self._publisher()
+        self._declare_revoked(ch)
+        _, count, _ = ch.queue_declare(REVOKED_QUEUE, passive=True)
+        if cache is not None and count == cache[2] and now - cache[1] < 30:
+            return now, cache[1], count, cache[3], cache[4]
+        reader = self.line.connection().channel()
+        found: dict[str, str | None] = {}
+        try:
+            for _ in range(int(count)):
+                m = reader.basic_get(REVOKED_QUEUE, no_ack=False)
+                if m is None:
+                    break
+                try:
+                    entry = json.loads(m.body)
+                except ValueError:
+                    continue
+                if float(entry.get("until") or 0) < time.time():
+                    continue
+                for task_id in entry.get("ids") or ():
+                    found[str(task_id)] = entry.get("terminate")
+        finally:
+            reader.close()  # unacked: every one stays in the queue
+        version = 0 if cache is None else cache[4] + (found != cache[3])
+        return now, now, int(count), found, version
+
+    # -- fanout ---------------------------------------------------------------------------
+    def _notices(self) -> Any:
+        if self._notice_channel is None or self.line.conn is None:
+            self._notice_channel = self.line.connection().channel()
+        return self._notice_channel
+
+    def broadcast(self, exchange: str, notices: Sequence[Notice]) -> None:
+        self._send_notices(exchange, notices, persistent=exchange.endswith("pidbox"))
+
+    def reply(self, exchange: str, notices: Sequence[Notice]) -> None:
+        self._send_notices(exchange, notices, persistent=False)
+
+    def _send_notices(self, exchange: str, notices: Sequence[Notice], persistent: bool) -> None:
+        def run() -> None:
+            ch = self._notices()
+            kind, durable = _exchange_kind(exchange)
+            self._declare_exchange(ch, exchange, kind, durable)
+            for n in notices:
+                ch.basic_publish(self.line.amqp.Message(
+                    n.body, content_type="application/json", content_encoding="utf-8",
+                    delivery_mode=2 if persistent else 1, priority=0,
+                    application_headers=dict(n.headers)), exchange=exchange,
+                    routing_key=n.routing_key)
+        if notices:
+            self._call(f"sending to {exchange!r}", run)
+
+    def listen(self, exchange: str, patterns: Sequence[str] = ("#",)) -> Listener:
+        if exchange == "celeryev":
+            name = f"celeryev.{uuid.uuid4()}"
+            args = {"x-message-ttl": 5000, "x-expires": 60000}
+        else:
+            name = f"celeriac.{uuid.uuid4().hex[:12]}.{exchange}"
+            args = {"x-message-ttl": 300000, "x-expires": 10000}
+        return AMQPListener(self, exchange, name, list(patterns), args)
+
+    def replies(self, exchange: str, routing_key: str) -> Listener:
+        return AMQPListener(self, exchange, f"{routing_key}.{exchange}", [routing_key],
+                            {"x-expires": 60000})
+
+
+class AMQPListener(Listener):
+    """A queue of its own bound to an exchange, on a connection of its own (it is read
+    from another thread than the broker's)."""
+
+    def __init__(self, broker: AMQPBroker, exchange: str, queue: str, keys: list[str],
+                 arguments: dict[str, Any]) -> None:
+        self.broker = broker
+        self.exchange = exchange
+        self.queue = queue
+        self.keys = keys
+        self.arguments = arguments
+        self.line = Line(broker.url, broker.options, "listening on RabbitMQ", heartbeat=60)
+        self._got: deque[Notice] = deque()
+        self._channel: Any = None
+        self._subscribe()  # now, so that nothing sent after this call is missed
+
+    def _subscribe(self) -> None:
+        with self.line.lock:
+            ch = self.line.connection().channel()
+            kind, durable = _exchange_kind(self.exchange)
+            ch.exchange_declare(self.exchange, kind, durable=durable, auto_delete=False)
+            ch.queue_declare(self.queue, durable=False, exclusive=True, auto_delete=True,
+                             arguments=self.arguments)
+            for key in self.keys:
+                ch.queue_bind(self.queue, self.exchange, "" if kind == "fanout" else key)
+            ch.basic_consume(self.queue, callback=self._on_message, no_ack=True)
+            self._channel = ch
+
+    def _on_message(self, m: Any) -> None:
+        body = m.body if isinstance(m.body, str) else bytes(m.body).decode("utf-8", "replace")
+        headers = _plain(m.properties.get("application_headers") or {})
+        self._got.append(Notice(m.delivery_info.get("routing_key") or "", body, headers))
+
+    def get(self, timeout: float) -> list[Notice]:
+        if not self._got:
+            try:
+                with self.line.lock:
+                    if self._channel is None:
+                        self._subscribe()
+                    conn = self.line.conn
+                    deadline = time.monotonic() + timeout
+                    while not self._got:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        try:
+                            conn.drain_events(timeout=left)
+                        except TimeoutError:
+                            break
+            except Exception as exc:
+                logger.debug("listener on %r lost its connection: %r", self.exchange, exc)
+                self.line.lost()
+                self._channel = None
+                time.sleep(min(timeout, 0.5))
+        return take_all(self._got)
+
+    def close(self) -> None:
+        self.line.close()
