@@ -17,10 +17,11 @@ Implementations are chosen by the broker URL's scheme:
   ``IMMEDIATE`` transaction.
 - ``memory://``: a dict in this process (tests, ``worker -B`` on the memory broker).
 
-AMQP has no key-value store; a lock there can be a queue declared ``exclusive`` by the
-leader (RabbitMQ drops it when the leader's connection dies, and a stand-by's declare
-fails with RESOURCE_LOCKED until then), with the state kept in a message on a
-single-message queue (``x-max-length: 1``). Not implemented yet.
+AMQP has no key-value store; there (``amqp://``, ``pyamqp://``, ``amqps://``) the lock is
+a queue declared ``exclusive`` by the leader on a connection of its own (RabbitMQ drops
+it when the leader's connection dies, and a stand-by's declare fails with
+RESOURCE_LOCKED until then), with the state kept in a message on a single-message queue
+(``x-max-length: 1``); see ``amqp_lock.py``.
 """
 
 from __future__ import annotations
@@ -242,6 +243,10 @@ def lock_for_url(url: str, name: str = DEFAULT_NAME,
         return SQLiteLock(sqlite_path(url), name)
     if scheme == "memory":
         return MemoryLock(name)
+    if scheme in ("amqp", "pyamqp", "amqps", "pyamqps"):
+        from .amqp_lock import AMQPLock  # imports py-amqp only for RabbitMQ brokers
+
+        return AMQPLock(url, name, options)
     raise ImproperlyConfigured(
-        f"no beat leader lock for {scheme}:// brokers yet (known: redis, sqlite, memory); "
-        "run a single beat with --no-lock")
+        f"no beat leader lock for {scheme}:// brokers yet (known: redis, sqlite, amqp, "
+        "memory); run a single beat with --no-lock")
