@@ -597,6 +597,10 @@ class Celery:
                 parent_id = req.id
                 root_id = root_id or req.root_id or req.id
         route = self.router.route(route_name or name, args, kwargs, options, task)
+        if reply_to is None and scheme_of(self.result_backend_url) == "rpc":
+            # rpc:// results come back on a reply queue, declared before the task leaves
+            reply_to = self.backend.reply_to(
+                parent_task.request if parent_task is not None else None, ignore_result)
         if priority is None:
             priority = route.options.get("priority")
             if priority is None and parent_task is not None \
@@ -674,7 +678,15 @@ class Celery:
         return self._backend.get()
 
     def _new_backend(self) -> Backend:
-        return connect_backend(self.result_backend_url, BackendOptions.from_conf(self.conf))
+        url = self.result_backend_url
+        options = BackendOptions.from_conf(self.conf)
+        if scheme_of(url) == "rpc":
+            # rpc:// results travel over the broker, with the settings producers use
+            options.broker_url = self.broker_write_url
+            options.broker_options = self._broker_options()
+            if self.conf.broker_login_method:
+                options.broker_options.setdefault("login_method", self.conf.broker_login_method)
+        return connect_backend(url, options)
 
     def _warn_unused_options(self, options: Iterable[str]) -> None:
         """``warn_unused_options``, for callers that hold an app but not this module."""

@@ -455,12 +455,12 @@ _TABLE: tuple[Setting, ...] = (
        "Compression of stored results (gzip, bzip2...)."),
     _S("result_exchange", "celeryresults", str, ("CELERY_RESULT_EXCHANGE",),
        "Exchange of the old amqp result backend.",
-       ignored="no effect: these belong to the amqp result backend Celery removed; celeriac has "
-               "none"),
+       ignored="no effect: the amqp result backend Celery removed used it; rpc:// replies go "
+               "to the default exchange, as Celery's do"),
     _S("result_exchange_type", "direct", str, ("CELERY_RESULT_EXCHANGE_TYPE",),
        "Exchange type of the old amqp result backend.",
-       ignored="no effect: these belong to the amqp result backend Celery removed; celeriac has "
-               "none"),
+       ignored="no effect: the amqp result backend Celery removed used it; rpc:// replies go "
+               "to the default exchange, as Celery's do"),
     _S("result_expires", timedelta(days=1), (timedelta, int, float),
        ("CELERY_TASK_RESULT_EXPIRES", "CELERY_RESULT_EXPIRES"),
        "How long results are kept (timedelta or seconds); None or 0: forever."),
@@ -469,8 +469,7 @@ _TABLE: tuple[Setting, ...] = (
     _S("result_failure_expires", None, float, ("CELERY_RESULT_FAILURE_EXPIRES",),
        "How long failed results are kept; None means result_expires."),
     _S("result_persistent", None, bool, ("CELERY_RESULT_PERSISTENT",),
-       "rpc backend: result messages survive broker restarts.",
-       ignored="celeriac has no rpc:// result backend yet"),
+       "rpc backend: result messages survive broker restarts (delivery mode 2)."),
     _S("result_extended", False, bool, ("CELERY_RESULT_EXTENDED",),
        "Store name, args, kwargs, worker, retries, queue with the result."),
     _S("result_serializer", "json", str, ("CELERY_RESULT_SERIALIZER",),

@@ -27,6 +27,18 @@ def _redis() -> type[Backend]:
     return RedisBackend
 
 
+def _rpc() -> type[Backend]:
+    from .rpc import RPCBackend
+
+    return RPCBackend
+
+
+def _removed_amqp() -> type[Backend]:
+    from .rpc import removed_amqp_backend
+
+    raise removed_amqp_backend("amqp://")
+
+
 def _disabled() -> type[Backend]:
     from .disabled import DisabledBackend
 
@@ -41,6 +53,10 @@ BACKENDS: dict[str, Callable[[], type[Backend]]] = {
     "redis": _redis,
     "rediss": _redis,
     "redis+socket": _redis,
+    "rpc": _rpc,
+    # Celery 5 removed its amqp result backend: a clear error pointing to rpc://
+    "amqp": _removed_amqp,
+    "pyamqp": _removed_amqp,
     "disabled": _disabled,
 }
 

@@ -113,6 +113,12 @@ class BackendOptions:
     connection: dict[str, Any] = field(default_factory=dict)
     #: ``redis_backend_use_ssl``: TLS options (``ssl_cert_reqs``, ``ssl_ca_certs``...)
     ssl: dict[str, Any] | None = None
+    #: rpc://: the broker it talks to (the app's ``broker_write_url``) and the broker's
+    #: connection options; filled in by the app, since ``from_conf`` sees settings only
+    broker_url: str = ""
+    broker_options: dict[str, Any] = field(default_factory=dict)
+    #: ``result_persistent``: rpc:// replies survive a broker restart (delivery mode 2)
+    persistent: bool = False
 
     @classmethod
     def from_conf(cls, conf: Any) -> BackendOptions:
@@ -142,6 +148,7 @@ class BackendOptions:
             overrides=dict(conf.override_backends or {}),
             connection=connection,
             ssl=dict(conf.redis_backend_use_ssl) if conf.redis_backend_use_ssl else None,
+            persistent=bool(conf.result_persistent),
         )
 
     def expires_for(self, state: str) -> float | None:
@@ -228,6 +235,16 @@ class Backend(ABC):
             return self._decode(data).get("status") in states.READY_STATES
         except Exception:  # noqa: BLE001 - an undecodable meta is simply not ready
             return False
+
+    def reply_to(self, parent: Any = None, ignore_result: bool | None = None) -> str:
+        """The ``reply_to`` property of a task message this process is about to send:
+        empty, except for a backend whose results travel back as messages (rpc://).
+
+        Args:
+            parent: the request of the task running in this process, if any.
+            ignore_result: the task's result will not be sent.
+        """
+        return ""
 
     def close(self) -> None:
         """Release connections."""
