@@ -53,6 +53,7 @@ BACKENDS: dict[str, Callable[[], type[Backend]]] = {
     "redis": _redis,
     "rediss": _redis,
     "redis+socket": _redis,
+    "sentinel": _redis,
     "rpc": _rpc,
     # Celery 5 removed its amqp result backend: a clear error pointing to rpc://
     "amqp": _removed_amqp,

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .. import states
 from ..exceptions import ImproperlyConfigured
 from ..utils.pid import current_pid
-from ..utils.redis import RedisConnector, process_lock
+from ..utils.redis import RedisConnector, is_sentinel_url, process_lock
 from .base import GROUP_KEY_PREFIX, Backend, BackendOptions, ChordPart
 
 logger = logging.getLogger(__name__)
@@ -355,15 +355,20 @@ class RedisBackend(Backend):
     Transport options (``result_backend_transport_options``) honoured:
     ``global_keyprefix`` and the connection options of :mod:`celeriac.utils.redis`,
     which win over the ``redis_*`` settings (``redis_socket_timeout``...); the URL's
-    query wins over both.
+    query wins over both. A ``sentinel://`` URL list needs ``master_name`` there.
     """
 
     def __init__(self, url: str, options: BackendOptions | None = None) -> None:
         super().__init__(url, options)
         transport = {**self.options.connection, **(self.options.transport_options or {})}
         if self.options.ssl:
-            url = with_ssl_options(url, self.options.ssl)
-        self._redis = RedisConnector(url, transport, "the Redis result backend")
+            if is_sentinel_url(url):
+                # A sentinel URL has no rediss:// spelling: TLS to the master goes by option.
+                transport.setdefault("ssl", self.options.ssl)
+            else:
+                url = with_ssl_options(url, self.options.ssl)
+        self._redis = RedisConnector(url, transport, "the Redis result backend",
+                                     "result_backend_transport_options")
         self.prefix: str = transport.get("global_keyprefix") or ""
         self._listener: _Listener | None = None
         self._chord_script: Any = None

@@ -237,7 +237,7 @@ def lock_for_url(url: str, name: str = DEFAULT_NAME,
         ImproperlyConfigured: the broker has no lock implementation yet.
     """
     scheme = scheme_of(url)
-    if scheme in ("redis", "rediss", "redis+socket"):
+    if scheme in ("redis", "rediss", "redis+socket", "sentinel"):
         return RedisLock(url, name, options)
     if scheme in ("sqlite", "sqla+sqlite"):
         return SQLiteLock(sqlite_path(url), name)

@@ -385,7 +385,8 @@ class RedisBroker(FullBroker):
 
     Transport options honoured: ``priority_steps``, ``sep``, ``global_keyprefix``,
     ``delayed_delivery`` (module docstring), and the connection options of
-    :mod:`celeriac.utils.redis`.
+    :mod:`celeriac.utils.redis` (with ``sentinel://`` URLs: ``master_name``,
+    ``sentinel_kwargs``, ``min_other_sentinels``).
     """
 
     def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:

@@ -14,6 +14,15 @@ Two connection options besides redis-py's pool options (``POOL_OPTIONS``):
   (``redis://a:6379/0;redis://b:6379/0``) is chosen when a connection to the current
   one fails: ``"round-robin"`` (the default), ``"shuffle"``, or a callable given the
   list of URLs that returns an iterator of them (kombu's contract).
+
+Redis Sentinel (``sentinel://h1:26379;sentinel://h2:26379``, kombu's and Celery's
+spelling): the ``;`` list names the sentinels, not fail-over servers. The sentinels are
+asked where the master of ``master_name`` is on every new connection, so a fail-over is
+followed without a restart. Its transport options: ``master_name`` (required),
+``sentinel_kwargs`` (connection arguments for the sentinels only, e.g. their password;
+without it they get the ``socket_*`` options) and ``min_other_sentinels``. The URL's
+database, user and password are the master's; ``ssl`` makes the master connection TLS
+(the sentinels' TLS is ``sentinel_kwargs={'ssl': True, ...}``).
 """
 
 from __future__ import annotations
@@ -22,8 +31,9 @@ import itertools
 import os
 import re
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from ..exceptions import ImproperlyConfigured, MissingDependency
 from .pid import current_pid
@@ -47,6 +57,10 @@ _FAILOVER_SPLIT = re.compile(r";(?=\s*[A-Za-z][A-Za-z0-9+.\-]*://)")
 # What may differ between the URLs of a fail-over list: where the server is, and how to
 # log in to it. Every other option comes from the first URL and must be the same.
 _PER_SERVER = ("host", "port", "db", "username", "password")
+
+# Redis Sentinel's schemes: the URL list names sentinels, which name the master.
+SENTINEL_SCHEMES = frozenset({"sentinel"})
+DEFAULT_SENTINEL_PORT = 26379
 
 _lock = threading.RLock()
 
@@ -272,36 +286,197 @@ def _failover_connection_class(base: type, failover: _Failover) -> type:
     return FailoverConnection
 
 
+def is_sentinel_url(url: str | Sequence[str]) -> bool:
+    """Whether ``url`` (one URL, a ``;`` list or a list) names Redis sentinels."""
+    urls = split_failover(url)
+    return bool(urls) and urlsplit(urls[0]).scheme.lower() in SENTINEL_SCHEMES
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """What a ``sentinel://`` URL list says: where the sentinels are, and the master's
+    database and credentials."""
+
+    #: ``(host, port)`` of each sentinel, in the order given
+    sentinels: tuple[tuple[str, int], ...]
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_sentinel_url(url: str | Sequence[str]) -> SentinelURL:
+    """Read kombu's sentinel URL list: ``sentinel://[user:password@]host[:port][/db]``,
+    several joined by ``;`` (or given as a list). The port defaults to 26379.
+
+    As with kombu and Celery, the database, user and password are for the master (the
+    sentinels' own credentials go in ``sentinel_kwargs``); they come from the first URL
+    that gives them, and the others must agree.
+
+    Raises:
+        ImproperlyConfigured: a URL that is not ``sentinel://``, has a query, a bad port
+            or database, or credentials or a database that differ from another's.
+    """
+    urls = split_failover(url)
+    if not urls:
+        raise ImproperlyConfigured("no sentinel URL given")
+    sentinels: list[tuple[str, int]] = []
+    found: dict[str, Any] = {}
+    for one in urls:
+        parts = urlsplit(one)
+        masked = mask_password(one)
+        if parts.scheme.lower() not in SENTINEL_SCHEMES:
+            raise ImproperlyConfigured(
+                f"{masked!r} in a sentinel URL list is not a sentinel:// URL; a list names "
+                "sentinels only (the master is found through them)")
+        if parts.query or parts.fragment:
+            # refused, not ignored: an option given here would be lost without a word
+            raise ImproperlyConfigured(
+                f"{masked!r}: a sentinel URL takes no query; give connection options in "
+                "the transport options (sentinel_kwargs for the sentinels)")
+        try:
+            port = parts.port or DEFAULT_SENTINEL_PORT
+        except ValueError:
+            raise ImproperlyConfigured(f"{masked!r} has an invalid port") from None
+        sentinels.append((parts.hostname or "localhost", port))
+        given: dict[str, Any] = {}
+        path = parts.path.strip("/")
+        if path:
+            if not path.isdigit():
+                raise ImproperlyConfigured(
+                    f"{masked!r}: the path must be a database number, not {path!r}")
+            given["db"] = int(path)
+        if parts.username:
+            given["username"] = unquote(parts.username)
+        if parts.password is not None and parts.password != "":
+            given["password"] = unquote(parts.password)
+        for key, value in given.items():
+            if found.setdefault(key, value) != value:
+                raise ImproperlyConfigured(
+                    f"the URLs of a sentinel list give different {key}s ({masked!r}); the "
+                    "database and credentials are the master's, so give them once")
+    return SentinelURL(tuple(sentinels), found.get("db", 0), found.get("username"),
+                       found.get("password"))
+
+
+class _SentinelMaster:
+    """Builds, per process, a pool whose connections go to the master the sentinels
+    name; each new connection asks them again, so a promoted replica is found."""
+
+    def __init__(self, url: SentinelURL, options: dict[str, Any], feature: str,
+                 setting: str) -> None:
+        self.url = url
+        self.master_name = options.get("master_name")
+        if not self.master_name or not isinstance(self.master_name, str):
+            raise ImproperlyConfigured(
+                f"{feature} is given Redis sentinels but {setting} has no 'master_name': "
+                f"set {setting} = {{'master_name': '<name>'}}, the name the sentinels "
+                "monitor (their 'sentinel monitor <name> ...' line)")
+        self.sentinel_kwargs = options.get("sentinel_kwargs")
+        if self.sentinel_kwargs is not None and not isinstance(self.sentinel_kwargs, dict):
+            raise ImproperlyConfigured(
+                f"{setting}['sentinel_kwargs'] must be a dict of connection arguments for "
+                f"the sentinels, not {type(self.sentinel_kwargs).__name__}")
+        try:
+            self.min_other_sentinels = int(options.get("min_other_sentinels") or 0)
+        except (TypeError, ValueError):
+            raise ImproperlyConfigured(
+                f"{setting}['min_other_sentinels'] must be a number") from None
+
+    def pool(self, redis: Any, kwargs: dict[str, Any]) -> Any:
+        from redis.sentinel import Sentinel
+
+        kwargs = dict(kwargs, db=self.url.db)
+        # The URL's credentials win over the options', as with a redis:// URL.
+        for key in ("username", "password"):
+            if getattr(self.url, key) is not None:
+                kwargs[key] = getattr(self.url, key)
+        kwargs["connection_class"] = _sentinel_connection_class(bool(kwargs.pop("ssl", False)))
+        sentinel = Sentinel(list(self.url.sentinels),
+                            min_other_sentinels=self.min_other_sentinels,
+                            sentinel_kwargs=self.sentinel_kwargs, **kwargs)
+        return sentinel.master_for(self.master_name, redis_class=redis.Redis).connection_pool
+
+
+_SENTINEL_CONNECTIONS: dict[bool, type] = {}
+
+
+def _sentinel_connection_class(tls: bool) -> type:
+    """redis-py's sentinel-managed connection class (TLS or not), made to ask the
+    sentinels again on a NOREPLICAS error as well as on READONLY.
+
+    A master the sentinels replaced while it stayed up (a switch-over, a network split)
+    goes on answering until they demote it, which can take seconds. With
+    ``min-replicas-to-write`` it refuses writes with NOREPLICAS meanwhile; a connection
+    that kept using it would keep failing there, and a consumer whose heartbeat goes
+    nowhere for that long is taken for dead on the new master. As a connection error,
+    the command is retried on a fresh connection, to wherever the sentinels point now.
+    """
+    cls = _SENTINEL_CONNECTIONS.get(tls)
+    if cls is not None:
+        return cls
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import ResponseError
+    from redis.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
+
+    base = SentinelManagedSSLConnection if tls else SentinelManagedConnection
+
+    class MasterConnection(base):  # type: ignore[misc, valid-type]
+        def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().read_response(*args, **kwargs)
+            except ResponseError as exc:
+                if not str(exc).startswith("NOREPLICAS"):
+                    raise
+                self.disconnect()
+                raise RedisConnectionError(
+                    f"the master refuses writes, having no replica in reach ({exc}); "
+                    "asking the sentinels again") from exc
+
+    MasterConnection.__qualname__ = f"Celeriac{base.__name__}"
+    with process_lock():
+        return _SENTINEL_CONNECTIONS.setdefault(tls, MasterConnection)
+
+
 class RedisConnector:
     """Hands out one redis-py client per process for a URL.
 
     Args:
-        url: ``redis://``, ``rediss://`` or ``redis+socket://`` URL, or a fail-over list
+        url: ``redis://``, ``rediss://`` or ``redis+socket://`` URL, a fail-over list
             of ``redis://`` or ``rediss://`` URLs (a list, or one string with ``;``
-            between them).
+            between them), or a list of ``sentinel://`` URLs.
         options: transport options; the keys in ``POOL_OPTIONS`` reach the pool, and
-            ``ssl`` and ``failover_strategy`` are read as the module docstring says.
+            ``ssl``, ``failover_strategy`` and the sentinel options are read as the
+            module docstring says.
         feature: what needs Redis, for the missing-dependency message.
+        setting: where ``options`` come from, for the messages about them.
 
     Raises:
-        ImproperlyConfigured: a malformed URL, or a fail-over list whose URLs differ in
-            more than their server, database and credentials.
+        ImproperlyConfigured: a malformed URL, a fail-over list whose URLs differ in
+            more than their server, database and credentials, or sentinels without a
+            ``master_name``.
     """
 
     def __init__(self, url: str | Sequence[str], options: dict[str, Any] | None,
-                 feature: str) -> None:
+                 feature: str, setting: str = "broker_transport_options") -> None:
         self.redis = import_redis(feature)
         options = options or {}
         urls = split_failover(url)
         if not urls:
             raise ImproperlyConfigured(f"no Redis URL given to {feature}")
-        urls = [redis_py_url(u) for u in urls]
+        self._sentinel: _SentinelMaster | None = None
+        if is_sentinel_url(urls):
+            self._sentinel = _SentinelMaster(parse_sentinel_url(urls), options, feature,
+                                             setting)
+        else:
+            urls = [redis_py_url(u) for u in urls]
         tls: dict[str, Any] = {}
         ssl = options.get("ssl")
         if ssl is not None and ssl is not False:
             converted = [ssl_pool_kwargs(u, ssl) for u in urls]
             urls = [u for u, _ in converted]
             tls = converted[0][1]
+            if self._sentinel is not None:
+                tls["ssl"] = True  # how redis-py's sentinel pool is told to use TLS
         #: the URLs connected to, in redis-py's spelling (more than one: fail-over)
         self.urls = urls
         self.url = urls[0]
@@ -329,7 +504,7 @@ class RedisConnector:
         self._pid = 0
         self._lines = threading.local()
         self._failover: _Failover | None = None
-        if len(urls) > 1:
+        if len(urls) > 1 and self._sentinel is None:
             self._failover = self._failover_for(urls, options.get("failover_strategy"))
         # Fail on a malformed URL now rather than at the first command.
         self._new_pool()
@@ -357,6 +532,8 @@ class RedisConnector:
         return _Failover(urls, targets, failover_strategy(strategy))
 
     def _new_pool(self, **extra: Any) -> Any:
+        if self._sentinel is not None:
+            return self._sentinel.pool(self.redis, {**self.pool_kwargs, **extra})
         failover = self._failover
         if failover is None:
             return self.redis.ConnectionPool.from_url(self.url, **self.pool_kwargs, **extra)
