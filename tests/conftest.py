@@ -43,24 +43,83 @@ def redis_server() -> str:
     return f"redis://{REDIS_HOST}:{REDIS_PORT}"
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+DEFAULT_BROKERS = ("sqlite", "redis")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each test taking ``broker_url`` runs on SQLite and Redis, and on RabbitMQ too in
+    modules that say ``BROKERS_ALSO = ("amqp",)``; ``CELERIAC_TEST_BROKERS=sqlite,amqp``
+    picks the brokers for every test instead."""
+    if "broker_url" not in metafunc.fixturenames or any(
+            "broker_url" in m.args[0] for m in metafunc.definition.iter_markers("parametrize")):
+        return
+    chosen = os.environ.get("CELERIAC_TEST_BROKERS")
+    if chosen:
+        names = [n.strip() for n in chosen.split(",") if n.strip()]
+    else:
+        names = [*DEFAULT_BROKERS, *getattr(metafunc.module, "BROKERS_ALSO", ())]
+    metafunc.parametrize("broker_url", names, indirect=True)
+
+
+def _rabbitmq_answers() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
 def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh broker (results on the same store) for each test: SQLite, then Redis."""
+    """A fresh broker for each test: SQLite, Redis (results on the same store), or
+    RabbitMQ (results in Redis)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'celeriac.sqlite3'}"
+    if request.param == "amqp":
+        pytest.importorskip("amqp") if not REQUIRE_SERVICES else None
+        need_service("RabbitMQ", _rabbitmq_answers())
+        return RABBITMQ_URL
     base = request.getfixturevalue("redis_server")
     # Not flushed: each test has its own queue names (see ``project``), so runs that
     # share this database on one machine leave each other alone.
     return f"{base}/13"
 
 
+def backend_for(broker_url: str) -> str:
+    """Where the project keeps results: on the broker's own store, or (RabbitMQ) in
+    Redis."""
+    if broker_url.startswith("amqp"):
+        return f"redis://{REDIS_HOST}:{REDIS_PORT}/13"
+    return broker_url
+
+
 @pytest.fixture
-def project(tmp_path: Path, broker_url: str) -> Path:
+def project(tmp_path: Path, broker_url: str) -> Iterator[Path]:
     """A throw-away project with a ``proj`` app module that uses ``broker_url``."""
     source = (Path(__file__).parent / "integration" / "proj_template.py").read_text()
+    source = source.replace('backend="BROKER_URL_HERE"', f'backend="{backend_for(broker_url)}"')
     source = source.replace("BROKER_URL_HERE", broker_url)
-    (tmp_path / "proj.py").write_text(source.replace("QUEUE_HERE", f"q-{unique()}"))
-    return tmp_path
+    queue = f"q-{unique()}"
+    (tmp_path / "proj.py").write_text(source.replace("QUEUE_HERE", queue))
+    yield tmp_path
+    if broker_url.startswith("amqp"):
+        delete_rabbitmq_queues(queue, f"{queue}.dead")
+
+
+def delete_rabbitmq_queues(*names: str) -> None:
+    """RabbitMQ keeps a test's durable queues after it: delete them."""
+    import amqp
+
+    conn = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
+    try:
+        conn.connect()
+        channel = conn.channel()
+        for name in names:
+            channel.queue_delete(name)
+        conn.close()
+    except Exception:
+        pass
 
 
 def unique() -> str:

@@ -42,7 +42,7 @@ from typing import Any, Callable, TypeVar
 
 from ..utils import amqp as amqp_util
 from ..utils.urls import mask_password
-from .lock import DEFAULT_NAME, LeaderLock
+from .lease import DEFAULT_NAME, LeaderLock
 
 __all__ = ["AMQPLock", "LOCK_PREFIX", "STATE_PREFIX", "heartbeat_for"]
 

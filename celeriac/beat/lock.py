@@ -29,42 +29,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from abc import ABC, abstractmethod
 from typing import Any
 
 from ..exceptions import ImproperlyConfigured
 from ..utils.urls import scheme_of, sqlite_path
+from .lease import DEFAULT_NAME, LeaderLock
 
 __all__ = ["LeaderLock", "MemoryLock", "SQLiteLock", "RedisLock", "lock_for_url"]
-
-DEFAULT_NAME = "celeriac-beat"
-
-
-class LeaderLock(ABC):
-    """A lease held by at most one owner at a time."""
-
-    @abstractmethod
-    def acquire(self, owner: str, ttl: float) -> bool:
-        """Take the lock for ``ttl`` seconds if free or expired; True when taken (or held)."""
-
-    @abstractmethod
-    def renew(self, owner: str, ttl: float) -> bool:
-        """Extend ``owner``'s lease to ``ttl`` seconds from now; False when it was lost."""
-
-    @abstractmethod
-    def release(self, owner: str) -> None:
-        """Drop the lock if ``owner`` holds it."""
-
-    def save_state(self, owner: str, state: dict[str, Any]) -> None:
-        """Keep the leader's last run times beside the lock (no-op by default)."""
-
-    def load_state(self) -> dict[str, Any] | None:
-        """The last run times the previous leader saved, or None."""
-        return None
-
-    def close(self) -> None:
-        """Close connections."""
-
 
 class MemoryLock(LeaderLock):
     """A lock for beats in one process."""

@@ -22,6 +22,7 @@ from .base import (
     Notice,
     Outgoing,
     RateReservations,
+    Redeliveries,
     Released,
     RevocationStore,
     capability,
@@ -87,6 +88,6 @@ def connect(url: str, options: dict[str, Any] | None = None) -> Broker:
 
 
 __all__ = ["Broker", "Delivery", "DeadLetter", "Outgoing", "Released", "DelayedDelivery",
-           "DeadLetters", "Liveness", "RevocationStore", "RateReservations", "Fanout", "Listener",
+           "DeadLetters", "Liveness", "RevocationStore", "RateReservations", "Redeliveries", "Fanout", "Listener",
            "Notice", "capability",
            "require", "TRANSPORTS", "connect", "broker_class"]

@@ -62,6 +62,7 @@ from .base import (
     Listener,
     Notice,
     Outgoing,
+    Redeliveries,
     RevocationStore,
     take_all,
 )
@@ -76,6 +77,9 @@ REASON_HEADER = "x-celeriac-reason"
 #: how long a publish waits for RabbitMQ's confirm before saying why it did not come
 DEFAULT_CONFIRM_TIMEOUT = 30.0
 REVOKED_QUEUE = "celeriac.revoked"
+#: longest a fetch holds the connection at a time while it waits for a message
+FETCH_SLICE = 0.05
+QUICK_READ = 0.0001
 
 
 def level_name(level: int) -> str:
@@ -301,7 +305,7 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-class AMQPBroker(Broker, DelayedDelivery, DeadLetters, RevocationStore, Fanout):
+class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationStore, Fanout):
     """A RabbitMQ connection per consumer (see the module's docstring)."""
 
     def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
@@ -510,7 +514,10 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, RevocationStore, Fanout):
     # -- publishing -----------------------------------------------------------------------
     def _amqp_message(self, payload: str, priority: int, headers_extra: dict[str, Any] | None
                       = None) -> tuple[Any, str, str | None]:
-        msg = messages.decode_envelope(payload)
+        try:
+            msg = messages.decode_envelope(payload)
+        except messages.MalformedMessage:
+            return self._broken_message(payload), "", None
         props = msg.properties
         headers = dict(msg.headers)
         if headers_extra:
@@ -528,8 +535,35 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, RevocationStore, Fanout):
         return (self.line.amqp.Message(msg.body, **kwargs), info.get("exchange") or "",
                 info.get("routing_key"))
 
+    def _broken_message(self, payload: str) -> Any:
+        """What a broken client would send for an envelope that does not decode: its
+        headers and body as they are, or the whole text as the body (the worker sets
+        it aside with the reason, telling the caller when an id can be read)."""
+        try:
+            env = json.loads(payload)
+        except ValueError:
+            env = None
+        if not isinstance(env, dict):
+            return self.line.amqp.Message(payload, delivery_mode=2)
+        headers = env["headers"] if isinstance(env.get("headers"), dict) else {}
+        props: dict[str, Any] = (env["properties"] if isinstance(env.get("properties"), dict)
+                                 else {})
+        body = env.get("body")
+        kwargs: dict[str, Any] = {"delivery_mode": 2, "application_headers": headers}
+        for key, name in (("content-type", "content_type"),
+                          ("content-encoding", "content_encoding")):
+            if isinstance(env.get(key), str):
+                kwargs[name] = env[key]
+        if isinstance(props.get("correlation_id"), str):
+            kwargs["correlation_id"] = props["correlation_id"]
+        return self.line.amqp.Message(body if isinstance(body, str) else json.dumps(body),
+                                      **kwargs)
+
     def _send(self, queue: str, payload: str, priority: int, eta: float | None,
-              extra: dict[str, Any] | None = None) -> None:
+              extra: dict[str, Any] | None = None, copy: bool = False) -> None:
+        """Publish one message (its confirm is awaited by the caller). A ``copy`` of a
+        message taken from ``queue`` goes straight back to it, whatever exchange it
+        first came through."""
         ch = self._publisher()
         spec = self._declare_queue(queue)
         message, exchange, routing_key = self._amqp_message(payload, priority, extra)
@@ -539,8 +573,8 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, RevocationStore, Fanout):
             ch.basic_publish(message, exchange=level_name(DELAY_BITS - 1),
                              routing_key=delay_routing_key(min(delay, 2 ** DELAY_BITS - 1),
                                                            queue), mandatory=True)
-        elif exchange and exchange != spec.exchange or (
-                exchange and spec.exchange_type != "direct"):
+        elif not copy and exchange and (exchange != spec.exchange
+                                        or spec.exchange_type != "direct"):
             # a route naming another exchange (topic, fanout): RabbitMQ routes it
             ch.basic_publish(message, exchange=exchange,
                              routing_key=routing_key or queue, mandatory=True)
@@ -577,10 +611,12 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, RevocationStore, Fanout):
             self._consume_generation = self.line.generation * 1_000_000 + ch.channel_id
             self._consuming.clear()
             self._qos = 0
-        if limit > self._qos:
+        if limit != self._qos:
             # Per consumer, not global: quorum queues refuse a global QoS. A prefork
             # pool's children consume on a channel each, so the worker holds
             # concurrency x worker_prefetch_multiplier, as Celery's one channel does.
+            # It follows the consumer's limit, which drops to 1 while its siblings are
+            # idle, so that a busy consumer is not pushed what they could run.
             ch.basic_qos(0, limit, False)
             self._qos = limit
         for q in queues:
@@ -592,25 +628,32 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, RevocationStore, Fanout):
         return ch
 
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
-        def run() -> list[Any]:
-            self._consumer_channel(queues, max(1, limit))
-            conn = self.line.conn
-            if not self._buffer:
-                deadline = time.monotonic() + timeout
-                while not self._buffer:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    try:
-                        conn.drain_events(timeout=left)
-                    except TimeoutError:
-                        break
+        limit = max(1, limit)
+
+        def run(wait: float) -> list[Any]:
+            self._consumer_channel(queues, limit)
+            if not self._buffer and wait > 0:
+                try:
+                    self.line.conn.drain_events(timeout=wait)
+                except TimeoutError:
+                    pass
+            if self._buffer:
+                self._read_waiting(limit)
             taken: list[Any] = []
             while self._buffer and len(taken) < limit:
                 taken.append(self._buffer.popleft())
             return taken
 
-        got = self._call("consuming", run)
+        # The wait is cut in slices with the lock let go in between: the connection is
+        # shared with the acks of tasks running on other threads or greenlets, and
+        # neither a threading lock nor a green one is fair to a waiter.
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            got = self._call("consuming", lambda: run(min(max(left, 0.0), FETCH_SLICE)))
+            if got or left <= FETCH_SLICE:
+                break
+            time.sleep(0)
         generation = self._consume_generation
         out = []
         for m in got:
@@ -618,6 +661,42 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, RevocationStore, Fanout):
             if delivery is not None:
                 out.append(delivery)
         return out
+
+    def _read_waiting(self, limit: int) -> None:
+        """Take in what already waits in the socket (one drain reads one message),
+        without waiting for more. (A zero timeout would make the socket non-blocking,
+        an error py-amqp does not expect; a tiny one is a poll.)"""
+        conn = self.line.conn
+        while len(self._buffer) < limit:
+            try:
+                conn.drain_events(timeout=QUICK_READ)
+            except TimeoutError:
+                return
+
+    holds_prefetched = True
+
+    def release_prefetched(self) -> int:
+        # RabbitMQ pushes up to the QoS while the consumer's thread runs a task; they
+        # wait unread in the socket. Read them and give them back, unless the
+        # consumer's thread holds the connection (it is not running a task then).
+        if not self.line.lock.acquire(blocking=False):
+            return 0
+        try:
+            if self._consume_channel is None or self.line.conn is None:
+                return 0
+            self._read_waiting(10_000)
+            if not self._buffer:
+                return 0
+            generation = self._consume_generation
+            held = [self._delivery(m, generation) for m in take_all(self._buffer)]
+        except Exception:
+            self._connection_lost()
+            raise
+        finally:
+            self.line.lock.release()
+        self.requeue([d for d in held if d is not None])
+        return len(held)
+
 
     def _delivery(self, m: Any, generation: int) -> Delivery | None:
         info = m.delivery_info
@@ -666,10 +745,20 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, RevocationStore, Fanout):
             self._call("acking", run)
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        """Give back unstarted messages as fresh copies (confirmed, then the originals
+        acked), at the end of their queues: a ``basic.reject`` would flag them
+        redelivered, and a redelivered acks_late message counts as a loss of its
+        consumer (see ``losses``) though these never ran."""
         def run() -> None:
-            for d in deliveries:
-                if self._mine(d):
-                    self._consume_channel.basic_reject(d.tag[1], requeue=True)
+            mine = [d for d in deliveries if self._mine(d)]
+            if not mine:
+                return
+            for d in mine:
+                self._send(d.queue, d.payload, d.tag[2].properties.get("priority") or 0, None,
+                           copy=True)
+            self._wait_confirms(f"giving back {len(mine)} message(s)")
+            for d in mine:
+                self._consume_channel.basic_ack(d.tag[1])
         if deliveries:
             self._call("giving messages back", run)
 
@@ -685,34 +774,40 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, RevocationStore, Fanout):
         self._call(what, run)
 
     def defer(self, delivery: Delivery, eta: float) -> None:
+        priority = delivery.tag[2].properties.get("priority") or 0 \
+            if isinstance(delivery.tag, tuple) else 0
         self._move(delivery, f"deferring a message of {delivery.queue!r}",
-                   lambda: self._send(delivery.queue, delivery.payload, 0, max(eta, time.time()
-                                                                              + 1)))
+                   lambda: self._send(delivery.queue, delivery.payload, priority,
+                                      max(eta, time.time() + 1), copy=True))
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         extra = {REASON_HEADER: reason, "x-celeriac-queue": delivery.queue,
                  "x-celeriac-time": time.time()}
         self._move(delivery, f"setting aside a message of {delivery.queue!r}",
                    lambda: self._send(self.dead_letter_queue, delivery.payload, 0, None,
-                                      extra))
+                                      extra, copy=True))
 
-    def redelivered_count(self, delivery: Delivery) -> int:
-        """How many times RabbitMQ gave this message again after its consumer was lost
-        (or gave it back): quorum queues count it themselves."""
-        headers = delivery.tag[4] if isinstance(delivery.tag, tuple) else {}
-        count = headers.get("x-delivery-count")
-        if isinstance(count, int):
+    def losses(self, delivery: Delivery) -> int:
+        tag = delivery.tag
+        if not isinstance(tag, tuple) or not tag[3]:
+            return 0
+        headers = tag[4]
+        count = headers.get("x-delivery-count")  # a quorum queue counts its returns
+        if isinstance(count, int) and count > 0:
             return count
         own = headers.get(DELIVERIES_HEADER)
-        return int(own) if isinstance(own, int) else 0
+        return (own if isinstance(own, int) else 0) + 1
 
-    def count_redelivery(self, delivery: Delivery) -> None:
-        """A classic queue's redelivered message goes back to its queue with one more
-        in its count (RabbitMQ keeps none); quorum queues count themselves."""
-        count = self.redelivered_count(delivery) + 1
+    def count_loss(self, delivery: Delivery, losses: int) -> bool:
+        if isinstance(delivery.tag[4].get("x-delivery-count"), int):
+            return False
+        # A classic queue keeps no count: the message goes back (to the end of its
+        # queue) as a copy carrying it, the original acked once the copy is confirmed.
+        priority = delivery.tag[2].properties.get("priority") or 0
         self._move(delivery, f"counting a redelivery on {delivery.queue!r}",
-                   lambda: self._send(delivery.queue, delivery.payload, 0, None,
-                                      {DELIVERIES_HEADER: count}))
+                   lambda: self._send(delivery.queue, delivery.payload, priority, None,
+                                      {DELIVERIES_HEADER: losses}, copy=True))
+        return True
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         def run() -> list[DeadLetter]:

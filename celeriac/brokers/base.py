@@ -173,6 +173,15 @@ class Broker(ABC):
     def size(self, queue: str) -> int:
         """How many messages wait on ``queue`` (due or not)."""
 
+    #: whether messages can be delivered to this consumer without a ``fetch`` (a push
+    #: transport's prefetch, RabbitMQ's): ``release_prefetched`` then gives them back
+    holds_prefetched = False
+
+    def release_prefetched(self) -> int:
+        """Give back what was delivered to this consumer and not fetched yet; called
+        from another thread while a task runs. Returns how many."""
+        return 0
+
     def close(self) -> None:
         """Release connections."""
 
@@ -244,6 +253,25 @@ class Liveness(ABC):
                 were (they never ran).
             drop: tags of messages to remove for good instead (what an ack would have
                 done: a task recorded as timed out or terminated).
+        """
+
+
+class Redeliveries(ABC):
+    """The broker gives a message again when its consumer is lost, flagged as such
+    (RabbitMQ), instead of the worker reclaiming it (``Liveness``): the consumer counts
+    those losses, to set aside a message that keeps killing its workers."""
+
+    @abstractmethod
+    def losses(self, delivery: Delivery) -> int:
+        """0 for a message delivered for the first time; else which loss of its
+        consumer this delivery follows (1 for the first)."""
+
+    @abstractmethod
+    def count_loss(self, delivery: Delivery, losses: int) -> bool:
+        """Keep ``losses`` with the message where the broker does not count by itself.
+
+        Returns True when the message was put back with its new count (the caller
+        must not run it: it comes again), False when it may run now.
         """
 
 

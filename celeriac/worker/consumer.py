@@ -25,9 +25,11 @@ from ..brokers import (
     Delivery,
     Liveness,
     RateReservations,
+    Redeliveries,
     capability,
     require,
 )
+from ..brokers.base import poison_reason
 from ..events import EventDispatcher
 from ..events.event import short_repr
 from ..exceptions import (
@@ -36,6 +38,7 @@ from ..exceptions import (
     InvalidTaskError,
     NotRegistered,
     TimeLimitExceeded,
+    WorkerLostError,
 )
 from ..messages import MalformedMessage, TaskMessage
 from ..utils.outage import OutageLog
@@ -127,6 +130,13 @@ class Consumer:
         self.dead = require(self.broker, DeadLetters, "set aside messages that cannot run")
         self.liveness = capability(self.broker, Liveness)
         self.rates = capability(self.broker, RateReservations)
+        self.redeliveries = capability(self.broker, Redeliveries)
+        if self.rates is None:
+            limited = sorted(name for name, task in app.tasks.items()
+                             if getattr(task, "global_rate_limit", None))
+            if limited:
+                require(self.broker, RateReservations,
+                        f"hold the global rate limits of {', '.join(limited)}")
         #: task events (-E), batched; remote control's enable_events/disable_events
         #: switch ``events.enabled``
         self.events = EventDispatcher(app, hostname, enabled=bool(conf.worker_send_task_events),
@@ -376,7 +386,7 @@ class Consumer:
         queue when a sibling slot is idle, when the task runs longer than
         ``worker_prefetch_release_after``, or when this consumer is stopping."""
         since = self._running_since
-        if since is None or not self._pending:
+        if since is None or not (self._pending or self.broker.holds_prefetched):
             return
         if not (self.stop.is_set()
                 or (self.siblings is not None and self.siblings.others_idle(self.index))
@@ -384,6 +394,8 @@ class Consumer:
             return
         try:
             self._give_back()
+            # and what the broker pushed to this consumer meanwhile (RabbitMQ)
+            self.broker.release_prefetched()
         except Exception as exc:  # the outage is told by the heartbeat's own log
             logger.debug("could not give back prefetched messages yet: %r", exc)
 
@@ -431,6 +443,8 @@ class Consumer:
         task = self.app.tasks.get(msg.name)
         if task is None:
             self._unknown(delivery, msg)
+            return
+        if self.redeliveries is not None and self._lost_before(delivery, msg, task):
             return
         # eta/expires/timelimit were checked and parsed once, by decode_task.
         eta = msg.eta_at
@@ -507,6 +521,54 @@ class Consumer:
                     root_id=request.root_id, parent_id=request.parent_id,
                     retries=request.retries, eta=headers.get("eta"),
                     expires=headers.get("expires"))
+
+    def _lost_before(self, delivery: Delivery, msg: TaskMessage, task: Any) -> bool:
+        """A message the broker gave again after its consumer was lost: counted, and set
+        aside once it was lost ``broker_max_redeliveries`` times (a probable poison).
+        True when it is not to run now.
+
+        Only an acks_late task can have been running then: an early-acked one is acked
+        before it starts, so a redelivery of it never ran and never counts.
+        """
+        acks_late = task.acks_late if task.acks_late is not None else self.acks_late_default
+        if not acks_late:
+            return False
+        losses = self.redeliveries.losses(delivery)  # type: ignore[union-attr]
+        if not losses:
+            return False
+        if self._ended_already(task, msg):
+            self._settle_message("ack", delivery)
+            return True
+        if losses >= self.broker.max_redeliveries:
+            reason = poison_reason(losses)
+            logger.error("Task %s[%s] set aside in %r: %s", msg.name, msg.id,
+                         self.broker.dead_letter_queue, reason)
+            self._record_failure(msg.id, WorkerLostError(reason))
+            self._settle_message("dead", delivery, reason)
+            return True
+        logger.warning("Task %s[%s] given again after its worker was lost (%d of %d "
+                       "before it is set aside)", msg.name, msg.id, losses,
+                       self.broker.max_redeliveries)
+        return self.redeliveries.count_loss(delivery, losses)  # type: ignore[union-attr]
+
+    def _ended_already(self, task: Any, msg: TaskMessage) -> bool:
+        # A pool process that died mid-task had its end recorded by the pool (a time
+        # limit, a terminate, reject_on_worker_lost=False): what a Redis or SQLite
+        # broker would have dropped with its message, RabbitMQ gives again.
+        try:
+            meta = task.backend.get_task_meta(msg.id)
+        except Exception as exc:
+            logger.warning("could not check whether %s ended already: %r", msg.id, exc)
+            return False
+        status = meta.get("status")
+        result = meta.get("result")
+        exc_type = result.get("exc_type") if isinstance(result, dict) else None
+        if status == states.REVOKED or (status == states.FAILURE and exc_type in (
+                "WorkerLostError", "TimeLimitExceeded")):
+            logger.info("Task %s[%s] ended already (%s); not run again", msg.name, msg.id,
+                        exc_type or status)
+            return True
+        return False
 
     def _succeeded_already(self, task: Any, msg: TaskMessage) -> bool:
         # worker_deduplicate_successful_tasks: an acks_late message comes back when the

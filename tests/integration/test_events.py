@@ -17,6 +17,9 @@ from support import wait_until
 
 from celeriac.contrib.testing import WorkerProcess
 
+# Also run on RabbitMQ (tests/conftest.py).
+BROKERS_ALSO = ("amqp",)
+
 
 class Capture:
     """Events of one worker (by node name), captured on a thread of the test."""

@@ -15,6 +15,9 @@ import pytest
 from celeriac import messages
 from celeriac.exceptions import InvalidTaskError
 
+# Also run on RabbitMQ (tests/conftest.py).
+BROKERS_ALSO = ("amqp",)
+
 # (header, bad value): each stalled the worker before, retried as a broker error.
 BAD_HEADERS = [
     ("eta", "not-a-date"),

@@ -20,6 +20,9 @@ from support import wait_until
 from celeriac.brokers import Notice
 from celeriac.contrib.testing import WorkerProcess
 
+# Also run on RabbitMQ (tests/conftest.py).
+BROKERS_ALSO = ("amqp",)
+
 
 def unique() -> str:
     return uuid.uuid4().hex[:8]

@@ -11,6 +11,9 @@ from support import lines, wait_until  # noqa: E402
 from celeriac.contrib.testing import WorkerProcess
 from celeriac.exceptions import TaskRevokedError
 
+# Also run on RabbitMQ (tests/conftest.py).
+BROKERS_ALSO = ("amqp",)
+
 
 def test_revoked_queued_and_eta_tasks_do_not_run(proj: Any, project: Path,
                                                  tmp_path: Path) -> None:

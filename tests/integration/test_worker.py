@@ -16,6 +16,9 @@ from celeriac import messages
 from celeriac.contrib.testing import WorkerProcess
 from celeriac.exceptions import ContentDisallowed, NotRegistered
 
+# Also run on RabbitMQ (tests/conftest.py).
+BROKERS_ALSO = ("amqp",)
+
 
 @pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
 def test_delay_get_round_trip(proj: Any, project: Path, pool: str) -> None:
@@ -133,8 +136,13 @@ def test_bad_messages_are_set_aside_never_fatal(proj: Any, project: Path) -> Non
         assert worker.wait_for_output(refused_id)
     reasons = [d.reason for d in proj.app.connect_broker().dead_letters()]
     assert any("refused content" in r and "pickle" in r for r in reasons)
-    assert any("not valid JSON" in r for r in reasons)
-    assert any("no content type" in r for r in reasons)
+    if proj.app.conf.broker_url.startswith("amqp"):
+        # RabbitMQ carries no envelope: the text arrives as a body with no content
+        # type, and both broken messages are set aside for that
+        assert sum("no content type" in r for r in reasons) == 2
+    else:
+        assert any("not valid JSON" in r for r in reasons)
+        assert any("no content type" in r for r in reasons)
     refused = proj.app.AsyncResult(refused_id)
     with pytest.raises(ContentDisallowed, match="pickle"):  # never run, and says why
         refused.get(timeout=5)
