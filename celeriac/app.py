@@ -500,6 +500,13 @@ class Celery:
             "max_priority": conf.task_queue_max_priority,
             "create_missing": conf.task_create_missing_queues,
             "delayed_queue_type": conf.broker_native_delayed_delivery_queue_type,
+            "default_exchange": conf.task_default_exchange,
+            "default_exchange_type": conf.task_default_exchange_type,
+            "default_routing_key": conf.task_default_routing_key,
+            "event_queue": {"prefix": conf.event_queue_prefix, "ttl": conf.event_queue_ttl,
+                            "expires": conf.event_queue_expires},
+            "control_queue": {"ttl": conf.control_queue_ttl,
+                              "expires": conf.control_queue_expires},
         }
 
     def _connect_broker_at(self, url: str) -> Broker:

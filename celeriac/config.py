@@ -103,23 +103,21 @@ _TASK_LOG_FORMAT = (
 
 
 # Why a setting has no effect, for the families of settings that share a reason.
-_AMQP = "celeriac has no AMQP (RabbitMQ) transport yet"
+_AMQP_QOS = ("no effect: celeriac's RabbitMQ consumers set their QoS per consumer, which quorum "
+             "queues accept, so there is nothing to detect")
 _EVENTS = ("no effect: celeriac events runs in the foreground only (no --detach, --pidfile "
            "or -f); run it under a process supervisor")
-_EVENT_QUEUES = ("no effect: events travel by Redis pub/sub (SQLite: a table kept a minute), "
-                 "which has no per-monitor queue; it will apply to RabbitMQ's queues")
+_EVENT_QUEUES = ("no effect: on Redis events travel by pub/sub (SQLite: a table kept a minute), "
+                 "which has no per-monitor queue; on RabbitMQ monitor queues are exclusive "
+                 "and transient, as Celery 5.7 declares them")
 _CONTROL = "beat does not answer remote control; only workers do"
-_CONTROL_QUEUES = ("no effect on Redis and SQLite: requests travel by pub/sub (SQLite: a table "
-                   "kept a minute) and a reply list lives only while its client waits; it "
-                   "will apply to RabbitMQ's queues")
+_CONTROL_QUEUES = ("no effect: control queues are exclusive and transient on RabbitMQ, as Celery "
+                   "5.7 declares them; Redis and SQLite have none")
 _SIGNING = "celeriac cannot sign messages yet (there is no 'auth' serializer)"
 _SQLALCHEMY = ("celeriac has no SQLAlchemy result backend yet (db+postgresql://, db+mysql://); "
                "db+sqlite:// is the built-in SQLite store, which takes no options")
 _NO_EXEC = ("no effect: a detached celeriac program goes on in the Python that started it "
             "(it forks, it does not run a new interpreter)")
-_EXCHANGES = ("no effect: celeriac's transports put a message straight on its queue, so "
-              "exchanges and routing keys do not route (they do on AMQP, which celeriac "
-              "has not yet)")
 
 
 def _no_backend(kind: str) -> str:
@@ -211,23 +209,24 @@ _TABLE: tuple[Setting, ...] = (
     _S("broker_connection_max_retries", 100, int, ("BROKER_CONNECTION_MAX_RETRIES",),
        "Reconnection attempts before giving up; None or 0 means forever."),
     _S("broker_channel_error_retry", False, bool, ("BROKER_CHANNEL_ERROR_RETRY",),
-       "Also reconnect after an invalid response from the broker.", ignored=_AMQP),
+       "Also reconnect after an invalid response from the broker.",
+       ignored="no effect: a celeriac consumer always reconnects after a channel or "
+               "connection error, backed off up to 5 s"),
     _S("broker_failover_strategy", None, object, ("BROKER_FAILOVER_STRATEGY",),
        "How to pick the next URL of a failover list: 'round-robin', 'shuffle' or a "
        "callable (Redis brokers)."),
     _S("broker_heartbeat", 120, int, ("BROKER_HEARTBEAT",),
-       "AMQP heartbeat in seconds (worker side).",
-       ignored="no effect: AMQP connection heartbeats (celeriac has no AMQP transport yet); "
-               "worker liveness is worker_heartbeat_interval and worker_lost_timeout"),
+       "AMQP heartbeat in seconds of RabbitMQ connections; 0 turns them off (Redis and "
+       "SQLite: worker liveness is worker_heartbeat_interval and worker_lost_timeout)."),
     _S("broker_heartbeat_checkrate", 3.0, float, ("BROKER_HEARTBEAT_CHECKRATE",),
        "Heartbeats are checked broker_heartbeat / this often.",
-       ignored="no effect: AMQP connection heartbeats (celeriac has no AMQP transport yet); "
-               "worker liveness is worker_heartbeat_interval and worker_lost_timeout"),
+       ignored="no effect: a RabbitMQ connection sends its heartbeats from a thread every "
+               "broker_heartbeat / 3 seconds and finds a silent server at its next read"),
     _S("broker_login_method", None, str, ("BROKER_LOGIN_METHOD",),
-       "AMQP login method (for example AMQPLAIN).", ignored=_AMQP),
+       "AMQP login method (for example AMQPLAIN, EXTERNAL)."),
     _S("broker_native_delayed_delivery_queue_type", "quorum", str,
        ("BROKER_NATIVE_DELAYED_DELIVERY_QUEUE_TYPE",),
-       "RabbitMQ queue type for native delayed delivery.", ignored=_AMQP),
+       "RabbitMQ queue type of the delay levels celery_delayed_0..27 (quorum or classic)."),
     _S("broker_pool_limit", 10, int, ("BROKER_POOL_LIMIT",),
        "Most connections kept open in the producer pool; None or 0: no pool.",
        ignored="no effect: each process keeps one producer connection, shared by its threads; the"
@@ -334,10 +333,10 @@ _TABLE: tuple[Setting, ...] = (
        ignored=_no_backend("Google Cloud Storage")),
 
     # Remote control: the broadcast queues workers listen on.
-    _S("control_queue_ttl", 300.0, float, (), "Seconds a control command waits for a worker.",
-       ignored=_CONTROL_QUEUES),
-    _S("control_queue_expires", 10.0, float, (), "Seconds an unused control queue lives.",
-       ignored=_CONTROL_QUEUES),
+    _S("control_queue_ttl", 300.0, float, (),
+       "Seconds a control command waits for a worker (RabbitMQ's x-message-ttl)."),
+    _S("control_queue_expires", 10.0, float, (),
+       "Seconds an unused control queue lives (RabbitMQ's x-expires)."),
     _S("control_queue_exclusive", True, bool, (), "Control reply queues are exclusive.",
        ignored=_CONTROL_QUEUES),
     _S("control_queue_durable", False, bool, (), "Control exchange and queues survive restarts.",
@@ -377,11 +376,12 @@ _TABLE: tuple[Setting, ...] = (
 
     # Events: task and worker monitoring messages.
     _S("event_queue_expires", 60.0, float, ("CELERY_EVENT_QUEUE_EXPIRES",),
-       "Seconds an unused monitor queue lives.", ignored=_EVENT_QUEUES),
+       "Seconds an unused monitor queue lives (RabbitMQ's x-expires; Redis and SQLite have "
+       "no monitor queues)."),
     _S("event_queue_ttl", 5.0, float, ("CELERY_EVENT_QUEUE_TTL",),
-       "Seconds an event waits in a monitor queue.", ignored=_EVENT_QUEUES),
+       "Seconds an event waits in a monitor queue (RabbitMQ's x-message-ttl)."),
     _S("event_queue_prefix", "celeryev", str, ("CELERY_EVENT_QUEUE_PREFIX",),
-       "Prefix of monitor queue names.", ignored=_EVENT_QUEUES),
+       "Prefix of monitor queue names (RabbitMQ)."),
     _S("event_queue_exclusive", True, bool, ("CELERY_EVENT_QUEUE_EXCLUSIVE",),
        "Monitor queues are exclusive to their connection.", ignored=_EVENT_QUEUES),
     _S("event_queue_durable", False, bool, ("CELERY_EVENT_QUEUE_DURABLE",),
@@ -540,27 +540,29 @@ _TABLE: tuple[Setting, ...] = (
     _S("task_create_missing_queues", True, bool, ("CELERY_CREATE_MISSING_QUEUES",),
        "Queues named in routes but not in task_queues are created."),
     _S("task_create_missing_queue_type", "classic", str, ("CELERY_CREATE_MISSING_QUEUE_TYPE",),
-       "RabbitMQ type of automatically created queues.", ignored=_AMQP),
+       "RabbitMQ type of automatically created queues (classic or quorum)."),
     _S("task_create_missing_queue_exchange_type", None, str,
        ("CELERY_CREATE_MISSING_QUEUE_EXCHANGE_TYPE",),
-       "Exchange type of automatically created queues; None: unchanged.", ignored=_AMQP),
+       "Exchange type of automatically created queues; None: unchanged.",
+       ignored="no effect: a queue created for a route gets a direct exchange of its own "
+               "name, as Celery's default"),
     _S("task_inherit_parent_priority", False, bool, ("CELERY_INHERIT_PARENT_PRIORITY",),
        "Tasks sent from a task (and the next chain step) get its priority."),
     _S("task_default_delivery_mode", 2, (int, str), ("CELERY_DEFAULT_DELIVERY_MODE",),
        "2 or 'persistent' (survives restarts), 1 or 'transient'.",
-       ignored="no effect: every celeriac transport keeps a message until it is acked; transient "
-               "delivery is an AMQP feature (celeriac has no AMQP transport yet)",
+       ignored="no effect: celeriac always publishes task messages persistent (delivery mode "
+               "2), so that a RabbitMQ restart keeps them",
        harmless=("persistent",)),
     _S("task_default_queue", "celery", str, ("CELERY_DEFAULT_QUEUE",),
        "Queue of tasks that have no route."),
     _S("task_default_queue_type", "classic", str, ("CELERY_DEFAULT_QUEUE_TYPE",),
-       "RabbitMQ type of the default queue (classic or quorum).", ignored=_AMQP),
+       "RabbitMQ type of the default queue (classic or quorum)."),
     _S("task_default_exchange", None, str, ("CELERY_DEFAULT_EXCHANGE",),
-       "Exchange of the default queue; None means the queue's name.", ignored=_EXCHANGES),
+       "Exchange of the default queue; None means the queue's name (RabbitMQ)."),
     _S("task_default_exchange_type", "direct", str, ("CELERY_DEFAULT_EXCHANGE_TYPE",),
-       "Exchange type of the default queue.", ignored=_EXCHANGES),
+       "Exchange type of the default queue (RabbitMQ)."),
     _S("task_default_routing_key", None, str, ("CELERY_DEFAULT_ROUTING_KEY",),
-       "Routing key of the default queue; None means the queue's name.", ignored=_EXCHANGES),
+       "Routing key of the default queue; None means the queue's name (RabbitMQ)."),
     _S("task_default_rate_limit", None, (str, int, float), ("CELERY_DEFAULT_RATE_LIMIT",),
        "Rate limit of tasks that set none ('10/s', '100/m'); None: no limit."),
     _S("task_default_priority", None, int, ("CELERY_DEFAULT_PRIORITY",),
@@ -583,9 +585,8 @@ _TABLE: tuple[Setting, ...] = (
     _S("task_queues", None, (list, tuple, dict), ("CELERY_QUEUES",),
        "Queues workers consume from; None means just task_default_queue."),
     _S("task_queue_max_priority", None, int, ("CELERY_QUEUE_MAX_PRIORITY",),
-       "x-max-priority of declared queues.",
-       ignored="no effect: x-max-priority is a RabbitMQ queue argument (celeriac has no AMQP "
-               "transport yet); the Redis and SQLite transports always order priorities 0-9"),
+       "x-max-priority of declared queues (RabbitMQ; the Redis and SQLite transports always "
+       "order priorities 0-9)."),
     _S("task_reject_on_worker_lost", None, bool,
        ("CELERY_REJECT_ON_WORKER_LOST", "CELERY_TASK_REJECT_ON_WORKER_LOST"),
        "With acks_late, requeue a task whose worker process died."),
@@ -712,7 +713,7 @@ _TABLE: tuple[Setting, ...] = (
        ignored="not read yet: a warm shutdown lets running tasks finish however long they take; a"
                " second signal stops at once"),
     _S("worker_detect_quorum_queues", True, bool, ("CELERYD_DETECT_QUORUM_QUEUES",),
-       "Turn off global QoS when a quorum queue is consumed.", ignored=_AMQP),
+       "Turn off global QoS when a quorum queue is consumed.", ignored=_AMQP_QOS),
     _S("worker_hijack_root_logger", True, bool, ("CELERYD_HIJACK_ROOT_LOGGER",),
        "Replace the root logger's handlers; False adds one only where none is set."),
     _S("worker_log_color", None, bool, ("CELERYD_LOG_COLOR",),

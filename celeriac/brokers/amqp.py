@@ -150,6 +150,11 @@ class Topology:
         self.max_priority: int | None = spec.get("max_priority")
         self.create_missing: bool = spec.get("create_missing", True) is not False
         self.delayed_queue_type: str = spec.get("delayed_queue_type") or "quorum"
+        self.default_exchange: str | None = spec.get("default_exchange")
+        self.default_exchange_type: str = spec.get("default_exchange_type") or "direct"
+        self.default_routing_key: str | None = spec.get("default_routing_key")
+        self.event_queue: dict[str, Any] = dict(spec.get("event_queue") or {})
+        self.control_queue: dict[str, Any] = dict(spec.get("control_queue") or {})
         for kind, value in (("task_default_queue_type", self.default_queue_type),
                             ("task_create_missing_queue_type", self.missing_queue_type),
                             ("broker_native_delayed_delivery_queue_type",
@@ -168,6 +173,10 @@ class Topology:
                 args["x-queue-type"] = "quorum"
             elif self.max_priority:
                 args["x-max-priority"] = int(self.max_priority)
+            if name == self.default_queue:
+                return QueueSpec(name, args, exchange=self.default_exchange or name,
+                                 exchange_type=self.default_exchange_type,
+                                 routing_key=self.default_routing_key or name)
             return QueueSpec(name, args, exchange=name)
         args = dict(getattr(queue, "queue_arguments", None) or {})
         if getattr(queue, "max_priority", None):
@@ -313,6 +322,9 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
         opts = self.options
         self.topology = Topology(opts.get("topology"))
         self.confirm_timeout = float(opts.get("confirm_timeout") or DEFAULT_CONFIRM_TIMEOUT)
+        #: kombu's transport option; celeriac's default is on (a publish returns when
+        #: RabbitMQ has the message), off trades that for one round trip less a publish
+        self.confirm_publish = opts.get("confirm_publish", True) is not False
         heartbeat = opts.get("heartbeat")
         self.line = Line(url, opts, "the amqp:// broker",
                          heartbeat=float(heartbeat if heartbeat is not None else 120))
@@ -397,7 +409,8 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
     def _publisher(self) -> Any:
         if self._publish_channel is None or self.line.conn is None:
             ch = self.line.connection().channel()
-            ch.confirm_select()
+            if self.confirm_publish:
+                ch.confirm_select()
             ch.events["basic_ack"].add(self._on_ack)
             ch.events["basic_nack"].add(self._on_nack)
             ch.events["basic_return"].add(self._on_return)
@@ -420,6 +433,13 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
                               f"{amqp_util.describe(exc)}")
 
     def _wait_confirms(self, what: str) -> None:
+        if not self.confirm_publish:
+            self._confirmed = self._published
+            for returned in take_all(deque(self._returned)):
+                logger.error("RabbitMQ could not route a message published earlier (%s); "
+                             "with confirm_publish off it is lost", returned)
+            self._returned.clear()
+            return
         conn = self.line.conn
         deadline = time.monotonic() + self.confirm_timeout
         while self._confirmed < self._published:
@@ -720,11 +740,10 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
         if props.get("expiration"):
             properties["expiration"] = props["expiration"]
         body = m.body if isinstance(m.body, bytes) else str(m.body).encode("utf-8")
-        payload = messages.encode_envelope(messages.Message(
-            headers, properties, body, props.get("content_type") or "",
-            props.get("content_encoding") or ""))
+        message = messages.Message(headers, properties, body, props.get("content_type") or "",
+                                   props.get("content_encoding") or "")
         return Delivery((generation, info.get("delivery_tag"), m, redelivered, headers),
-                        queue, payload)
+                        queue, messages.encode_envelope(message), message)
 
     def _queue_of_consumer(self, tag: Any) -> str | None:
         # a message published to another exchange has that exchange's routing key:
@@ -943,12 +962,20 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
             self._call(f"sending to {exchange!r}", run)
 
     def listen(self, exchange: str, patterns: Sequence[str] = ("#",)) -> Listener:
-        if exchange == "celeryev":
-            name = f"celeryev.{uuid.uuid4()}"
-            args = {"x-message-ttl": 5000, "x-expires": 60000}
-        else:
+        # As Celery declares them: event_queue_* and control_queue_* settings
+        if exchange.endswith("pidbox"):
+            conf = self.topology.control_queue
             name = f"celeriac.{uuid.uuid4().hex[:12]}.{exchange}"
-            args = {"x-message-ttl": 300000, "x-expires": 10000}
+            ttl, expires = conf.get("ttl", 300.0), conf.get("expires", 10.0)
+        else:
+            conf = self.topology.event_queue
+            name = f"{conf.get('prefix') or 'celeryev'}.{uuid.uuid4()}"
+            ttl, expires = conf.get("ttl", 5.0), conf.get("expires", 60.0)
+        args = {}
+        if ttl:
+            args["x-message-ttl"] = int(float(ttl) * 1000)
+        if expires:
+            args["x-expires"] = int(float(expires) * 1000)
         return AMQPListener(self, exchange, name, list(patterns), args)
 
     def replies(self, exchange: str, routing_key: str) -> Listener:

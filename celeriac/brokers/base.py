@@ -25,11 +25,14 @@ class Delivery:
         tag: the transport's handle for ack/requeue.
         queue: the queue (or priority sub-list) the message came from.
         payload: the envelope text.
+        message: the message already decoded, when the transport received it in parts
+            (RabbitMQ's headers, properties and body), so that it is not parsed again.
     """
 
     tag: Any
     queue: str
     payload: str
+    message: Any = None
 
 
 @dataclass(slots=True)

@@ -681,7 +681,7 @@ class Consumer:
     def _decode(self, delivery: Delivery) -> TaskMessage | None:
         task_id = None
         try:
-            message = messages.decode_envelope(delivery.payload)
+            message = delivery.message or messages.decode_envelope(delivery.payload)
             task_id = message.task_id
             return messages.decode_task(message, self.accept)
         except ContentDisallowed as exc:

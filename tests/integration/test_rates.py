@@ -11,9 +11,6 @@ from support import project_module
 from celeriac.contrib.testing import WorkerProcess
 from celeriac.worker.ratelimit import parse_rate
 
-# Also run on RabbitMQ (tests/conftest.py).
-BROKERS_ALSO = ("amqp",)
-
 RATE_TASKS = '''
 import time
 
@@ -67,9 +64,6 @@ def test_rate_limited_tasks_do_not_hold_up_others(rates: Any, project: Path) -> 
 
 
 def test_global_rate_limit_is_shared_by_all_workers(rates: Any, project: Path) -> None:
-    if rates.app.conf.broker_url.startswith("amqp"):
-        pytest.skip("RabbitMQ keeps no rate reservations (test_amqp_topology.py checks "
-                    "the start-up error)")
     with WorkerProcess("rateproj", cwd=project, args=["-P", "solo", "-n", "a@%h"]), \
             WorkerProcess("rateproj", cwd=project, args=["-P", "solo", "-n", "b@%h"]):
         starts = sorted(r.get(timeout=30) for r in [rates.shared_limit.delay(i)
