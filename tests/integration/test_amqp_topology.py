@@ -150,3 +150,47 @@ def test_a_global_rate_limit_is_refused_at_start_up(configure: Any, project: Pat
                            "solo"], cwd=project, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "proj.throttled" in done.stderr and "RateReservations" in done.stderr
+
+
+def test_the_readme_example_runs(tmp_path: Path, broker_url: str) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- rabbitmq-example -->", 1)[1].split("```python\n", 1)[1]
+    (tmp_path / "rabbit_tasks.py").write_text(block.split("```", 1)[0])
+    queue = "rabbit-example"
+    try:
+        with WorkerProcess("rabbit_tasks", cwd=tmp_path, args=["-P", "solo"]):
+            done = subprocess.run(
+                [sys.executable, "-c", "from rabbit_tasks import add; "
+                 "print(add.delay(2, 3).get(timeout=10))"],
+                cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.stdout.strip() == "5", done.stderr
+    finally:
+        with channel() as ch:
+            ch.queue_delete(queue)
+
+
+def test_a_failover_list_skips_a_dead_server(configure: Any, project: Path) -> None:
+    proj = configure(source=("\napp.conf.broker_url = "
+                             "'amqp://guest:guest@127.0.0.1:1//;"
+                             "amqp://guest:guest@127.0.0.1:5672//'\n"))
+    with WorkerProcess("proj", cwd=project, args=["-P", "solo"]):
+        assert proj.add.delay(1, 2).get(timeout=20) == 3
+
+
+def test_purge_empties_the_queue(proj: Any, project: Path) -> None:
+    for i in range(3):
+        proj.add.delay(i, i)
+    done = subprocess.run([sys.executable, "-m", "celeriac", "-A", "proj", "purge", "-f"],
+                          cwd=project, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Purged 3 message(s)" in done.stdout
+    assert proj.app.connect_broker().size(proj.app.conf.task_default_queue) == 0
+
+
+def test_an_unreachable_rabbitmq_is_said_at_start_up(configure: Any, project: Path) -> None:
+    configure(source="\napp.conf.broker_url = 'amqp://guest:guest@127.0.0.1:1//'\n",
+              broker_connection_retry_on_startup=False)
+    done = subprocess.run([sys.executable, "-m", "celeriac", "-A", "proj", "worker", "-P",
+                           "solo"], cwd=project, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "127.0.0.1:1" in done.stderr and "Connection refused" in done.stderr
