@@ -1,5 +1,5 @@
 """Remote control across the two: Celery's client and CLI against celeriac workers,
-celeriac's client and CLI against Celery workers, on one Redis.
+celeriac's client and CLI against Celery workers, on one Redis and on RabbitMQ.
 
 Each test has its own control exchange and queue, so nothing else on the server hears
 its requests.
@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from support import wait_until
+from support import require, wait_until
 
 from celeriac.contrib.testing import WorkerProcess
 
 APPS = '''
 import time
 from {package} import Celery
-app = Celery("ictl", broker="{url}", backend="{url}")
+app = Celery("ictl", broker="{broker}", backend="{backend}")
 app.conf.control_exchange = "{exchange}"
 app.conf.task_default_queue = "{queue}"
 
@@ -40,14 +40,24 @@ def wait_for(path):
 '''
 
 
-@pytest.fixture
-def apps(redis_server: str, tmp_path: Path) -> Iterator[SimpleApps]:
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def apps(request: pytest.FixtureRequest, redis_server: str,
+         tmp_path: Path) -> Iterator[SimpleApps]:
     pytest.importorskip("celery")
     tag = uuid.uuid4().hex[:8]
-    url = f"{redis_server}/12"
+    backend = f"{redis_server}/12"
+    broker = backend
+    if request.param == "amqp":
+        require("RabbitMQ is not reachable on 127.0.0.1:5672", rabbitmq_answers())
+        broker = RABBITMQ
+        request.addfinalizer(lambda: forget_rabbitmq_names(tag))
     for module, package in (("capp", "celery"), ("rapp", "celeriac")):
         (tmp_path / f"{module}.py").write_text(APPS.format(
-            package=package, url=url, exchange=f"ictl-{tag}", queue=f"ictl-q-{tag}"))
+            package=package, broker=broker, backend=backend, exchange=f"ictl-{tag}",
+            queue=f"ictl-q-{tag}"))
     sys.path.insert(0, str(tmp_path))
     try:
         import importlib
@@ -60,6 +70,31 @@ def apps(redis_server: str, tmp_path: Path) -> Iterator[SimpleApps]:
         sys.path.remove(str(tmp_path))
         for name in ("capp", "rapp"):
             sys.modules.pop(name, None)
+
+
+def rabbitmq_answers() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def forget_rabbitmq_names(tag: str) -> None:
+    """The test's queue and control exchanges outlive it on RabbitMQ: delete them."""
+    import amqp
+
+    conn = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
+    conn.connect()
+    try:
+        channel = conn.channel()
+        channel.queue_delete(f"ictl-q-{tag}")
+        for exchange in (f"ictl-{tag}.pidbox", f"reply.ictl-{tag}.pidbox", f"ictl-q-{tag}"):
+            channel.exchange_delete(exchange)
+    finally:
+        conn.close()
 
 
 class SimpleApps:
