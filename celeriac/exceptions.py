@@ -144,6 +144,12 @@ class WorkerLostError(TaskError):
     """The process running the task died."""
 
 
+class PublishUnconfirmed(CeleriacError):
+    """A message was sent but the broker did not confirm it in time (RabbitMQ blocked
+    by a resource alarm, or not answering): it may still be queued. Never retried on
+    its own, so that it is never queued twice."""
+
+
 class BackendError(CeleriacError):
     """A result backend operation failed."""
 

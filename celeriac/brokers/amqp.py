@@ -26,7 +26,8 @@ no reclaiming), priorities with ``x-max-priority``, per-message ``expiration``.
   none. A Celery worker on the same queue runs such a message when it arrives.
 - **Dead letters** go to a durable queue (``broker_dead_letter_queue``) with the reason in
   their headers. A message RabbitMQ gave again after its consumer was lost is counted
-  (``x-delivery-count`` on quorum queues, celeriac's own header on classic ones) and set
+  (``x-delivery-count`` on quorum queues, markers in ``celeriac.losses`` on classic
+  ones) and set
   aside after ``broker_max_redeliveries``.
 - **Fanout** (events, remote control): Celery's ``celeryev`` topic and ``celery.pidbox``
   fanout exchanges with queues of their own per listener.
@@ -42,6 +43,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import select
 import threading
 import time
 import uuid
@@ -49,7 +51,7 @@ from collections import deque
 from typing import Any, Callable, Sequence
 
 from .. import messages, serialization
-from ..exceptions import ImproperlyConfigured
+from ..exceptions import ImproperlyConfigured, PublishUnconfirmed
 from ..utils import amqp as amqp_util
 from ..utils.urls import mask_password
 from .base import (
@@ -71,8 +73,9 @@ logger = logging.getLogger("celeriac.broker.amqp")
 
 DELAY_BITS = 28
 DELAY_EXCHANGE = "celery_delayed_delivery"
-#: counts deliveries of a message RabbitMQ returned, on classic queues
-DELIVERIES_HEADER = "x-celeriac-deliveries"
+#: markers of lost deliveries of messages of classic queues (see ``losses``), kept a day
+LOSSES_QUEUE = "celeriac.losses"
+LOSS_MARKER_TTL = 86400
 REASON_HEADER = "x-celeriac-reason"
 #: how long a publish waits for RabbitMQ's confirm before saying why it did not come
 DEFAULT_CONFIRM_TIMEOUT = 30.0
@@ -343,6 +346,7 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
         self._nacked: list[int] = []
         self._returned: list[str] = []
         self._delay_declared = False
+        self._losses_cache: tuple[float, dict[str, int]] | None = None
         #: (checked, read, count, {id: signal}, version) of the revocations queue
         self._revoked_cache: tuple[float, float, int, dict[str, Any], int] | None = None
 
@@ -357,7 +361,7 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
         with self.line.lock:
             try:
                 return fn()
-            except (PublishRefused, ImproperlyConfigured):
+            except (PublishRefused, PublishUnconfirmed, ImproperlyConfigured):
                 raise
             except amqp.exceptions.PreconditionFailed as exc:
                 self._channel_lost()
@@ -432,6 +436,24 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
         self._returned.append(f"exchange {exchange!r} routing key {routing_key!r}: "
                               f"{amqp_util.describe(exc)}")
 
+    def _wait_unblocked(self, what: str) -> None:
+        """While RabbitMQ blocks this connection (a memory or disk alarm), wait for it to
+        lift, up to ``confirm_timeout``, before sending anything: a refusal then means
+        nothing was sent, and a retry cannot queue a message twice."""
+        if self.line.blocked is None or self.line.conn is None:
+            return
+        deadline = time.monotonic() + self.confirm_timeout
+        while self.line.blocked is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PublishRefused(
+                    f"RabbitMQ at {self.safe_url()} blocks publishing ({self.line.blocked}) "
+                    f"for more than {self.confirm_timeout:g} s; {what} was not sent")
+            try:
+                self.line.conn.drain_events(timeout=min(left, 1.0))
+            except TimeoutError:
+                pass
+
     def _wait_confirms(self, what: str) -> None:
         if not self.confirm_publish:
             self._confirmed = self._published
@@ -445,13 +467,18 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
         while self._confirmed < self._published:
             left = deadline - time.monotonic()
             if left <= 0:
-                why = (f"the connection is blocked by {self.line.blocked}" if self.line.blocked
-                       else "no confirm came")
-                self._connection_lost()
-                raise PublishRefused(
+                if self.line.blocked:
+                    # Kept open: RabbitMQ routes what it read once the alarm clears, so
+                    # the message is queued once, not lost and not sent again.
+                    why = f"the connection is blocked by {self.line.blocked}"
+                else:
+                    why = "no confirm came"
+                    self._connection_lost()
+                raise PublishUnconfirmed(
                     f"RabbitMQ at {self.safe_url()} did not confirm {what} within "
-                    f"{self.confirm_timeout:g} s ({why}); it may or may not have the "
-                    "message (broker_transport_options confirm_timeout sets the wait)")
+                    f"{self.confirm_timeout:g} s ({why}); it may still be queued, so it "
+                    "is not sent again (broker_transport_options confirm_timeout sets "
+                    "the wait)")
             try:
                 conn.drain_events(timeout=min(left, 1.0))
             except TimeoutError:
@@ -605,6 +632,7 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
     def publish(self, queue: str, payload: str, priority: int = 0,
                 eta: float | None = None) -> None:
         def run() -> None:
+            self._wait_unblocked(f"a message for queue {queue!r}")
             self._send(queue, payload, priority, eta)
             self._wait_confirms(f"a message for queue {queue!r}")
         self._call(f"publishing to {queue!r}", run)
@@ -614,6 +642,7 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
             return
 
         def run() -> None:
+            self._wait_unblocked(f"a batch of {len(batch)} message(s)")
             for m in batch:
                 self._send(m.queue, m.payload, m.priority, m.eta)
             self._wait_confirms(f"{len(batch)} message(s)")
@@ -681,6 +710,17 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
             if delivery is not None:
                 out.append(delivery)
         return out
+
+    def _notice_close(self) -> None:
+        """Read what RabbitMQ sent, if anything, before an ack: a ``connection.close``
+        (``rabbitmqctl close_connection``, a restart) means the messages fetched on it
+        are RabbitMQ's again and being given to others, and must not run here; an ack
+        alone reads nothing back, so it would go on running them. A readiness check
+        first, so that the usual ack costs no wait."""
+        conn = self.line.conn
+        sock = getattr(getattr(conn, "transport", None), "sock", None)
+        if sock is not None and select.select([sock], [], [], 0)[0]:
+            self._read_waiting(10_000)
 
     def _read_waiting(self, limit: int) -> None:
         """Take in what already waits in the socket (one drain reads one message),
@@ -757,6 +797,7 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         def run() -> None:
+            self._notice_close()
             for d in deliveries:
                 if self._mine(d):
                     self._consume_channel.basic_ack(d.tag[1])
@@ -772,6 +813,7 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
             mine = [d for d in deliveries if self._mine(d)]
             if not mine:
                 return
+            self._wait_unblocked(f"giving back {len(mine)} message(s)")
             for d in mine:
                 self._send(d.queue, d.payload, d.tag[2].properties.get("priority") or 0, None,
                            copy=True)
@@ -787,6 +829,7 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
         def run() -> None:
             if not self._mine(delivery):
                 return  # RabbitMQ has it back already: moving it would double it
+            self._wait_unblocked(what)
             send()
             self._wait_confirms(what)
             self._consume_channel.basic_ack(delivery.tag[1])
@@ -806,6 +849,10 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
                    lambda: self._send(self.dead_letter_queue, delivery.payload, 0, None,
                                       extra, copy=True))
 
+    # A classic queue keeps no count of a message's returns. Republishing the message
+    # with a count would send it to the end of its queue, behind everything queued
+    # since (a killed worker's task would wait for the whole backlog), so each loss is
+    # a small marker in a queue of its own instead, read when a message comes back.
     def losses(self, delivery: Delivery) -> int:
         tag = delivery.tag
         if not isinstance(tag, tuple) or not tag[3]:
@@ -814,19 +861,67 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
         count = headers.get("x-delivery-count")  # a quorum queue counts its returns
         if isinstance(count, int) and count > 0:
             return count
-        own = headers.get(DELIVERIES_HEADER)
-        return (own if isinstance(own, int) else 0) + 1
+        task_id = headers.get("id") or tag[2].properties.get("correlation_id")
+        if not task_id:
+            return 1
+        return self._loss_markers().get(str(task_id), 0) + 1
 
     def count_loss(self, delivery: Delivery, losses: int) -> bool:
-        if isinstance(delivery.tag[4].get("x-delivery-count"), int):
+        headers = delivery.tag[4]
+        if isinstance(headers.get("x-delivery-count"), int):
             return False
-        # A classic queue keeps no count: the message goes back (to the end of its
-        # queue) as a copy carrying it, the original acked once the copy is confirmed.
-        priority = delivery.tag[2].properties.get("priority") or 0
-        self._move(delivery, f"counting a redelivery on {delivery.queue!r}",
-                   lambda: self._send(delivery.queue, delivery.payload, priority, None,
-                                      {DELIVERIES_HEADER: losses}, copy=True))
-        return True
+        task_id = headers.get("id") or delivery.tag[2].properties.get("correlation_id")
+        if not task_id:
+            return False
+
+        def run() -> None:
+            ch = self._publisher()
+            self._declare_losses(ch)
+            ch.basic_publish(self.line.amqp.Message(
+                json.dumps({"id": str(task_id)}), content_type="application/json",
+                delivery_mode=2, expiration=str(LOSS_MARKER_TTL * 1000)),
+                exchange="", routing_key=LOSSES_QUEUE, mandatory=True)
+            self._published += 1
+            self._wait_confirms("a loss marker")
+            self._losses_cache = None
+        self._call("counting a lost delivery", run)
+        return False
+
+    def _declare_losses(self, ch: Any) -> None:
+        if LOSSES_QUEUE not in self._declared:
+            ch.queue_declare(LOSSES_QUEUE, durable=True, auto_delete=False)
+            self._declared.add(LOSSES_QUEUE)
+
+    def _loss_markers(self) -> dict[str, int]:
+        """{task id: losses counted}, read without taking them, kept for a second (a
+        worker's loss brings its whole prefetch back at once)."""
+        cache = self._losses_cache
+        now = time.monotonic()
+        if cache is not None and now - cache[0] < 1.0:
+            return cache[1]
+
+        def run() -> dict[str, int]:
+            ch = self._publisher()
+            self._declare_losses(ch)
+            reader = self.line.connection().channel()
+            counts: dict[str, int] = {}
+            try:
+                while True:
+                    m = reader.basic_get(LOSSES_QUEUE, no_ack=False)
+                    if m is None:
+                        break
+                    try:
+                        task_id = str(json.loads(m.body)["id"])
+                    except (ValueError, KeyError, TypeError):
+                        continue
+                    counts[task_id] = counts.get(task_id, 0) + 1
+            finally:
+                reader.close()  # unacked: the markers stay
+            return counts
+
+        counts = self._call("reading loss markers", run)
+        self._losses_cache = (now, counts)
+        return counts  # type: ignore[no-any-return]
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         def run() -> list[DeadLetter]:
