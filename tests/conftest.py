@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 import textwrap
 import uuid
@@ -17,19 +16,22 @@ from typing import Any, Iterator
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/support.py as ``support``
-from support import free_port, load_proj, private_redis_server, require  # noqa: E402
+from support import (  # noqa: E402
+    answers,
+    delete_rabbitmq,
+    free_port,
+    load_proj,
+    private_redis_server,
+    rabbitmq_answers,
+    require,
+)
 
 REQUIRE_SERVICES = os.environ.get("CELERIAC_REQUIRE_SERVICES") == "1"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
 
 def _redis_answers() -> bool:
-    try:
-        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
+    return answers(REDIS_PORT, b"PING\r\n", b"+PONG")
 
 
 def need_service(name: str, available: bool) -> None:
@@ -62,14 +64,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("broker_url", names, indirect=True)
 
 
-def _rabbitmq_answers() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh broker for each test: SQLite, Redis (results on the same store), or
@@ -78,7 +72,7 @@ def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'celeriac.sqlite3'}"
     if request.param == "amqp":
         pytest.importorskip("amqp") if not REQUIRE_SERVICES else None
-        need_service("RabbitMQ", _rabbitmq_answers())
+        need_service("RabbitMQ", rabbitmq_answers())
         return RABBITMQ_URL
     base = request.getfixturevalue("redis_server")
     # Not flushed: each test has its own queue names (see ``project``), so runs that
@@ -104,22 +98,7 @@ def project(tmp_path: Path, broker_url: str) -> Iterator[Path]:
     (tmp_path / "proj.py").write_text(source.replace("QUEUE_HERE", queue))
     yield tmp_path
     if broker_url.startswith("amqp"):
-        delete_rabbitmq_queues(queue, f"{queue}.dead")
-
-
-def delete_rabbitmq_queues(*names: str) -> None:
-    """RabbitMQ keeps a test's durable queues after it: delete them."""
-    import amqp
-
-    conn = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
-    try:
-        conn.connect()
-        channel = conn.channel()
-        for name in names:
-            channel.queue_delete(name)
-        conn.close()
-    except Exception:
-        pass
+        delete_rabbitmq(queue, f"{queue}.dead")
 
 
 def unique() -> str:

@@ -30,6 +30,45 @@ def require(what: str, available: bool) -> None:
     pytest.skip(what)
 
 
+def answers(port: int, hello: bytes, expect: bytes) -> bool:
+    """Whether the server on loopback ``port`` answers ``hello`` with ``expect``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(hello)
+            return sock.recv(16).startswith(expect)
+    except OSError:
+        return False
+
+
+def rabbitmq_answers(port: int = 5672) -> bool:
+    """Whether RabbitMQ answers the AMQP 0-9-1 greeting on loopback ``port``."""
+    return answers(port, b"AMQP\x00\x00\x09\x01", b"\x01\x00\x00")
+
+
+def delete_rabbitmq(*names: str) -> None:
+    """The shared RabbitMQ's queues and exchanges of these names, if they exist: a
+    test's durable queues outlive it."""
+    import amqp
+
+    conn = amqp.Connection(host="127.0.0.1:5672", userid="guest", password="guest",
+                           connect_timeout=5)
+    try:
+        conn.connect()
+        for name in names:
+            for delete in ("queue_delete", "exchange_delete"):
+                try:  # a refused delete closes its channel: one channel each
+                    getattr(conn.channel(), delete)(name)
+                except Exception:
+                    pass
+    except OSError:
+        pass
+    finally:
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
 def load_proj(project: Path) -> Any:
     """Import the test project's ``proj`` module afresh."""
     sys.modules.pop("proj", None)

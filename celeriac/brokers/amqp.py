@@ -50,7 +50,7 @@ import uuid
 from collections import deque
 from typing import Any, Callable, Sequence
 
-from .. import messages, serialization
+from .. import messages
 from ..exceptions import ImproperlyConfigured, PublishUnconfirmed
 from ..utils import amqp as amqp_util
 from ..utils.urls import mask_password

@@ -9,9 +9,7 @@ the end.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import sys
 import uuid
 from pathlib import Path
@@ -20,7 +18,8 @@ from typing import Any, Iterator
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/support.py
-from support import require  # noqa: E402
+from support import answers, rabbitmq_answers, require  # noqa: E402
+from support import delete_rabbitmq as delete_queues  # noqa: E402
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 REDIS_RESULTS = "redis://127.0.0.1:6379/14"
@@ -56,30 +55,8 @@ def fail(text):
 '''
 
 
-def _answers(port: int, hello: bytes, expect: bytes) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(hello)
-            return sock.recv(16).startswith(expect)
-    except OSError:
-        return False
 
 
-def delete_queues(*names: str) -> None:
-    import amqp
-
-    conn = amqp.Connection(host="127.0.0.1:5672", userid="guest", password="guest",
-                           connect_timeout=5)
-    conn.connect()
-    try:
-        for name in names:
-            with contextlib.suppress(Exception):
-                conn.channel().queue_delete(name)
-            with contextlib.suppress(Exception):
-                conn.channel().exchange_delete(name)
-    finally:
-        with contextlib.suppress(Exception):
-            conn.close()
 
 
 @pytest.fixture(params=["redis", "sqlite"])
@@ -93,10 +70,10 @@ def proj(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     except ImportError:
         require("these tests need py-amqp: pip install -e '.[dev]'", False)
     require("RabbitMQ is not reachable on 127.0.0.1:5672",
-            _answers(5672, b"AMQP\x00\x00\x09\x01", b"\x01\x00\x00"))
+            rabbitmq_answers())
     if request.param == "redis":
         require("Redis is not reachable on 127.0.0.1:6379",
-                _answers(6379, b"PING\r\n", b"+PONG"))
+                answers(6379, b"PING\r\n", b"+PONG"))
         backend = REDIS_RESULTS
     else:
         backend = f"sqlite:///{tmp_path / 'results.sqlite3'}"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import sys
 import textwrap
 import threading
@@ -24,7 +23,8 @@ from typing import Any, Iterator
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/support.py
-from support import require  # noqa: E402
+from support import rabbitmq_answers, require  # noqa: E402
+from support import delete_rabbitmq as delete_queues  # noqa: E402
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 T = 30  # seconds a result may take (only reached when something is broken)
@@ -80,13 +80,6 @@ def quiet(x):
 
 
 # -- services and helpers (local copies: tests import nothing from conftest) ------------------
-def _rabbit_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=1) as sock:
-            sock.sendall(b"AMQP\x00\x00\x09\x01")
-            return sock.recv(8).startswith(b"\x01\x00\x00")
-    except OSError:
-        return False
 
 
 def _raw() -> Any:
@@ -98,18 +91,6 @@ def _raw() -> Any:
     return conn
 
 
-def delete_queues(*names: str) -> None:
-    """The queues (and the exchanges of the same names) if they exist."""
-    conn = _raw()
-    try:
-        for name in names:
-            with contextlib.suppress(Exception):
-                conn.channel().queue_delete(name)
-            with contextlib.suppress(Exception):
-                conn.channel().exchange_delete(name)
-    finally:
-        with contextlib.suppress(Exception):
-            conn.close()
 
 
 def load(project: Path) -> Any:
@@ -141,7 +122,7 @@ def services() -> None:
         import amqp  # noqa: F401
     except ImportError:
         require("the rpc:// tests need py-amqp: pip install -e '.[dev]'", False)
-    require("RabbitMQ is not reachable on 127.0.0.1:5672", _rabbit_answers())
+    require("RabbitMQ is not reachable on 127.0.0.1:5672", rabbitmq_answers())
 
 
 @pytest.fixture(scope="module")

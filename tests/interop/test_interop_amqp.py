@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sys
 import uuid
 from datetime import datetime
@@ -31,7 +30,7 @@ from typing import Any, Iterator
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/support.py
-from support import require  # noqa: E402
+from support import answers, delete_rabbitmq, rabbitmq_answers, require  # noqa: E402
 
 from interop_support import APPS_DIR, CeleryWorkerProcess, wait_until  # noqa: E402
 
@@ -47,13 +46,6 @@ CHUNK = 500
 
 
 # -- services ---------------------------------------------------------------------------
-def _answers(port: int, hello: bytes, expect: bytes) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(hello)
-            return sock.recv(16).startswith(expect)
-    except OSError:
-        return False
 
 
 def _rabbit() -> Any:
@@ -74,10 +66,10 @@ def services() -> Any:
         except ImportError:
             require(f"the AMQP interop tests need {module!r}: pip install -e '.[dev]'", False)
     require("Redis is not reachable on 127.0.0.1:6379",
-            _answers(6379, b"PING\r\n", b"+PONG"))
+            answers(6379, b"PING\r\n", b"+PONG"))
     # a RabbitMQ server answers a protocol header with its own Connection.Start
     require("RabbitMQ is not reachable on 127.0.0.1:5672",
-            _answers(AMQP_PORT, b"AMQP\x00\x00\x09\x01", b"\x01\x00\x00"))
+            rabbitmq_answers(AMQP_PORT))
     import amqp_interop
     import redis
 
@@ -96,17 +88,6 @@ def queue_depth(name: str) -> tuple[int, int]:
         conn.close()
 
 
-def delete_queue(name: str) -> None:
-    """The queue and the exchange of its name, if either exists."""
-    conn = _rabbit()
-    try:
-        with contextlib.suppress(Exception):
-            conn.channel().queue_delete(name)
-        with contextlib.suppress(Exception):
-            conn.channel().exchange_delete(name)
-    finally:
-        with contextlib.suppress(Exception):
-            conn.close()
 
 
 @contextlib.contextmanager
@@ -115,7 +96,7 @@ def amqp_queue() -> Iterator[str]:
     try:
         yield name
     finally:
-        delete_queue(name)
+        delete_rabbitmq(name)
 
 
 def worker_for(kind: str, queue: str, node: str, *args: str) -> Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from support import require, wait_until
+from support import delete_rabbitmq, rabbitmq_answers, require, wait_until
 
 from celeriac.contrib.testing import WorkerProcess
 
@@ -53,7 +53,8 @@ def apps(request: pytest.FixtureRequest, redis_server: str,
     if request.param == "amqp":
         require("RabbitMQ is not reachable on 127.0.0.1:5672", rabbitmq_answers())
         broker = RABBITMQ
-        request.addfinalizer(lambda: forget_rabbitmq_names(tag))
+        request.addfinalizer(lambda: delete_rabbitmq(
+            f"ictl-q-{tag}", f"ictl-{tag}.pidbox", f"reply.ictl-{tag}.pidbox"))
     for module, package in (("capp", "celery"), ("rapp", "celeriac")):
         (tmp_path / f"{module}.py").write_text(APPS.format(
             package=package, broker=broker, backend=backend, exchange=f"ictl-{tag}",
@@ -70,31 +71,6 @@ def apps(request: pytest.FixtureRequest, redis_server: str,
         sys.path.remove(str(tmp_path))
         for name in ("capp", "rapp"):
             sys.modules.pop(name, None)
-
-
-def rabbitmq_answers() -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-def forget_rabbitmq_names(tag: str) -> None:
-    """The test's queue and control exchanges outlive it on RabbitMQ: delete them."""
-    import amqp
-
-    conn = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
-    conn.connect()
-    try:
-        channel = conn.channel()
-        channel.queue_delete(f"ictl-q-{tag}")
-        for exchange in (f"ictl-{tag}.pidbox", f"reply.ictl-{tag}.pidbox", f"ictl-q-{tag}"):
-            channel.exchange_delete(exchange)
-    finally:
-        conn.close()
 
 
 class SimpleApps:

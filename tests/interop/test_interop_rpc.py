@@ -11,9 +11,7 @@ either side may declare it. Queues are deleted at the end. The apps are
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import sys
 import time
 import uuid
@@ -23,7 +21,8 @@ from typing import Any, Iterator
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/support.py
-from support import require  # noqa: E402
+from support import rabbitmq_answers, require  # noqa: E402
+from support import delete_rabbitmq as delete_queues  # noqa: E402
 
 from interop_support import APPS_DIR, CeleryWorkerProcess  # noqa: E402
 
@@ -33,30 +32,8 @@ if str(APPS_DIR) not in sys.path:
 T = 30  # seconds a result may take (only reached when something is broken)
 
 
-def _rabbit_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=1) as sock:
-            sock.sendall(b"AMQP\x00\x00\x09\x01")
-            return sock.recv(8).startswith(b"\x01\x00\x00")
-    except OSError:
-        return False
 
 
-def delete_queues(*names: str) -> None:
-    import amqp
-
-    conn = amqp.Connection(host="127.0.0.1:5672", userid="guest", password="guest",
-                           connect_timeout=5)
-    conn.connect()
-    try:
-        for name in names:
-            with contextlib.suppress(Exception):
-                conn.channel().queue_delete(name)
-            with contextlib.suppress(Exception):
-                conn.channel().exchange_delete(name)
-    finally:
-        with contextlib.suppress(Exception):
-            conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +43,7 @@ def services() -> None:
             __import__(module)
         except ImportError:
             require(f"the rpc interop tests need {module!r}: pip install -e '.[dev]'", False)
-    require("RabbitMQ is not reachable on 127.0.0.1:5672", _rabbit_answers())
+    require("RabbitMQ is not reachable on 127.0.0.1:5672", rabbitmq_answers())
 
 
 def worker_for(kind: str, queue: str) -> Any:
