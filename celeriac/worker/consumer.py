@@ -555,35 +555,34 @@ class Consumer:
         # A pool process that died mid-task had its end recorded by the pool (a time
         # limit, a terminate, reject_on_worker_lost=False): what a Redis or SQLite
         # broker would have dropped with its message, RabbitMQ gives again.
-        try:
-            meta = task.backend.get_task_meta(msg.id)
-        except Exception as exc:
-            logger.warning("could not check whether %s ended already: %r", msg.id, exc)
-            return False
-        status = meta.get("status")
+        meta = self._stored_meta(task, msg, "ended already")
         result = meta.get("result")
         exc_type = result.get("exc_type") if isinstance(result, dict) else None
-        if status == states.REVOKED or (status == states.FAILURE and exc_type in (
-                "WorkerLostError", "TimeLimitExceeded")):
-            logger.info("Task %s[%s] ended already (%s); not run again", msg.name, msg.id,
-                        exc_type or status)
-            return True
-        return False
+        status = meta.get("status")
+        ended = status == states.REVOKED or (status == states.FAILURE and exc_type in (
+            "WorkerLostError", "TimeLimitExceeded"))
+        return ended and self._not_again(msg, exc_type or status)
 
     def _succeeded_already(self, task: Any, msg: TaskMessage) -> bool:
         # worker_deduplicate_successful_tasks: an acks_late message comes back when the
         # worker that ran it was lost before its ack; if that run stored SUCCESS, it is
         # not run again. (Celery asks only of messages flagged redelivered; celeriac's
-        # transports do not flag them, so every acks_late message costs one result read
-        # when the setting is on.)
+        # Redis and SQLite transports do not flag them, so every acks_late message costs
+        # one result read when the setting is on.)
+        status = self._stored_meta(task, msg, "already succeeded").get("status")
+        return status == states.SUCCESS and self._not_again(msg, status)
+
+    @staticmethod
+    def _stored_meta(task: Any, msg: TaskMessage, what: str) -> dict[str, Any]:
         try:
-            meta = task.backend.get_task_meta(msg.id)
+            return task.backend.get_task_meta(msg.id)  # type: ignore[no-any-return]
         except Exception as exc:
-            logger.warning("could not check whether %s already succeeded: %r", msg.id, exc)
-            return False
-        if meta.get("status") != states.SUCCESS:
-            return False
-        logger.info("Task %s[%s] already succeeded; not run again", msg.name, msg.id)
+            logger.warning("could not check whether %s %s: %r", msg.id, what, exc)
+            return {}
+
+    @staticmethod
+    def _not_again(msg: TaskMessage, why: Any) -> bool:
+        logger.info("Task %s[%s] ended already (%s); not run again", msg.name, msg.id, why)
         return True
 
     def _ack_before_start(self, delivery: Delivery, wait: bool = True) -> Any:
