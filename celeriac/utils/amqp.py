@@ -90,12 +90,31 @@ def parse_url(url: str) -> Server:
 
 
 def ssl_context(ssl_option: Any, server: Server) -> Any:
-    """What py-amqp takes as ``ssl=``: False, True, an ``SSLContext``, or a dict of
-    ``ssl.wrap_socket`` options (``ca_certs``, ``certfile``, ``keyfile``, ``cert_reqs``)
-    as ``broker_use_ssl`` gives them."""
+    """What py-amqp takes as ``ssl=``: False, True, or a dict of ``ssl`` options
+    (``ca_certs``, ``certfile``, ``keyfile``, ``cert_reqs``, ``server_hostname`` ...) as
+    ``broker_use_ssl`` gives them.
+
+    py-amqp 5 makes the client context itself: ``True`` verifies the server against the
+    system CAs, a dict against its ``ca_certs``; neither checks the host name unless
+    ``server_hostname`` is given. As in kombu, ``server_hostname: None`` means the
+    host of the URL being connected to (a fail-over list has several).
+
+    Raises:
+        ImproperlyConfigured: an ``SSLContext`` (py-amqp would ignore it and use its
+            defaults) or anything else but a bool or a dict.
+    """
     if not ssl_option and not server.tls:
         return False
-    if isinstance(ssl_option, (_ssl.SSLContext, dict)):
+    if isinstance(ssl_option, _ssl.SSLContext):
+        raise ImproperlyConfigured(
+            "broker_use_ssl cannot be an ssl.SSLContext: py-amqp ignores one and connects "
+            "with its own defaults. Give a dict of ssl options (ca_certs, certfile, "
+            "keyfile, cert_reqs, server_hostname)")
+    if isinstance(ssl_option, dict):
+        if not ssl_option:
+            return True  # py-amqp takes an empty dict for "no TLS"
+        if "server_hostname" in ssl_option and ssl_option["server_hostname"] is None:
+            return {**ssl_option, "server_hostname": server.host}
         return ssl_option
     if ssl_option in (None, False, True):
         return True

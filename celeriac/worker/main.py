@@ -20,6 +20,7 @@ import os
 import platform
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -137,6 +138,13 @@ _AUTH = ("wrongpass", "noauth", "authentication", "invalid password", "invalid u
          "auth <password> called without")
 _NAME = ("name or service not known", "nodename nor servname", "temporary failure in name",
          "no address associated")
+# TLS alerts a server sends when it will not take the client's certificate (or its lack
+# of one): OpenSSL's texts, as the ssl module reports them
+_TLS_REFUSED = ("alert certificate required", "alert bad certificate", "alert unknown ca",
+                "alert certificate unknown", "alert handshake failure",
+                "alert access denied")
+# The setting that holds the TLS options for the URL a start-up check names
+_TLS_SETTING = {"broker_url": "broker_use_ssl", "result_backend": "redis_backend_use_ssl"}
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -160,6 +168,20 @@ def classify(exc: BaseException, what: str, setting: str) -> tuple[str, bool, st
         return ("authentication failed", False,
                 f"Check the user name and password in {setting} (or in its transport "
                 "options).")
+    # A certificate problem is configuration (or an expired certificate): waiting does not
+    # heal it, so the worker stops at once instead of retrying for minutes. The errors
+    # are OSErrors, and brokers wrap them in ConnectionError: this comes before those.
+    tls_setting = _TLS_SETTING.get(setting, f"the TLS options of {setting}")
+    if (any(isinstance(e, ssl.SSLCertVerificationError) for e in chain)
+            or "certificate verify failed" in text):
+        return ("TLS certificate verification failed", False,
+                f"Check that the CA certificates trusted (ca_certs in {tls_setting}, or "
+                "the system's without it) signed the server's certificate, and that it "
+                "names the host.")
+    if any(alert in text for alert in _TLS_REFUSED):
+        return ("the server refused the TLS handshake", False,
+                f"The server may require a client certificate: check certfile and keyfile "
+                f"in {tls_setting}, and that the server trusts the CA that signed it.")
     if "BusyLoadingError" in names:
         return "the server is still loading its data", True, "Wait for it, or start later."
     if (any(isinstance(e, ConnectionRefusedError) for e in chain)
