@@ -41,9 +41,9 @@ DEFAULT_SQLITE_FILE = "celeriac.sqlite3"
 _UNSET = object()
 # Brokers that take a list of URLs, and those broker_use_ssl applies to. A sentinel://
 # list is not a fail-over list: it names the sentinels, which name the master.
-_FAILOVER_SCHEMES = frozenset({"redis", "rediss", "sentinel", "amqp", "pyamqp", "amqps"})
-_TLS_SCHEMES = frozenset({"redis", "rediss", "redis+socket", "sentinel", "amqp", "pyamqp",
-                          "amqps"})
+_AMQP_SCHEMES = frozenset({"amqp", "pyamqp", "amqps", "pyamqps"})
+_FAILOVER_SCHEMES = frozenset({"redis", "rediss", "sentinel"}) | _AMQP_SCHEMES
+_TLS_SCHEMES = frozenset({"redis", "rediss", "redis+socket", "sentinel"}) | _AMQP_SCHEMES
 
 
 class IgnoredOptionWarning(UserWarning):
@@ -522,7 +522,7 @@ class Celery:
                 f"broker_use_ssl has no effect on the {scheme}:// broker: celeriac "
                 "applies it to Redis brokers only"), stacklevel=3)
             options.pop("ssl")
-        if scheme in ("amqp", "pyamqp", "amqps"):
+        if scheme in _AMQP_SCHEMES:
             self._amqp_options(options)
         return connect_broker(url, options)
 

@@ -58,6 +58,8 @@ BACKENDS: dict[str, Callable[[], type[Backend]]] = {
     # Celery 5 removed its amqp result backend: a clear error pointing to rpc://
     "amqp": _removed_amqp,
     "pyamqp": _removed_amqp,
+    "amqps": _removed_amqp,
+    "pyamqps": _removed_amqp,
     "disabled": _disabled,
 }
 

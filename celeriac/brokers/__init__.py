@@ -65,6 +65,7 @@ TRANSPORTS: dict[str, Callable[[], type[Broker]]] = {
     "amqp": _amqp,
     "pyamqp": _amqp,
     "amqps": _amqp,
+    "pyamqps": _amqp,
 }
 
 
