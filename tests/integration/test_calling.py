@@ -16,9 +16,6 @@ from celeriac import signals
 from celeriac.contrib.testing import WorkerProcess
 from celeriac.exceptions import MaxRetriesExceededError, NotRegistered
 
-# Also run on RabbitMQ (tests/conftest.py).
-BROKERS_ALSO = ("amqp",)
-
 
 @pytest.fixture
 def marker(tmp_path: Path) -> Path:

@@ -15,9 +15,6 @@ from celeriac.result import AsyncResult, GroupResult, ResultSet
 
 from support import wait_until
 
-# Also run on RabbitMQ (tests/conftest.py).
-BROKERS_ALSO = ("amqp",)
-
 
 def noted(marker: Path) -> list[Any]:
     path = marker / "errback"

@@ -13,9 +13,6 @@ from support import lines, wait_until  # noqa: E402
 
 from celeriac.contrib.testing import WorkerProcess
 
-# Also run on RabbitMQ (tests/conftest.py).
-BROKERS_ALSO = ("amqp",)
-
 
 def test_task_routes_and_exclude_queues(proj: Any, project: Path) -> None:
     base = proj.app.conf.task_default_queue

@@ -12,9 +12,6 @@ from celeriac.canvas import chain
 from celeriac.contrib.testing import WorkerProcess
 from celeriac.result import AsyncResult, GroupResult
 
-# Also run on RabbitMQ (tests/conftest.py).
-BROKERS_ALSO = ("amqp",)
-
 @pytest.fixture
 def worker(proj: Any, project: Path) -> Iterator[Any]:
     with WorkerProcess("proj", cwd=project, args=["-P", "threads", "-c", "2"]):
