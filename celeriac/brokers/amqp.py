@@ -82,7 +82,8 @@ DEFAULT_CONFIRM_TIMEOUT = 30.0
 REVOKED_QUEUE = "celeriac.revoked"
 #: longest a fetch holds the connection at a time while it waits for a message
 FETCH_SLICE = 0.05
-QUICK_READ = 0.0001
+#: the longest wait for the rest of a frame whose first bytes arrived
+QUICK_READ = 0.05
 
 
 def level_name(level: int) -> str:
@@ -717,17 +718,17 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
         are RabbitMQ's again and being given to others, and must not run here; an ack
         alone reads nothing back, so it would go on running them. A readiness check
         first, so that the usual ack costs no wait."""
-        conn = self.line.conn
-        sock = getattr(getattr(conn, "transport", None), "sock", None)
-        if sock is not None and select.select([sock], [], [], 0)[0]:
-            self._read_waiting(10_000)
+        self._read_waiting(10_000)
 
     def _read_waiting(self, limit: int) -> None:
         """Take in what already waits in the socket (one drain reads one message),
-        without waiting for more. (A zero timeout would make the socket non-blocking,
-        an error py-amqp does not expect; a tiny one is a poll.)"""
+        without waiting for more: drained only while the socket has bytes (py-amqp reads
+        no more than the frame it parses, so nothing waits in its own buffer)."""
         conn = self.line.conn
-        while len(self._buffer) < limit:
+        sock = getattr(getattr(conn, "transport", None), "sock", None)
+        if sock is None:
+            return
+        while len(self._buffer) < limit and select.select([sock], [], [], 0)[0]:
             try:
                 conn.drain_events(timeout=QUICK_READ)
             except TimeoutError:
