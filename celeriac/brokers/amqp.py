@@ -720,6 +720,21 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
         first, so that the usual ack costs no wait."""
         self._read_waiting(10_000)
 
+    def prefetched(self) -> list[Delivery]:
+        if not self.line.lock.acquire(blocking=False):
+            return []  # the consumer's thread is fetching: it holds nothing unfetched
+        try:
+            if self._consume_channel is None or self.line.conn is None:
+                return []
+            self._read_waiting(10_000)
+            generation = self._consume_generation
+            held = [self._delivery(m, generation) for m in list(self._buffer)]
+        except Exception:
+            return []  # the consumer's own next call meets the error and says it
+        finally:
+            self.line.lock.release()
+        return [d for d in held if d is not None]
+
     def _read_waiting(self, limit: int) -> None:
         """Take in what already waits in the socket (one drain reads one message),
         without waiting for more: drained only while the socket has bytes (py-amqp reads

@@ -185,6 +185,11 @@ class Broker(ABC):
         from another thread while a task runs. Returns how many."""
         return 0
 
+    def prefetched(self) -> list[Delivery]:
+        """What was delivered to this consumer and not fetched yet (shown by ``inspect
+        reserved``), left where it is; called from another thread."""
+        return []
+
     def close(self) -> None:
         """Release connections."""
 

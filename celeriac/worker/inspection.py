@@ -56,6 +56,8 @@ def consumer_report(consumer: Consumer) -> dict[str, Any]:
         active.append(request_info(msg, delivery, host, started, acked, pid))
     with consumer._pending_lock:
         pending = list(consumer._pending)
+    # and what a push transport (RabbitMQ) delivered to it that it has not fetched yet
+    pending += consumer.broker.prefetched()
     reserved = []
     for delivery in pending:
         decoded = _decoded(consumer, delivery)
