@@ -15,9 +15,6 @@ from celeriac.exceptions import (
     WorkerLostError,
 )
 
-# Also run on RabbitMQ (tests/conftest.py).
-BROKERS_ALSO = ("amqp",)
-
 LIMIT_TASKS = '''
 import asyncio
 import os

@@ -13,9 +13,6 @@ from support import lines, wait_until
 from celeriac.contrib.testing import WorkerProcess
 from celeriac.exceptions import WorkerLostError
 
-# Also run on RabbitMQ (tests/conftest.py).
-BROKERS_ALSO = ("amqp",)
-
 
 def test_worker_disable_rate_limits(configure: Any, project: Path) -> None:
     proj = configure(worker_disable_rate_limits=True)
