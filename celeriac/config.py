@@ -114,8 +114,6 @@ _CONTROL = "beat does not answer remote control; only workers do"
 _CONTROL_QUEUES = ("no effect: control queues are exclusive and transient on RabbitMQ, as Celery "
                    "5.7 declares them; Redis and SQLite have none")
 _SIGNING = "celeriac cannot sign messages yet (there is no 'auth' serializer)"
-_SQLALCHEMY = ("celeriac has no SQLAlchemy result backend yet (db+postgresql://, db+mysql://); "
-               "db+sqlite:// is the built-in SQLite store, which takes no options")
 _NO_EXEC = ("no effect: a detached celeriac program goes on in the Python that started it "
             "(it forks, it does not run a new interpreter)")
 
@@ -260,13 +258,9 @@ _TABLE: tuple[Setting, ...] = (
 
     # Cache result backend (memcached).
     _S("cache_backend", None, str, ("CELERY_CACHE_BACKEND",),
-       "Cache backend name; prefer a cache+ URL in result_backend.",
-       ignored="celeriac has no memcached result backend yet (cache+memory:// is the in-process "
-               "store)"),
+       "Cache backend name; prefer a cache+ URL in result_backend."),
     _S("cache_backend_options", {}, dict, ("CELERY_CACHE_BACKEND_OPTIONS",),
-       "Options for the memcached client.",
-       ignored="celeriac has no memcached result backend yet (cache+memory:// is the in-process "
-               "store)"),
+       "Options for the memcached client."),
 
     # Cassandra / Astra DB result backend.
     _S("cassandra_servers", None, list, (), "Cassandra hosts.", ignored=_no_backend("Cassandra")),
@@ -497,21 +491,21 @@ _TABLE: tuple[Setting, ...] = (
 
     # Database (SQLAlchemy) result backend.
     _S("database_url", None, str, ("CELERY_RESULT_DBURI",),
-       "SQLAlchemy URL; usually given as db+URL in result_backend.", ignored=_SQLALCHEMY),
+       "SQLAlchemy URL; usually given as db+URL in result_backend."),
     _S("database_engine_options", {"pool_pre_ping": True, "pool_recycle": 3600}, dict,
        ("CELERY_RESULT_ENGINE_OPTIONS",),
-       "Keyword arguments for sqlalchemy.create_engine.", ignored=_SQLALCHEMY),
+       "Keyword arguments for sqlalchemy.create_engine."),
     _S("database_engine_callback", None, object, (),
-       "Called with the new engine, to adjust it.", ignored=_SQLALCHEMY),
+       "Called with the new engine, to adjust it."),
     _S("database_short_lived_sessions", False, bool, ("CELERY_RESULT_DB_SHORT_LIVED_SESSIONS",),
-       "Open a new session per operation (helps with stale connections).", ignored=_SQLALCHEMY),
+       "Open a new session per operation (helps with stale connections)."),
     _S("database_table_schemas", None, dict, (),
-       "Schema per table: {'task': ..., 'group': ...}.", ignored=_SQLALCHEMY),
+       "Schema per table: {'task': ..., 'group': ...}."),
     _S("database_table_names", None, dict,
        ("CELERY_RESULT_DB_TABLENAMES", "CELERY_RESULT_DB_TABLE_NAMES"),
-       "Table names: {'task': ..., 'group': ...}.", ignored=_SQLALCHEMY),
+       "Table names: {'task': ..., 'group': ...}."),
     _S("database_create_tables_at_setup", True, bool, (),
-       "Create the tables when the backend starts, not at first use.", ignored=_SQLALCHEMY),
+       "Create the tables when the backend starts, not at first use."),
 
     # Tasks: calling, routing and running.
     _S("task_acks_late", False, bool, ("CELERY_ACKS_LATE",),

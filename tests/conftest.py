@@ -21,6 +21,8 @@ from support import (  # noqa: E402
     delete_rabbitmq,
     free_port,
     load_proj,
+    mysql_answers,
+    postgresql_answers,
     private_redis_server,
     rabbitmq_answers,
     require,
@@ -46,6 +48,10 @@ def redis_server() -> str:
 
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+# The machine's PostgreSQL and MariaDB (database ``test``); each test has its own queue
+# names, so tests sharing the tables leave each other alone.
+POSTGRESQL_BROKER_URL = "sqla+postgresql+psycopg://postgres@127.0.0.1:5432/test"
+MYSQL_BROKER_URL = "sqla+mysql+pymysql://root@127.0.0.1:3306/test"
 DEFAULT_BROKERS = ("sqlite", "redis")
 
 
@@ -74,6 +80,14 @@ def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         pytest.importorskip("amqp") if not REQUIRE_SERVICES else None
         need_service("RabbitMQ", rabbitmq_answers())
         return RABBITMQ_URL
+    if request.param == "postgresql":
+        pytest.importorskip("psycopg") if not REQUIRE_SERVICES else None
+        need_service("PostgreSQL", postgresql_answers())
+        return POSTGRESQL_BROKER_URL
+    if request.param == "mysql":
+        pytest.importorskip("pymysql") if not REQUIRE_SERVICES else None
+        need_service("MariaDB", mysql_answers())
+        return MYSQL_BROKER_URL
     base = request.getfixturevalue("redis_server")
     # Not flushed: each test has its own queue names (see ``project``), so runs that
     # share this database on one machine leave each other alone.
@@ -81,9 +95,9 @@ def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def backend_for(broker_url: str) -> str:
-    """Where the project keeps results: on the broker's own store, or (RabbitMQ) in
-    Redis."""
-    if broker_url.startswith("amqp"):
+    """Where the project keeps results: on the broker's own store, or (RabbitMQ, SQL
+    databases) in Redis."""
+    if broker_url.startswith(("amqp", "sqla+postgresql", "sqla+mysql")):
         return f"redis://{REDIS_HOST}:{REDIS_PORT}/13"
     return broker_url
 

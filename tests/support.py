@@ -45,6 +45,22 @@ def rabbitmq_answers(port: int = 5672) -> bool:
     return answers(port, b"AMQP\x00\x00\x09\x01", b"\x01\x00\x00")
 
 
+def postgresql_answers(port: int = 5432) -> bool:
+    """Whether PostgreSQL answers an SSLRequest on loopback ``port`` (with N or S)."""
+    return (answers(port, b"\x00\x00\x00\x08\x04\xd2\x16\x2f", b"N")
+            or answers(port, b"\x00\x00\x00\x08\x04\xd2\x16\x2f", b"S"))
+
+
+def mysql_answers(port: int = 3306) -> bool:
+    """Whether MySQL or MariaDB greets a client on loopback ``port`` (a handshake packet,
+    protocol version 10 after the 4-byte header)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            return sock.recv(5)[4:5] == b"\x0a"
+    except OSError:
+        return False
+
+
 def delete_rabbitmq(*names: str) -> None:
     """The shared RabbitMQ's queues and exchanges of these names, if they exist: a
     test's durable queues outlive it."""

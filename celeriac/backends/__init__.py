@@ -39,6 +39,18 @@ def _removed_amqp() -> type[Backend]:
     raise removed_amqp_backend("amqp://")
 
 
+def _database() -> type[Backend]:
+    from .database import DatabaseBackend
+
+    return DatabaseBackend
+
+
+def _cache() -> type[Backend]:
+    from .cache import CacheBackend
+
+    return CacheBackend
+
+
 def _disabled() -> type[Backend]:
     from .disabled import DisabledBackend
 
@@ -49,7 +61,14 @@ BACKENDS: dict[str, Callable[[], type[Backend]]] = {
     "memory": _memory,
     "cache+memory": _memory,
     "sqlite": _sqlite,
-    "db+sqlite": _sqlite,
+    # Celery's SQLAlchemy backend: db+postgresql://, db+mysql+pymysql://, db+sqlite://...
+    # (any scheme starting "db+"), or 'database' with the database_url setting
+    "db": _database,
+    "database": _database,
+    # Celery's cache backend: cache+memcached://host:11211/, or 'cache' with cache_backend
+    "cache": _cache,
+    "cache+memcached": _cache,
+    "cache+pylibmc": _cache,
     "redis": _redis,
     "rediss": _redis,
     "redis+socket": _redis,
@@ -84,7 +103,7 @@ def connect(url: str, options: BackendOptions | None = None) -> Backend:
     if plus and alias in overrides:  # Celery's 'db+postgresql://...': the class gets the rest
         return _override(alias, overrides[alias])(rest, options)
     try:
-        loader = BACKENDS[scheme]
+        loader = BACKENDS[scheme if not scheme.startswith("db+") else "db"]
     except KeyError:
         known = sorted({*BACKENDS, *overrides})
         raise UnknownTransport("result backend", scheme, known) from None

@@ -70,6 +70,14 @@ REDIS_SETTINGS = {
     "redis_password": "password",
 }
 
+#: settings copied into ``BackendOptions.database`` and ``BackendOptions.cache``
+DATABASE_SETTINGS = (
+    "database_url", "database_engine_options", "database_engine_callback",
+    "database_short_lived_sessions", "database_table_schemas", "database_table_names",
+    "database_create_tables_at_setup",
+)
+CACHE_SETTINGS = ("cache_backend", "cache_backend_options")
+
 
 GROUP_KEY_PREFIX = "celery-taskset-meta-"
 
@@ -119,6 +127,11 @@ class BackendOptions:
     broker_options: dict[str, Any] = field(default_factory=dict)
     #: ``result_persistent``: rpc:// replies survive a broker restart (delivery mode 2)
     persistent: bool = False
+    #: the ``database_*`` settings without their prefix (``url``, ``engine_options``,
+    #: ``table_names``...), for the SQLAlchemy backend
+    database: dict[str, Any] = field(default_factory=dict)
+    #: the ``cache_*`` settings without their prefix (``backend``, ``backend_options``)
+    cache: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_conf(cls, conf: Any) -> BackendOptions:
@@ -149,6 +162,8 @@ class BackendOptions:
             connection=connection,
             ssl=dict(conf.redis_backend_use_ssl) if conf.redis_backend_use_ssl else None,
             persistent=bool(conf.result_persistent),
+            database={name[len("database_"):]: conf[name] for name in DATABASE_SETTINGS},
+            cache={name[len("cache_"):]: conf[name] for name in CACHE_SETTINGS},
         )
 
     def expires_for(self, state: str) -> float | None:

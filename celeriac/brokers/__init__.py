@@ -54,10 +54,19 @@ def _amqp() -> type[Broker]:
     return AMQPBroker
 
 
+def _sql() -> type[Broker]:
+    from .sql import SQLBroker
+
+    return SQLBroker
+
+
 TRANSPORTS: dict[str, Callable[[], type[Broker]]] = {
     "memory": _memory,
     "sqlite": _sqlite,
     "sqla+sqlite": _sqlite,
+    # a PostgreSQL or MySQL/MariaDB database: sqla+postgresql://, sqla+mysql+pymysql://...
+    # (any other scheme starting "sqla+")
+    "sqla": _sql,
     "redis": _redis,
     "rediss": _redis,
     "redis+socket": _redis,
@@ -71,6 +80,8 @@ TRANSPORTS: dict[str, Callable[[], type[Broker]]] = {
 
 def broker_class(url: str) -> type[Broker]:
     scheme = scheme_of(url)
+    if scheme.startswith("sqla+") and scheme not in TRANSPORTS:
+        scheme = "sqla"
     try:
         loader = TRANSPORTS[scheme]
     except KeyError:
