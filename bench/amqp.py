@@ -27,41 +27,27 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Run as ``python bench/amqp.py``, this file's directory comes first on sys.path, and
-# this module would stand in for py-amqp (``import amqp``) in everything imported later.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != HERE]
+# this module would stand in for py-amqp (``import amqp``) in everything imported later:
+# it goes last instead, where bench/common.py is still found.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != HERE] + [HERE]
 
 import argparse  # noqa: E402
 import datetime as _dt  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
-import shlex  # noqa: E402
 import shutil  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from typing import Any  # noqa: E402
 
+import common  # noqa: E402
 
-def _load_run() -> Any:
-    """bench/run.py as a module of another name (``run`` is too common to import by)."""
-    spec = importlib.util.spec_from_file_location("bench_run_harness",
-                                                  os.path.join(HERE, "run.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+run = common.load_bench_module("run")
 
-
-run = _load_run()
-
-SYSTEMS = ("celeriac", "celery")
+SYSTEMS = common.SYSTEMS
 NAMES = {"celeriac": "celeriac", "celery": "Celery"}
 MODULES = {"celeriac": "amqpbench_celeriac", "celery": "amqpbench_celery"}
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672//"
-WARMUP = 50
 
 APP_SOURCE = '''\
 """bench/amqp.py's {system} app: one task on RabbitMQ, results in Redis."""
@@ -94,35 +80,6 @@ def _task(system: str) -> Any:
     return __import__(MODULES[system]).add
 
 
-def role_produce(system: str, n: int) -> None:
-    add = _task(system)
-    started = time.perf_counter()
-    for i in range(n):
-        add.delay(i, i)
-    elapsed = time.perf_counter() - started
-    add.app.close()
-    print(json.dumps({"n": n, "seconds": elapsed}), flush=True)
-
-
-def role_latency(system: str, samples: int, warmup: int, ready_timeout: float) -> None:
-    add = _task(system)
-    started = time.perf_counter()
-    if add.delay(-1, -1).get(timeout=ready_timeout) != -2:
-        raise SystemExit("the worker answered the readiness task wrongly")
-    ready_after = time.perf_counter() - started
-    for i in range(warmup):
-        if add.delay(i, i).get(timeout=10) != 2 * i:
-            raise SystemExit("wrong result during warm-up")
-    out = []
-    for i in range(samples):
-        t0 = time.perf_counter()
-        value = add.delay(i, i).get(timeout=10)
-        out.append(time.perf_counter() - t0)
-        if value != 2 * i:
-            raise SystemExit(f"wrong result: add({i}, {i}) returned {value!r}")
-    print(json.dumps({"ready_after": ready_after, "samples": out}), flush=True)
-
-
 # -- RabbitMQ, seen from the harness ----------------------------------------------------------
 def _rabbit(url: str) -> Any:
     import amqp
@@ -152,6 +109,9 @@ class AMQPBench(run.Bench):  # type: ignore[name-defined,misc]
         self.queue = f"q-amqp-bench-{uuid.uuid4().hex[:10]}"
         self.workdir = tempfile.mkdtemp(prefix="celeriac-amqp-bench-")
         write_apps(self.workdir)
+        self.script = os.path.abspath(__file__)
+        self.modules = MODULES
+        self.log_prefix = "amqp-"
         self.env = dict(os.environ, PYTHONPATH=self.workdir, AMQP_BENCH_BROKER=self.amqp_url,
                         AMQP_BENCH_BACKEND=f"{self.url}/{args.result_db}",
                         AMQP_BENCH_QUEUE=self.queue)
@@ -179,27 +139,6 @@ class AMQPBench(run.Bench):  # type: ignore[name-defined,misc]
     def busy(self) -> list[str]:
         # RabbitMQ's own server (beam.smp) matches run.py's test for a stray worker
         return [p for p in super().busy() if "beam.smp" not in p]
-
-    def helper(self, *argv: str, timeout: float) -> dict[str, Any]:
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv],
-                              cwd=self.workdir, env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n"
-                               f"{proc.stderr[-3000:]}")
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-
-    def start_worker(self, system: str, pool: str, concurrency: int,
-                     tag: str) -> tuple[subprocess.Popen[bytes], Any]:
-        cmd = [*self.cli(system), "-A", MODULES[system], "worker", "-l", "warning",
-               "-c", str(concurrency), "-P", pool]
-        logfile = open(os.path.join(run.LOG_DIR, f"amqp-{tag}.log"), "wb")  # noqa: SIM115
-        logfile.write((" ".join(cmd) + "\n").encode())
-        logfile.flush()
-        proc = subprocess.Popen(cmd, cwd=self.workdir, env=self.env, stdout=logfile,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-        return proc, logfile
 
     def depth(self) -> int | None:
         """Messages ready in the queue; None when it does not exist."""
@@ -367,34 +306,19 @@ def _pools(text: str) -> list[tuple[str, int]]:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "_produce":
-        role_produce(sys.argv[2], int(sys.argv[3]))
-        return
-    if len(sys.argv) > 1 and sys.argv[1] == "_latency":
-        role_latency(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
+    if common.run_role(sys.argv, _task):
         return
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--tasks", type=int, default=20000, help="N, tasks per drain run")
-    parser.add_argument("--latency-samples", type=int, default=1000,
-                        help="K, timed round trips per system (0 to skip)")
+    common.add_run_options(parser, out="amqp.md")
     parser.add_argument("--pools", type=_pools, default=_pools("prefork:2,solo:1,threads:2"),
                         help="pool:concurrency list, both systems each (default "
                              "prefork:2,solo:1,threads:2)")
-    parser.add_argument("--only", choices=SYSTEMS, help="benchmark one system only")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds of drain runs (medians)")
     parser.add_argument("--amqp-url", default=os.environ.get("BENCH_AMQP_URL", DEFAULT_AMQP))
     parser.add_argument("--result-db", type=int,
                         default=int(os.environ.get("BENCH_AMQP_RESULT_DB", "4")),
                         help="Redis db of the results (flushed; env BENCH_AMQP_RESULT_DB)")
-    parser.add_argument("--redis-url", default=os.environ.get(
-        "BENCH_REDIS_URL", "redis://127.0.0.1:6379"), help="Redis server, without a db")
-    parser.add_argument("--poll-ms", type=float, default=2.0, help="DBSIZE poll interval")
-    parser.add_argument("--grace", type=float, default=15.0,
-                        help="seconds between SIGTERM and SIGKILL")
-    parser.add_argument("--out", default=os.path.join(run.RESULTS_DIR, "amqp.md"))
     args = parser.parse_args()
-    command = "python " + " ".join(shlex.quote(a) for a in
-                                   [os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+    command = common.command_line()
     started = _dt.datetime.now().astimezone()
     t0 = time.perf_counter()
     bench = AMQPBench(args)
@@ -412,11 +336,7 @@ def main() -> None:
         bench.close()
     bench.notes.append(run._conditions("after", bench))
     report = build_report(bench, command, started, time.perf_counter() - t0)
-    print(report)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(report)
-    print(f"written to {os.path.relpath(args.out)}", file=sys.stderr)
+    common.write_report(report, args.out)
 
 
 if __name__ == "__main__":

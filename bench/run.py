@@ -17,7 +17,6 @@ import json
 import math
 import os
 import platform
-import shlex
 import shutil
 import signal
 import statistics
@@ -28,11 +27,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import common
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS_DIR = os.path.join(HERE, "results")
+RESULTS_DIR = common.RESULTS_DIR
 LOG_DIR = os.path.join(RESULTS_DIR, "logs")
 
-SYSTEMS = ("celeriac", "celery")
+SYSTEMS = common.SYSTEMS
 NAMES = {"celeriac": "celeriac", "celery": "Celery"}
 MODULES = {"celeriac": "bench_tasks_celeriac", "celery": "bench_tasks_celery"}
 QUEUE = "celery"  # both write kombu's list named after the default queue
@@ -58,36 +59,6 @@ def _import_task(system: str) -> Any:
     sys.path.insert(0, HERE)
     module = __import__(MODULES[system])
     return module.add
-
-
-def role_produce(system: str, n: int) -> None:
-    """One producer: ``add.delay(i, i)`` for i in range(n), results not waited for."""
-    add = _import_task(system)
-    started = time.perf_counter()
-    for i in range(n):
-        add.delay(i, i)
-    elapsed = time.perf_counter() - started
-    print(json.dumps({"n": n, "seconds": elapsed}), flush=True)
-
-
-def role_latency(system: str, samples: int, warmup: int, ready_timeout: float) -> None:
-    """One client: wait for the worker to answer, warm up, then time ``delay().get()``."""
-    add = _import_task(system)
-    started = time.perf_counter()
-    if add.delay(-1, -1).get(timeout=ready_timeout) != -2:
-        raise SystemExit("the worker answered the readiness task wrongly")
-    ready_after = time.perf_counter() - started
-    for i in range(warmup):
-        if add.delay(i, i).get(timeout=10) != 2 * i:
-            raise SystemExit("wrong result during warm-up")
-    out = []
-    for i in range(samples):
-        t0 = time.perf_counter()
-        value = add.delay(i, i).get(timeout=10)
-        out.append(time.perf_counter() - t0)
-        if value != 2 * i:
-            raise SystemExit(f"wrong result: add({i}, {i}) returned {value!r}")
-    print(json.dumps({"ready_after": ready_after, "samples": out}), flush=True)
 
 
 # -- the harness ------------------------------------------------------------------------------
@@ -139,6 +110,13 @@ class Bench:
         self.drains: list[DrainRun] = []
         self.latency: dict[str, dict[str, Any]] = {}
         self.notes: list[str] = []
+        # What a script built on this harness changes: the file its helpers run, the
+        # directory its workers and helpers start in, its apps and their names in the logs.
+        self.script = os.path.abspath(__file__)
+        self.workdir = HERE
+        self.modules = MODULES
+        self.names = NAMES
+        self.log_prefix = ""
         os.makedirs(LOG_DIR, exist_ok=True)
 
     # -- small things ---------------------------------------------------------------------
@@ -197,7 +175,7 @@ class Bench:
         return [sys.executable, "-m", name]
 
     def helper(self, *argv: str, timeout: float) -> dict[str, Any]:
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv], cwd=HERE,
+        proc = subprocess.run([sys.executable, self.script, *argv], cwd=self.workdir,
                               env=self.env, capture_output=True, text=True, timeout=timeout,
                               check=False)
         if proc.returncode != 0:
@@ -208,13 +186,13 @@ class Bench:
     # -- workers ----------------------------------------------------------------------------
     def start_worker(self, system: str, pool: str, concurrency: int,
                      tag: str) -> tuple[subprocess.Popen[bytes], Any]:
-        cmd = [*self.cli(system), "-A", MODULES[system], "worker", "-l", "warning",
+        cmd = [*self.cli(system), "-A", self.modules[system], "worker", "-l", "warning",
                "-c", str(concurrency), "-P", pool]
         # closed by stop_worker, once the worker is gone
-        logfile = open(os.path.join(LOG_DIR, f"{tag}.log"), "wb")  # noqa: SIM115
+        logfile = open(os.path.join(LOG_DIR, f"{self.log_prefix}{tag}.log"), "wb")  # noqa: SIM115
         logfile.write((" ".join(cmd) + "\n").encode())
         logfile.flush()
-        proc = subprocess.Popen(cmd, cwd=HERE, env=self.env, stdout=logfile,
+        proc = subprocess.Popen(cmd, cwd=self.workdir, env=self.env, stdout=logfile,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         return proc, logfile
@@ -302,7 +280,7 @@ class Bench:
         if busy:
             run.warnings.append(_busy_note(busy))
         run.enqueue_rate = self.enqueue(system)
-        self.log(f"{NAMES[system]:8} {run.label:14} enqueue {run.enqueue_rate:8.0f} tasks/s")
+        self.log(f"{self.names[system]:8} {run.label:14} enqueue {run.enqueue_rate:8.0f} tasks/s")
         tag = f"drain-{system}-{pool}-{concurrency}-r{round_no}"
         poll, n, results = self.poll, self.n, self.results
         timeout = max(120.0, n / 50)
@@ -344,7 +322,7 @@ class Bench:
         if not run.problems:
             run.problems += self.verify_results(n)
         run.ok = not math.isnan(run.rate) and not run.problems
-        self.log(f"{NAMES[system]:8} {run.label:14} drain   {run.rate:8.0f} tasks/s "
+        self.log(f"{self.names[system]:8} {run.label:14} drain   {run.rate:8.0f} tasks/s "
                  f"(start->done {run.start_to_done:.2f}s, stop {run.stop_seconds:.2f}s)"
                  + (f"  PROBLEMS: {run.problems}" if run.problems else "")
                  + (f"  warnings: {run.warnings}" if run.warnings else ""))
@@ -355,7 +333,7 @@ class Bench:
         self.flush()
         busy = self.busy()
         if busy:
-            self.notes.append(f"round trip {NAMES[system]}: {_busy_note(busy)}")
+            self.notes.append(f"round trip {self.names[system]}: {_busy_note(busy)}")
         pool, concurrency = LATENCY_POOL
         proc, logfile = self.start_worker(system, pool, concurrency, f"latency-{system}")
         problems: list[str] = []
@@ -365,14 +343,14 @@ class Bench:
         finally:
             _, notes = self.stop_worker(proc, logfile)
             problems += notes
-        self.notes += [f"round trip {NAMES[system]}: {p}" for p in problems]
+        self.notes += [f"round trip {self.names[system]}: {p}" for p in problems]
         ms = sorted(s * 1000 for s in out["samples"])
         stats = {
             "p50": _percentile(ms, 50), "p99": _percentile(ms, 99),
             "mean": statistics.fmean(ms), "min": ms[0], "max": ms[-1], "k": len(ms),
             "ready_after": out["ready_after"], "problems": problems,
         }
-        self.log(f"{NAMES[system]:8} round trip p50 {stats['p50']:.3f} ms, p99 "
+        self.log(f"{self.names[system]:8} round trip p50 {stats['p50']:.3f} ms, p99 "
                  f"{stats['p99']:.3f} ms, mean {stats['mean']:.3f} ms")
         self.latency[system] = stats
         return stats
@@ -595,30 +573,14 @@ def _conditions(when: str, bench: Bench) -> str:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "_produce":
-        role_produce(sys.argv[2], int(sys.argv[3]))
-        return
-    if len(sys.argv) > 1 and sys.argv[1] == "_latency":
-        role_latency(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
+    if common.run_role(sys.argv, _import_task):
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tasks", type=int, default=20000, help="N, tasks per drain run")
-    parser.add_argument("--latency-samples", type=int, default=1000,
-                        help="K, timed round trips per system (0 to skip)")
-    parser.add_argument("--only", choices=SYSTEMS, help="benchmark one system only")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="rounds of drain runs; medians are reported")
+    common.add_run_options(parser, out="latest.md")
     parser.add_argument("--db", type=int, default=int(os.environ.get("BENCH_REDIS_DB", "10")),
                         help="broker db; results use db+1 (env BENCH_REDIS_DB, default 10)")
-    parser.add_argument("--redis-url", default=os.environ.get(
-        "BENCH_REDIS_URL", "redis://127.0.0.1:6379"), help="Redis server, without a db")
-    parser.add_argument("--poll-ms", type=float, default=2.0, help="DBSIZE poll interval")
-    parser.add_argument("--grace", type=float, default=15.0,
-                        help="seconds between SIGTERM and SIGKILL")
-    parser.add_argument("--out", default=os.path.join(RESULTS_DIR, "latest.md"))
     args = parser.parse_args()
-    command = "python " + " ".join(shlex.quote(a) for a in
-                                   [os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+    command = common.command_line()
     started = _dt.datetime.now().astimezone()
     t0 = time.perf_counter()
     bench = Bench(args)
@@ -629,11 +591,7 @@ def main() -> None:
         bench.notes.append("interrupted: partial results")
     bench.notes.append(_conditions("after", bench))
     report = build_report(bench, command, started, time.perf_counter() - t0)
-    print(report)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(report)
-    print(f"written to {os.path.relpath(args.out)}", file=sys.stderr)
+    common.write_report(report, args.out)
 
 
 if __name__ == "__main__":
