@@ -656,8 +656,8 @@ def _add_to_trail(result: Any, eager: bool) -> None:
 
 
 def register_builtins(app: Celery) -> None:
-    """Register the tasks ``xmap``, ``xstarmap``, ``chunks`` and ``Task.replace`` send
-    (Celery's names)."""
+    """Register the tasks ``xmap``, ``xstarmap``, ``chunks`` and ``Task.replace`` send,
+    and beat's ``celery.backend_cleanup`` (Celery's names)."""
 
     def _map(task: dict[str, Any], it: list[Any]) -> list[Any]:
         sig = from_dict(task, app=app)
@@ -674,6 +674,12 @@ def register_builtins(app: Celery) -> None:
     app.task(name="celery.map")(_map)
     app.task(name="celery.starmap")(_starmap)
     app.task(name="celery.accumulate")(_accumulate)
+
+    def _backend_cleanup() -> None:
+        # Beat sends it daily when the backend keeps expired results (database)
+        app.backend.cleanup()
+
+    app.task(name="celery.backend_cleanup")(_backend_cleanup)
 
 
 _TYPES: dict[str, type[Signature]] = {"chain": chain, "group": group, "chord": chord}

@@ -180,12 +180,27 @@ class BackendOptions:
         return self.expires
 
 
+#: database drivers whose OperationalError/InterfaceError means the connection (or the
+#: server) failed, not the statement
+_DB_DRIVERS = frozenset({"psycopg", "psycopg2", "pymysql", "MySQLdb"})
+
+
 def is_connection_error(exc: BaseException) -> bool:
-    """A network error of any client library (redis-py, socket, ...), by its type."""
+    """A network error of any client library (redis-py, socket, a database driver,
+    SQLAlchemy), by its type."""
     if isinstance(exc, (ConnectionError, OSError)):
         return True
-    return any(cls.__name__ in ("ConnectionError", "TimeoutError", "BusyLoadingError")
-               for cls in type(exc).__mro__)
+    if any(cls.__name__ in ("ConnectionError", "TimeoutError", "BusyLoadingError")
+           for cls in type(exc).__mro__):
+        return True
+    # SQLAlchemy wraps the driver's error; a connection it found dead is invalidated
+    if getattr(exc, "connection_invalidated", False):
+        return True
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, BaseException) and orig is not exc:
+        return is_connection_error(orig)
+    return any(cls.__name__ in ("OperationalError", "InterfaceError")
+               and cls.__module__.split(".")[0] in _DB_DRIVERS for cls in type(exc).__mro__)
 
 
 class Backend(ABC):
@@ -198,6 +213,9 @@ class Backend(ABC):
 
     #: a backend that is the same object as the broker's store (rpc) may say so
     persistent = True
+    #: the store drops results after ``result_expires`` itself; when False, beat sends
+    #: ``celery.backend_cleanup`` daily, which calls ``cleanup()`` (as in Celery)
+    supports_autoexpire = True
 
     def __init__(self, url: str, options: BackendOptions | None = None) -> None:
         self.url = url
@@ -263,6 +281,11 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release connections."""
+
+    def cleanup(self) -> int:
+        """Delete expired results; returns how many. Stores that expire results
+        themselves have nothing to do."""
+        return 0
 
     # -- meta encoding --------------------------------------------------------------
     def _encode(self, meta: Any) -> bytes:

@@ -22,7 +22,7 @@ import tempfile
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from ..schedules import BaseSchedule, maybe_schedule
+from ..schedules import BaseSchedule, crontab, maybe_schedule
 
 __all__ = ["ScheduleEntry", "Scheduler", "PersistentScheduler", "entries_from_config"]
 
@@ -86,6 +86,19 @@ def entries_from_config(app: Any) -> dict[str, ScheduleEntry]:
     return entries
 
 
+def install_default_entries(app: Any, entries: dict[str, ScheduleEntry]) -> None:
+    """Add Celery's ``celery.backend_cleanup`` entry (daily at 04:00, expiring after
+    12 hours) when results expire and the backend cannot expire them itself, unless
+    an entry of that name is configured already."""
+    if "celery.backend_cleanup" in entries or not app.conf.result_expires:
+        return
+    if app.backend.supports_autoexpire:
+        return
+    entries["celery.backend_cleanup"] = ScheduleEntry(
+        "celery.backend_cleanup", "celery.backend_cleanup", crontab(minute="0", hour="4"),
+        options={"expires": 12 * 3600}, app=app)
+
+
 class Scheduler:
     """Keeps the entries and sends the due ones; state lives in memory only.
 
@@ -129,6 +142,7 @@ class Scheduler:
         now = self.now()
         saved = self.load_state()
         entries = self.read_entries()
+        install_default_entries(self.app, entries)
         for name, entry in entries.items():
             last = _latest(self.entries.get(name), saved.get(name),
                            (extra_state or {}).get(name))

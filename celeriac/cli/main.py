@@ -450,6 +450,14 @@ def purge(obj: _Context, queues: tuple[str, ...], force: bool) -> None:
     click.echo(f"Purged {total} message(s) from {len(names)} queue(s).")
 
 
+@cli.command()
+@click.pass_obj
+def cleanup(obj: _Context) -> None:
+    """Delete expired results now (what beat's daily celery.backend_cleanup does)."""
+    deleted = obj.app.backend.cleanup()
+    click.echo(f"Deleted {deleted} expired result(s).")
+
+
 @cli.command("dead-letters")
 @click.option("--limit", default=20, show_default=True)
 @click.pass_obj

@@ -374,6 +374,9 @@ def test_connect_picks_the_backend_by_scheme(tmp_path: Path) -> None:
         assert (tmp_path / "c.db").exists()
     finally:
         backend.close()
+    # db+sqlite:// is Celery's SQLAlchemy backend: Celery's tables in the SQLite file
+    from celeriac.backends.database import DatabaseBackend
+
     db_backend = connect(f"db+sqlite:///{tmp_path}/d.db")
-    assert isinstance(db_backend, SQLiteBackend)
+    assert isinstance(db_backend, DatabaseBackend)
     db_backend.close()
