@@ -210,6 +210,7 @@ def test_chords_with_racing_parts_run_their_body_once(proj: Any, memcached: Any,
               for n in range(3)]
     for c in chords:
         _sent(memcached, c, *c.parent.results)
+        memcached.keys.append(f"celery-taskset-meta-{c.parent.id}.d")
     assert [c.get(timeout=T) for c in chords] == [sum(range(16)) + 16 * n for n in range(3)]
     assert lines(marker) == ["body"] * 3
 
@@ -387,3 +388,24 @@ def test_a_client_used_before_a_fork_works_in_the_child_and_the_parent(memcached
     assert os.waitstatus_to_exitcode(status) == 0
     assert backend.get_task_meta(in_child)["result"] == "child"
     app.close()
+
+
+# -- the documentation's example runs as written ---------------------------------------------
+def test_the_docs_example_runs(tmp_path: Path, memcached: Any) -> None:
+    import re
+
+    from celeriac.contrib.testing import WorkerProcess
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "memcached.md").read_text()
+    files = dict(re.findall(r"<!-- file: (\S+) -->\s*```python\n(.*?)```", doc, re.S))
+    assert set(files) == {"mc_tasks.py", "mc_client.py"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    env = {"PYTHONPATH": os.pathsep.join(
+        p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)}
+    with WorkerProcess("mc_tasks", cwd=tmp_path, env=env, ready_timeout=60):
+        out = subprocess.run([sys.executable, "mc_client.py"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60,
+                             env=dict(os.environ, **env))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["add: 5", "group: [0, 2, 4, 6, 8]", "chord: 10"]
