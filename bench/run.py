@@ -134,6 +134,10 @@ class Bench:
         samples.sort()
         return f"median {_percentile(samples, 50):.0f} µs, p90 {_percentile(samples, 90):.0f} µs"
 
+    def stored(self) -> int:
+        """How many results are stored now: what a drain run polls."""
+        return int(self.results.dbsize())
+
     def flush(self) -> None:
         self.broker.flushdb()
         self.results.flushdb()
@@ -282,7 +286,7 @@ class Bench:
         run.enqueue_rate = self.enqueue(system)
         self.log(f"{self.names[system]:8} {run.label:14} enqueue {run.enqueue_rate:8.0f} tasks/s")
         tag = f"drain-{system}-{pool}-{concurrency}-r{round_no}"
-        poll, n, results = self.poll, self.n, self.results
+        poll, n = self.poll, self.n
         timeout = max(120.0, n / 50)
         t_start = time.perf_counter()
         proc, logfile = self.start_worker(system, pool, concurrency, tag)
@@ -291,7 +295,7 @@ class Bench:
         count = 0
         try:
             while True:
-                count = results.dbsize()
+                count = self.stored()
                 now = time.perf_counter()
                 if count and t_first is None:
                     t_first, first_count = now, count
@@ -329,7 +333,10 @@ class Bench:
         self.drains.append(run)
         return run
 
-    def round_trip(self, system: str) -> dict[str, Any]:
+    def round_trip(self, system: str, samples: int | None = None,
+                   warmup: int = WARMUP) -> dict[str, Any]:
+        """Time K round trips on an idle worker (K: ``samples``, else --latency-samples)."""
+        k = self.args.latency_samples if samples is None else samples
         self.flush()
         busy = self.busy()
         if busy:
@@ -338,8 +345,8 @@ class Bench:
         proc, logfile = self.start_worker(system, pool, concurrency, f"latency-{system}")
         problems: list[str] = []
         try:
-            out = self.helper("_latency", system, str(self.args.latency_samples), str(WARMUP),
-                              "60", timeout=120 + self.args.latency_samples * 10)
+            out = self.helper("_latency", system, str(k), str(warmup), "60",
+                              timeout=120 + (k + warmup) * 10)
         finally:
             _, notes = self.stop_worker(proc, logfile)
             problems += notes
