@@ -269,8 +269,7 @@ class DatabaseBackend(Backend):
         t = self.task_table
         sa = sqlalchemy()
         with self._begin() as conn:
-            added = conn.execute(self._insert_ignore(t, {"task_id": task_id, **row})).rowcount
-            if not added:
+            if not self._insert_new(conn, t, {"task_id": task_id, **row}):
                 # As Celery: a SUCCESS stays, so a repeated run cannot replace it
                 conn.execute(t.update().where(
                     t.c.task_id == task_id,
@@ -346,7 +345,7 @@ class DatabaseBackend(Backend):
         g = self.group_table
         row = {"result": data, "date_done": datetime.now(timezone.utc)}
         with self._begin() as conn:
-            if not conn.execute(self._insert_ignore(g, {"taskset_id": group_id, **row})).rowcount:
+            if not self._insert_new(conn, g, {"taskset_id": group_id, **row}):
                 conn.execute(g.update().where(g.c.taskset_id == group_id).values(**row))
 
     def restore_group(self, group_id: str) -> Any:
@@ -409,16 +408,19 @@ class DatabaseBackend(Backend):
         c, p = self.chord_table, self.part_table
         sa = sqlalchemy()
         with self._begin() as conn:
-            added = conn.execute(self._insert_ignore(
-                p, {"group_id": group_id, "idx": index, "member": member})).rowcount
-            if not added:
+            if not self._insert_new(conn, p, {"group_id": group_id, "idx": index,
+                                              "member": member}):
                 return None  # a redelivered part counts once
             # The UPDATE locks the chord's row until commit: the parts' transactions
             # pass one at a time, and exactly one of them sees the last count.
             conn.execute(c.update().where(c.c.group_id == group_id).values(done=c.c.done + 1))
             counts = conn.execute(sa.select(c.c.done, c.c.size).where(
                 c.c.group_id == group_id)).first()
-            if counts is None or counts.done != counts.size:
+            if counts is None:
+                # the chord ended (or expired) already: keep nothing of it
+                conn.execute(p.delete().where(p.c.group_id == group_id))
+                return None
+            if counts.done != counts.size:
                 return None
             rows = conn.execute(sa.select(p.c.member).where(p.c.group_id == group_id)
                                 .order_by(p.c.idx)).scalars().all()
@@ -461,18 +463,20 @@ class DatabaseBackend(Backend):
         return deleted
 
     # -- helpers ------------------------------------------------------------------------
-    def _insert_ignore(self, table: Any, values: dict[str, Any]) -> Any:
-        """INSERT that does nothing (rowcount 0) when the key exists."""
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            return pg_insert(table).values(**values).on_conflict_do_nothing()
-        if self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            return sqlite_insert(table).values(**values).on_conflict_do_nothing()
+    def _insert_new(self, conn: Any, table: Any, values: dict[str, Any]) -> bool:
+        """INSERT the row unless its key exists; whether it was inserted."""
+        if self.dialect in ("postgresql", "sqlite"):
+            if self.dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert
+            # RETURNING tells for sure (rowcount does not with an implicit RETURNING)
+            key = list(table.primary_key.columns)[0]
+            stmt = insert(table).values(**values).on_conflict_do_nothing().returning(key)
+            return conn.execute(stmt).first() is not None
         if self.dialect in ("mysql", "mariadb"):
-            return table.insert().values(**values).prefix_with("IGNORE")
+            return bool(conn.execute(table.insert().values(**values).prefix_with("IGNORE"))
+                        .rowcount)
         raise ImproperlyConfigured(
             f"the database result backend supports PostgreSQL, MySQL/MariaDB and SQLite; "
             f"not {self.dialect!r}")
