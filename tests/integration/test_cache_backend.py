@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -389,6 +391,44 @@ def test_a_client_used_before_a_fork_works_in_the_child_and_the_parent(memcached
     assert backend.get_task_meta(in_child)["result"] == "child"
     app.close()
 
+
+
+@contextmanager
+def private_memcached(port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A memcached of the test's own on ``port`` (the shared one is never restarted)."""
+    binary = shutil.which("memcached")
+    require("memcached is not on PATH", binary is not None)
+    assert binary is not None
+    user = ["-u", "root"] if os.geteuid() == 0 else []  # memcached will not run as root
+    proc = subprocess.Popen([binary, "-l", HOST, "-p", str(port), "-U", "0", "-m", "16",
+                             *user], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if not wait_until(lambda: answers(port, b"version\r\n", b"VERSION"), 20):
+            raise RuntimeError(f"memcached on {port} did not answer")
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_store_waits_out_a_memcached_restart_which_forgets_results(memcached: Any) -> None:
+    from celeriac.backends.cache import CacheBackend
+
+    port = free_port()
+    backend = CacheBackend(f"cache+memcached://{HOST}:{port}/")
+    with private_memcached(port):
+        backend.mark_as_done("before-restart", "kept?")
+        assert backend.get_task_meta("before-restart")["result"] == "kept?"
+    storing = threading.Thread(target=backend.mark_as_done, args=("during-outage", "stored"))
+    storing.start()
+    storing.join(0.3)
+    assert storing.is_alive()  # retrying the connection errors meanwhile
+    with private_memcached(port):
+        storing.join(T)
+        assert backend.get_task_meta("during-outage")["result"] == "stored"
+        # a restarted memcached has forgotten everything: the result is PENDING again
+        assert backend.get_task_meta("before-restart")["status"] == "PENDING"
+    backend.close()
 
 # -- the documentation's example runs as written ---------------------------------------------
 def test_the_docs_example_runs(tmp_path: Path, memcached: Any) -> None:
