@@ -40,6 +40,8 @@ from .base import GROUP_KEY_PREFIX, Backend, BackendOptions, ChordPart, _pauses
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "celery-task-meta-"
+#: Celery's chord counter on key-value backends (a chord its client sent)
+CHORD_UNLOCK_PREFIX = "chord-unlock-"
 
 #: memcached reads an expiry above 30 days as an absolute Unix time, not a duration
 MAX_RELATIVE_TTL = 30 * 24 * 3600
@@ -346,7 +348,7 @@ class CacheBackend(Backend):
     ``add``s its outcome under its own index (so a redelivered one counts once) before
     counting down ``<group key>.n``; a caller that brings the count to zero checks that
     every outcome is there and claims the chord with an ``add``, so one caller only
-    sends the body.
+    sends the body. A chord sent by a Celery client is counted Celery's way instead.
     """
 
     def __new__(cls, url: str, options: BackendOptions | None = None) -> Any:
@@ -511,9 +513,8 @@ class CacheBackend(Backend):
         ring = self._ring()
         left = ring.call("decr", f"{key}.n", 1, noreply=False)
         if left is None:
-            logger.warning("chord %s: its counter is not in memcached (finished, expired "
-                           "or evicted); part %s (%s) not counted", group_id, index, task_id)
-            return None
+            ring.call("delete", f"{key}.j{index}", noreply=False)
+            return self._celery_chord_part(group_id, index, task_id)
         if int(left) > 0:
             return None
         sizes = ring.get_many([f"{key}.s", f"{key}.t"])
@@ -524,6 +525,34 @@ class CacheBackend(Backend):
             return None  # a part is still to come, or another caller has the chord
         ring.delete_many([*names, f"{key}.s", f"{key}.t", f"{key}.n"])
         return self._chord_parts([self._value(name, members[name]) for name in names])
+
+    def _celery_chord_part(self, group_id: str, index: int,
+                           task_id: str) -> list[ChordPart] | None:
+        """Count a header task of a chord a Celery client sent, as Celery's workers do.
+
+        Celery's client saves the header group and sets ``chord-unlock-<group id>`` to 0;
+        each part increments it, and the one that reaches the group's size reads the
+        header tasks' stored results. Celery counts a redelivered part twice; so does this.
+        """
+        ring = self._ring()
+        counter = f"{CHORD_UNLOCK_PREFIX}{group_id}"
+        count = ring.call("incr", counter, 1, noreply=False)
+        if count is None:
+            logger.warning("chord %s: no counter in memcached (finished, expired or "
+                           "evicted); part %s (%s) not counted", group_id, index, task_id)
+            return None
+        header = self.restore_group(group_id)
+        # GroupResult.as_tuple(): ((group id, parent), [((task id, parent), None), ...])
+        ids = [member[0][0] for member in header[1]] if header else []
+        if not ids:
+            logger.error("chord %s: its header group is not in memcached (expired or "
+                         "evicted); the body is not sent", group_id)
+            return None
+        if int(count) != len(ids):
+            return None
+        metas = self.get_many_metas(ids)
+        ring.delete_many([counter, self._group_key(group_id)])
+        return [ChordPart(i, meta["status"], meta["result"]) for i, meta in zip(ids, metas)]
 
     def close(self) -> None:
         ring, self._ring_ = self._ring_, None

@@ -73,7 +73,7 @@ def worker_for(kind: str, queue: str) -> Any:
 @pytest.fixture(scope="module", params=[("celery", "celeriac"), ("celeriac", "celery")],
                 ids=["celery-client-celeriac-worker", "celeriac-client-celery-worker"])
 def pair(request: pytest.FixtureRequest, services: list[str]) -> Iterator[Any]:
-    """(client app, the keys list); one worker per direction."""
+    """(client app, the keys list, the worker's kind); one worker per direction."""
     import cache_interop
     import redis
 
@@ -83,7 +83,7 @@ def pair(request: pytest.FixtureRequest, services: list[str]) -> Iterator[Any]:
         with worker_for(runner, queue):
             app = cache_interop.build(sender, queue)
             try:
-                yield app, services
+                yield app, services, runner
             finally:
                 app.close()
     finally:
@@ -97,7 +97,7 @@ def _meta_keys(*results: Any) -> list[str]:
 
 
 def test_a_result_comes_back(pair: Any) -> None:
-    app, keys = pair
+    app, keys, _ = pair
     r = app.tasks["cache.add"].delay(2, 3)
     keys += _meta_keys(r)
     assert r.get(timeout=T) == 5
@@ -105,7 +105,7 @@ def test_a_result_comes_back(pair: Any) -> None:
 
 
 def test_a_failure_is_reraised_by_type(pair: Any) -> None:
-    app, keys = pair
+    app, keys, _ = pair
     r = app.tasks["cache.fail"].delay("boom in memcached")
     keys += _meta_keys(r)
     with pytest.raises(ValueError, match="boom in memcached"):
@@ -114,7 +114,7 @@ def test_a_failure_is_reraised_by_type(pair: Any) -> None:
 
 
 def test_progress_then_the_result(pair: Any, tmp_path: Path) -> None:
-    app, keys = pair
+    app, keys, _ = pair
     go = tmp_path / "go"
     r = app.tasks["cache.progress"].delay(str(go))
     keys += _meta_keys(r)
@@ -130,7 +130,7 @@ def test_progress_then_the_result(pair: Any, tmp_path: Path) -> None:
 
 
 def test_a_group_is_joined_in_one_read(pair: Any) -> None:
-    app, keys = pair
+    app, keys, _ = pair
     if type(app).__module__.startswith("celery."):
         from celery import group
     else:
@@ -138,6 +138,29 @@ def test_a_group_is_joined_in_one_read(pair: Any) -> None:
     g = group(app.tasks["cache.add"].s(i, i) for i in range(8))()
     keys += _meta_keys(*g.results)
     assert g.get(timeout=T) == [i * 2 for i in range(8)]
+
+
+def test_a_chord_sent_by_celery_runs_on_celeriac_workers_only(pair: Any) -> None:
+    # A Celery client saves the header group and sets Celery's chord-unlock-<id>
+    # counter; celeriac's workers count on it. A chord celeriac sends is counted under
+    # celeriac's own keys, which Celery's workers do not read: they fail its body with
+    # a ChordError (the caller learns why instead of waiting).
+    app, keys, runner = pair
+    add, tsum = app.tasks["cache.add"], app.tasks["cache.tsum"]
+    if runner == "celeriac":
+        from celery import chord
+    else:
+        from celeriac import chord  # type: ignore[assignment]
+    c = chord(add.s(i, i) for i in range(6))(tsum.s())
+    keys += [*_meta_keys(c, *c.parent.results), f"celery-taskset-meta-{c.parent.id}",
+             f"chord-unlock-{c.parent.id}"]
+    if runner == "celeriac":
+        assert c.get(timeout=T) == sum(i * 2 for i in range(6))
+    else:
+        from celeriac.exceptions import ChordError
+
+        with pytest.raises(ChordError, match="no longer exists"):
+            c.get(timeout=T)
 
 
 # -- groups saved by the other side --------------------------------------------------------

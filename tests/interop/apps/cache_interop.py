@@ -25,6 +25,10 @@ def add(x: Any, y: Any) -> Any:
     return x + y
 
 
+def tsum(values: list[Any]) -> Any:
+    return sum(values)
+
+
 def fail(message: str) -> None:
     raise ValueError(message)
 
@@ -40,6 +44,7 @@ def progress(self: Any, go_file: str) -> str:
 
 TASKS = (
     ("cache.add", add, {}),
+    ("cache.tsum", tsum, {}),
     ("cache.fail", fail, {}),
     ("cache.progress", progress, {"bind": True}),
 )
