@@ -326,15 +326,15 @@ class DatabaseBackend(Backend):
     def _wait(self, task_id: str, timeout: float | None, interval: float) -> bytes | None:
         if not self._listens():
             return super()._wait(task_id, timeout, interval)
-        return self._get_listener().wait(task_id, timeout, lambda: self._get(task_id),
-                                         self._is_ready)
+        return self._get_listener().wait(task_id, timeout, interval,
+                                         lambda: self._get(task_id), self._is_ready)
 
     async def _await(self, task_id: str, timeout: float | None,
                      interval: float) -> bytes | None:
         if not self._listens():
             return await super()._await(task_id, timeout, interval)
         return await self._get_listener().await_ready(
-            task_id, timeout, lambda: self._get(task_id), self._is_ready)
+            task_id, timeout, interval, lambda: self._get(task_id), self._is_ready)
 
     # -- groups -------------------------------------------------------------------------
     def save_group(self, group_id: str, value: Any) -> None:

@@ -170,9 +170,6 @@ class Engine:
 
 # -- LISTEN/NOTIFY ------------------------------------------------------------------------
 
-#: a waiter that heard nothing for this long reads the row itself: only reached when a
-#: notification was lost with a dropped connection
-BACKSTOP_INTERVAL = 5.0
 #: how long the reader blocks before checking whether it should stop
 READ_INTERVAL = 1.0
 
@@ -248,15 +245,20 @@ class Listener:
                 if not waiting:
                     del self.slots[task_id]
 
-    def wait(self, task_id: str, timeout: float | None,
+    def wait(self, task_id: str, timeout: float | None, interval: float,
              read: Callable[[], bytes | None], ready: Callable[[bytes | None], bool]
              ) -> bytes | None:
-        """Block until ``read()`` is ready after a notification, or ``timeout``."""
+        """Block until ``read()`` is ready after a notification, or ``timeout``.
+
+        A waiter that heard nothing for ``interval`` seconds reads the row anyway: a
+        Celery worker beside celeriac's stores results without NOTIFY, and a
+        notification sent while the connection was down is lost.
+        """
         slot = _Slot()
         self.join(task_id, slot)
         try:
             data = read()
-            for step in _steps(timeout):
+            for step in _steps(timeout, interval):
                 if ready(data):
                     return data
                 slot.event.wait(step)
@@ -266,7 +268,7 @@ class Listener:
         finally:
             self.leave(task_id, slot)
 
-    async def await_ready(self, task_id: str, timeout: float | None,
+    async def await_ready(self, task_id: str, timeout: float | None, interval: float,
                           read: Callable[[], bytes | None],
                           ready: Callable[[bytes | None], bool]) -> bytes | None:
         """``wait`` for asyncio code; the reads are quick queries run on the loop."""
@@ -274,7 +276,7 @@ class Listener:
         self.join(task_id, slot)
         try:
             data = read()
-            for step in _steps(timeout):
+            for step in _steps(timeout, interval):
                 if ready(data):
                     return data
                 assert slot.future is not None
@@ -342,18 +344,19 @@ class Listener:
             _close(conn)
 
 
-def _steps(timeout: float | None) -> Iterator[float]:
+def _steps(timeout: float | None, interval: float) -> Iterator[float]:
     """How long to wait for a notification before each backstop read, until
     ``timeout`` runs out (never, for None); a last read follows the last step."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    interval = max(interval, 0.01)
     while True:
         if deadline is None:
-            yield BACKSTOP_INTERVAL
+            yield interval
             continue
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return
-        yield min(remaining, BACKSTOP_INTERVAL)
+        yield min(remaining, interval)
 
 
 def _close(conn: Any) -> None:

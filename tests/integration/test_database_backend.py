@@ -264,8 +264,10 @@ def test_get_is_woken_by_notify_on_postgresql(env: SimpleNamespace) -> None:
     try:
         task_id = f"notify-{uuid.uuid4().hex}"
         got: dict[str, Any] = {}
-        thread = threading.Thread(
-            target=lambda: got.setdefault("meta", waiter.wait_for(task_id, timeout=T)))
+        # interval=T: the waiter reads the row again only after T seconds without news,
+        # so the result arriving sooner is the notification's doing
+        thread = threading.Thread(target=lambda: got.setdefault(
+            "meta", waiter.wait_for(task_id, timeout=T, interval=T)))
         thread.start()
         # the waiter is registered (its first read found nothing): now the result comes
         assert wait_until(lambda: waiter._listener is not None
@@ -278,7 +280,7 @@ def test_get_is_woken_by_notify_on_postgresql(env: SimpleNamespace) -> None:
         async_id = f"notify-async-{uuid.uuid4().hex}"
 
         async def wait() -> Any:
-            pending = asyncio.ensure_future(waiter.await_for(async_id, timeout=T))
+            pending = asyncio.ensure_future(waiter.await_for(async_id, timeout=T, interval=T))
             while async_id not in waiter._listener.slots:
                 await asyncio.sleep(0.01)
             await asyncio.to_thread(writer.mark_as_done, async_id, 43)
