@@ -101,7 +101,7 @@ def memcached_expire(seconds: float | None, now: float | None = None) -> int:
     """
     if not seconds or seconds <= 0:
         return 0
-    ttl = max(math.ceil(seconds), 1)
+    ttl = math.ceil(seconds)
     if ttl > MAX_RELATIVE_TTL:
         return int((time.time() if now is None else now) + ttl)
     return ttl
@@ -113,7 +113,7 @@ def parse_servers(spec: str) -> tuple[str, list[str]]:
     A server is ``host``, ``host:port``, ``[ipv6]:port``, or a UNIX socket path.
 
     Raises:
-        ImproperlyConfigured: a query string, or no scheme where servers are needed.
+        ImproperlyConfigured: a query string (client options go in cache_backend_options).
     """
     kind, sep, rest = spec.partition("://")
     kind = kind.lower()
@@ -417,9 +417,9 @@ class CacheBackend(Backend):
             if "too large" not in str(exc):
                 raise
             raise ResultNotSerializable(
-                f"the value of {key} is {len(data)} bytes, more than memcached keeps in one item "
-                "(its -I item_size_max, 1 MB by default); store large results elsewhere "
-                "and return a reference") from exc
+                f"the value of {key} is {len(data)} bytes, more than memcached keeps in "
+                "one item (its -I item_size_max, 1 MB by default); store large results "
+                "elsewhere and return a reference") from exc
 
     def _value(self, key: str, data: Any) -> Any:
         """``data`` as read for ``key`` (bytes or None).

@@ -253,3 +253,11 @@ def test_an_unreachable_server_is_a_connection_error_that_names_it() -> None:
     assert isinstance(info.value.__cause__, ConnectionRefusedError)
     with pytest.raises(MemcachedUnreachable):
         backend.mark_as_done("x", 1)
+
+
+def test_without_pymemcache_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from celeriac.exceptions import MissingDependency
+
+    monkeypatch.setitem(sys.modules, "pymemcache", None)  # as if not installed
+    with pytest.raises(MissingDependency, match=r"celeriac\[memcached\]"):
+        CacheBackend("cache+memcached://h1/")
