@@ -1,0 +1,661 @@
+"""``sqla+postgresql://``, ``sqla+mysql://``: a broker in a server database that many
+machines share.
+
+The semantics are the SQLite broker's, on tables of their own (``celeriac_messages``,
+``celeriac_consumers``, ``celeriac_dead_letters``, ...; see docs/sql-broker.md): a
+message row is taken by a consumer with ``SELECT ... FOR UPDATE SKIP LOCKED`` and
+marked with the consumer's id, so two consumers never get the same message and the row
+stays until acked; a consumer whose heartbeat stops has its rows handed back by the
+heartbeat of a live one, judged on the database's clock.
+
+On PostgreSQL an idle consumer waits on LISTEN for the NOTIFY that every publish sends
+in its own statement, instead of polling; on MySQL/MariaDB it polls, backing off to
+50 ms.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from typing import Any, Callable, Sequence
+
+from ..utils.pid import current_pid
+from ..utils.sqlbroker import Database, drain_notifications, wait_notification
+from .base import (DeadLetter, Delivery, FullBroker, Listener, Notice, Outgoing, Released,
+                   new_consumer_id, nothing_to_wait_for, poison_reason, take_all,
+                   topic_matches)
+
+# ``due`` of a row whose task started with an early ack: the note that it runs.
+STARTED = -1
+# An idle MySQL consumer polls, backing off from 2 ms to this (as the SQLite broker).
+MAX_POLL_INTERVAL = 0.05
+# Events and control messages are kept this long for listeners to read, then deleted
+# by a sender, at most every NOTICE_SWEEP_INTERVAL.
+NOTICE_KEEP = 60.0
+NOTICE_SWEEP_INTERVAL = 5.0
+
+_TABLES = ("messages", "consumers", "clock", "rates", "revoked", "dead_letters", "notices")
+
+
+def _ddl(db: Database) -> list[str]:
+    t = {name: db.table(f"celeriac_{name}") for name in _TABLES}
+    if db.pg:
+        serial, real, text = "BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION", "TEXT"
+        tail = ""
+    else:
+        serial, real, text = "BIGINT AUTO_INCREMENT PRIMARY KEY", "DOUBLE", "LONGTEXT"
+        # binary collation: queue names compare as other brokers compare them
+        tail = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+    key = "VARCHAR(255)"
+    statements = [
+        f"""CREATE TABLE IF NOT EXISTS {t['messages']} (
+            id {serial}, queue {key} NOT NULL, priority INTEGER NOT NULL DEFAULT 0,
+            due {real} NOT NULL DEFAULT 0, consumer {key}, deliveries INTEGER NOT NULL
+            DEFAULT 0, lost INTEGER NOT NULL DEFAULT 0, payload {text} NOT NULL
+            {'' if db.pg else ', INDEX celeriac_messages_ready (queue, consumer, priority, id)'
+                              ', INDEX celeriac_messages_consumer (consumer)'}){tail}""",
+        f"CREATE TABLE IF NOT EXISTS {t['consumers']} (id {key} PRIMARY KEY, "
+        f"heartbeat {real} NOT NULL){tail}",
+        f"CREATE TABLE IF NOT EXISTS {t['clock']} (name {key} PRIMARY KEY, "
+        f"value {real} NOT NULL){tail}",
+        f"CREATE TABLE IF NOT EXISTS {t['rates']} (name {key} PRIMARY KEY, "
+        f"next_start {real} NOT NULL){tail}",
+        f"CREATE TABLE IF NOT EXISTS {t['revoked']} (id {serial}, task_id {key} NOT NULL "
+        f"UNIQUE, expires {real} NOT NULL, terminate {key}){tail}",
+        f"CREATE TABLE IF NOT EXISTS {t['dead_letters']} (id {serial}, dead_queue {key} "
+        f"NOT NULL, queue {key} NOT NULL, reason {text} NOT NULL, time {real} NOT NULL, "
+        f"payload {text} NOT NULL{'' if db.pg else ', INDEX celeriac_dl (dead_queue, id)'})"
+        f"{tail}",
+        f"CREATE TABLE IF NOT EXISTS {t['notices']} (id {serial}, exchange {key} NOT NULL, "
+        f"routing_key {key} NOT NULL, time {real} NOT NULL, headers {text} NOT NULL, "
+        f"body {text} NOT NULL"
+        f"{'' if db.pg else ', INDEX celeriac_notices_exchange (exchange, id)'}){tail}",
+    ]
+    if db.pg:
+        # Only waiting rows are in the fetch index: taking a message leaves it.
+        statements += [
+            f"CREATE INDEX IF NOT EXISTS celeriac_messages_ready ON {t['messages']} "
+            "(queue, priority, id) WHERE consumer IS NULL",
+            f"CREATE INDEX IF NOT EXISTS celeriac_messages_consumer ON {t['messages']} "
+            "(consumer) WHERE consumer IS NOT NULL",
+            f"CREATE INDEX IF NOT EXISTS celeriac_dl ON {t['dead_letters']} (dead_queue, id)",
+            f"CREATE INDEX IF NOT EXISTS celeriac_notices_exchange ON {t['notices']} "
+            "(exchange, id)",
+            f"INSERT INTO {t['clock']} (name, value) VALUES ('last_beat', 0), "
+            "('notices', 0) ON CONFLICT DO NOTHING",
+        ]
+    else:
+        statements.append(f"INSERT IGNORE INTO {t['clock']} (name, value) VALUES "
+                          "('last_beat', 0), ('notices', 0)")
+    return statements
+
+
+class SQLBroker(FullBroker):
+    """PostgreSQL or MySQL/MariaDB as a broker; see the module docstring.
+
+    Transport options honoured: ``schema`` (where the tables live; created when
+    absent), and ``broker_connection_timeout`` as the connect timeout.
+    """
+
+    def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
+        super().__init__(url, options)
+        self.db = Database(url, self.options, "the SQL broker", _ddl)
+        db = self.db
+        self.pg = db.pg
+        self.t = {name: db.table(f"celeriac_{name}") for name in _TABLES}
+        # notes of ended early-acked tasks, dropped with the next fetch
+        self._ended: deque[Any] = deque()
+        self._next_sweep = 0.0
+        # the fetching thread's LISTEN connection (PostgreSQL) and its channels
+        self._listen: Any = None
+        self._listen_pid = 0
+        self._listening: set[str] = set()
+        # (pid, consumer id) last put to use, to tell a forked child it needs its own id
+        self._claim = (current_pid(), self.consumer_id)
+        # Tags fetched and not settled yet. A fetch whose reply was lost (the database
+        # went away) may have committed: its rows are this live consumer's, and nobody
+        # would ever hand them back; the next fetch gives back those it does not hold.
+        self._held: set[Any] = set()
+        self._in_doubt = False
+
+    # -- SQL fragments ---------------------------------------------------------------------
+    def _in(self, items: Sequence[Any]) -> tuple[str, list[Any]]:
+        """``column <this>`` matching any of ``items``, and its parameters."""
+        if self.pg:
+            return "= ANY(%s)", [list(items)]
+        return f"IN ({','.join(['%s'] * len(items))})", list(items)
+
+    def _notify_sql(self, queues: Sequence[str]) -> tuple[str, list[Any]]:
+        """A SELECT that wakes the consumers of ``queues`` (PostgreSQL), sent in the
+        statement that made the messages ready so that it goes with its commit."""
+        channels = sorted({self.db.channel("q", q) for q in queues})
+        return "SELECT pg_notify(c, '') FROM unnest(%s::text[]) AS c", [channels]
+
+    def _with_notify(self, cur: Any, statement: str, params: list[Any],
+                     queues: Sequence[str]) -> None:
+        if self.pg:
+            notify, extra = self._notify_sql(queues)
+            cur.execute(f"WITH done AS ({statement}) {notify}", [*params, *extra])
+        else:
+            cur.execute(statement, params)
+
+    def _me(self) -> str:
+        pid = current_pid()
+        if self._claim[0] != pid:
+            # A forked child is a different consumer: sharing the parent's id would
+            # mix both processes' messages.
+            if self._claim[1] == self.consumer_id:
+                self.consumer_id = new_consumer_id()
+            self._claim = (pid, self.consumer_id)
+            self._held = set()
+            self._in_doubt = False
+        return self.consumer_id
+
+    # -- core ------------------------------------------------------------------------------
+    def publish(self, queue: str, payload: str, priority: int = 0,
+                eta: float | None = None) -> None:
+        self.publish_many([Outgoing(queue, payload, priority, eta)])
+
+    def publish_many(self, messages: Sequence[Outgoing]) -> None:
+        if not messages:
+            return
+        rows = ",".join(["(%s, %s, %s, %s)"] * len(messages))
+        params = [v for m in messages for v in (m.queue, m.priority or 0, m.eta or 0.0,
+                                                m.payload)]
+        statement = (f"INSERT INTO {self.t['messages']} (queue, priority, due, payload) "
+                     f"VALUES {rows}")
+        self.db.run(lambda cur: self._with_notify(cur, statement, params,
+                                                  [m.queue for m in messages]))
+
+    def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        deadline = time.monotonic() + timeout
+        me = self._me()
+        ended = take_all(self._ended)
+        pause = 0.002
+        try:
+            if self._in_doubt:
+                self.db.run(lambda cur: self._give_back_unknown(cur, me))
+                self._in_doubt = False
+            while True:
+                try:
+                    rows = self.db.run(lambda cur: self._take(cur, me, queues, limit, ended))
+                except ConnectionError:
+                    self._in_doubt = True
+                    raise
+                ended = []
+                if rows:
+                    rows.sort(key=lambda r: (r[2], r[0]))
+                    self._held.update(r[0] for r in rows)
+                    return [Delivery(r[0], r[1], r[3]) for r in rows]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                if self.pg:
+                    self._wait(queues, remaining)
+                else:
+                    time.sleep(min(pause, remaining))
+                    pause = min(pause * 2, MAX_POLL_INTERVAL)
+        except BaseException:
+            self._ended.extendleft(reversed(ended))  # their notes go with the next try
+            raise
+
+    def _give_back_unknown(self, cur: Any, me: str) -> None:
+        m = self.t["messages"]
+        held = list(self._held)
+        if held:
+            hin, hparams = self._in(held)
+            cur.execute(f"UPDATE {m} SET consumer = NULL WHERE consumer = %s "
+                        f"AND due != {STARTED} AND NOT (id {hin})", [me, *hparams])
+        else:
+            cur.execute(f"UPDATE {m} SET consumer = NULL WHERE consumer = %s "
+                        f"AND due != {STARTED}", [me])
+
+    def _take(self, cur: Any, me: str, queues: Sequence[str], limit: int,
+              ended: list[Any]) -> list[Any]:
+        m = self.t["messages"]
+        qin, qparams = self._in(queues)
+        ready = (f"FROM {m} WHERE consumer IS NULL AND queue {qin} AND due <= %s "
+                 "ORDER BY priority, id LIMIT %s FOR UPDATE SKIP LOCKED")
+        pick_params = [*qparams, time.time(), limit]
+        if self.pg:
+            # One statement takes the batch, and drops the notes of ended tasks.
+            prefix, params = "", []
+            if ended:
+                ein, eparams = self._in(ended)
+                prefix = f"WITH gone AS (DELETE FROM {m} WHERE id {ein} AND consumer = %s) "
+                params = [*eparams, me]
+            cur.execute(f"{prefix}UPDATE {m} SET consumer = %s, deliveries = deliveries + 1 "
+                        f"WHERE id IN (SELECT id {ready}) RETURNING id, queue, priority, payload",
+                        [*params, me, *pick_params])
+            return list(cur.fetchall())
+        cur.execute("BEGIN")
+        try:
+            if ended:
+                ein, eparams = self._in(ended)
+                cur.execute(f"DELETE FROM {m} WHERE id {ein} AND consumer = %s",
+                            [*eparams, me])
+            cur.execute(f"SELECT id, queue, priority, payload {ready}", pick_params)
+            rows = list(cur.fetchall())
+            if rows:
+                tin, tparams = self._in([r[0] for r in rows])
+                cur.execute(f"UPDATE {m} SET consumer = %s, deliveries = deliveries + 1 "
+                            f"WHERE id {tin}", [me, *tparams])
+        except BaseException:
+            if self.db.usable(cur.connection):
+                cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+        return rows
+
+    def _wait(self, queues: Sequence[str], timeout: float) -> None:
+        """Wait for a NOTIFY on one of ``queues``, or for the next deferred message of
+        theirs to be due, or ``timeout``."""
+        conn = self._listener_connection(queues)
+        if conn is None:
+            return  # LISTEN just started: look again before waiting
+        try:
+            if drain_notifications(conn):
+                return
+            due = self.db.run(lambda cur: self._next_due(cur, queues))
+            if due is not None:
+                timeout = min(timeout, max(0.0, due - time.time()))
+            wait_notification(conn, timeout)
+        except self.db.dbapi.Error as exc:
+            self._drop_listener()
+            raise self.db.connection_error(exc) from exc
+
+    def _next_due(self, cur: Any, queues: Sequence[str]) -> float | None:
+        qin, qparams = self._in(queues)
+        cur.execute(f"SELECT MIN(due) FROM {self.t['messages']} WHERE consumer IS NULL "
+                    f"AND queue {qin} AND due > %s", [*qparams, time.time()])
+        row = cur.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def _listener_connection(self, queues: Sequence[str]) -> Any:
+        """The LISTEN connection, listening on every channel of ``queues``; None when a
+        LISTEN was just sent (what was published before it must be looked for again)."""
+        if self._listen is not None and self._listen_pid != current_pid():
+            self._listen = None  # the parent's: left alone
+            self._listening = set()
+        if self._listen is None:
+            self._listen = self.db.raw()
+            self._listen_pid = current_pid()
+        channels = {self.db.channel("q", q) for q in queues} - self._listening
+        if not channels:
+            return self._listen.dbapi_connection
+        conn = self._listen.dbapi_connection
+        try:
+            with conn.cursor() as cur:
+                for channel in sorted(channels):
+                    cur.execute(f'LISTEN "{channel}"')
+        except self.db.dbapi.Error as exc:
+            self._drop_listener()
+            raise self.db.connection_error(exc) from exc
+        self._listening |= channels
+        return None
+
+    def _drop_listener(self) -> None:
+        if self._listen is not None and self._listen_pid == current_pid():
+            self.db.give_back(self._listen, broken=True)
+        self._listen = None
+        self._listening = set()
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        if deliveries:
+            self._owned(f"DELETE FROM {self.t['messages']} WHERE id", deliveries)
+            self._settled(deliveries)
+
+    def _settled(self, deliveries: Sequence[Delivery]) -> None:
+        # after the statement only: one that failed is said again, and meanwhile its
+        # row must not count as unknown
+        for d in deliveries:
+            self._held.discard(d.tag)
+
+    def _owned(self, statement: str, deliveries: Sequence[Delivery]) -> None:
+        # Only rows this consumer still owns: if it was declared lost meanwhile, the
+        # message may be in another consumer's hands, and touching it there could lose it.
+        tin, tparams = self._in([d.tag for d in deliveries])
+        me = self._me()
+        self.db.run(lambda cur: cur.execute(f"{statement} {tin} AND consumer = %s",
+                                            [*tparams, me]))
+
+    def ack_started(self, deliveries: Sequence[Delivery]) -> Callable[[], None]:
+        # The row stays, owned, with due = STARTED as its note (see the SQLite broker).
+        if deliveries:
+            self._owned(f"UPDATE {self.t['messages']} SET due = {STARTED} WHERE id",
+                        deliveries)
+            self._settled(deliveries)
+        return nothing_to_wait_for
+
+    def finished(self, deliveries: Sequence[Delivery]) -> None:
+        self._ended.extend(d.tag for d in deliveries)
+
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        # The row keeps its id, so its place at the front of the queue; one whose early
+        # ack went through but whose task never ran is due at once again.
+        tin, tparams = self._in([d.tag for d in deliveries])
+        statement = (f"UPDATE {self.t['messages']} SET consumer = NULL, due = CASE WHEN "
+                     f"due = {STARTED} THEN 0 ELSE due END WHERE id {tin} AND consumer = %s")
+        params = [*tparams, self._me()]
+        self.db.run(lambda cur: self._with_notify(cur, statement, params,
+                                                  [d.queue for d in deliveries]))
+        self._settled(deliveries)
+
+    def defer(self, delivery: Delivery, eta: float) -> None:
+        statement = (f"UPDATE {self.t['messages']} SET consumer = NULL, due = %s "
+                     "WHERE id = %s AND consumer = %s")
+        params = [eta, delivery.tag, self._me()]
+        # notified too: an idle consumer then waits for this one's due time
+        self.db.run(lambda cur: self._with_notify(cur, statement, params, [delivery.queue]))
+        self._settled([delivery])
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        me = self._me()
+
+        def move(cur: Any) -> None:
+            cur.execute(f"DELETE FROM {self.t['messages']} WHERE id = %s AND consumer = %s",
+                        [delivery.tag, me])
+            if cur.rowcount:
+                self._bury(cur, delivery.queue, reason, time.time(), delivery.payload)
+
+        self.db.transaction(move)
+        self._settled([delivery])
+
+    def _bury(self, cur: Any, queue: str, reason: str, when: float, payload: str) -> None:
+        cur.execute(f"INSERT INTO {self.t['dead_letters']} (dead_queue, queue, reason, "
+                    "time, payload) VALUES (%s, %s, %s, %s, %s)",
+                    [self.dead_letter_queue, queue, reason, when, payload])
+
+    def purge(self, queue: str) -> int:
+        def purge(cur: Any) -> int:
+            cur.execute(f"DELETE FROM {self.t['messages']} WHERE queue = %s "
+                        "AND consumer IS NULL", [queue])
+            return int(cur.rowcount)
+
+        return self.db.run(purge)
+
+    def size(self, queue: str) -> int:
+        def count(cur: Any) -> int:
+            cur.execute(f"SELECT COUNT(*) FROM {self.t['messages']} WHERE queue = %s "
+                        "AND consumer IS NULL", [queue])
+            return int(cur.fetchone()[0])
+
+        return self.db.run(count)
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        def read(cur: Any) -> list[DeadLetter]:
+            # the table is shared: this broker's dead-letter queue only
+            cur.execute(f"SELECT queue, reason, payload, time FROM {self.t['dead_letters']} "
+                        "WHERE dead_queue = %s ORDER BY id DESC LIMIT %s",
+                        [self.dead_letter_queue, limit])
+            return [DeadLetter(q, r, p, float(t)) for q, r, p, t in cur.fetchall()]
+
+        return self.db.run(read)
+
+    # -- liveness --------------------------------------------------------------------------
+    def heartbeat(self, consumer_ids: Sequence[str] | None = None) -> Released:
+        ids = list(consumer_ids or (self._me(),))
+        c, clock = self.t["consumers"], self.t["clock"]
+
+        def beat(cur: Any) -> Released:
+            # The clock row's lock makes heartbeats take turns: two live consumers never
+            # hand back the same dead one's messages.
+            cur.execute(f"SELECT value, {self.db.now_sql} FROM {clock} "
+                        "WHERE name = 'last_beat' FOR UPDATE")
+            last, now = (float(v) for v in cur.fetchone())
+            cur.execute(f"UPDATE {clock} SET value = %s WHERE name = 'last_beat'", [now])
+            values = ",".join(["(%s, %s)"] * len(ids))
+            upsert = ("ON CONFLICT (id) DO UPDATE SET heartbeat = EXCLUDED.heartbeat"
+                      if self.pg else "ON DUPLICATE KEY UPDATE heartbeat = VALUES(heartbeat)")
+            cur.execute(f"INSERT INTO {c} (id, heartbeat) VALUES {values} {upsert}",
+                        [v for i in ids for v in (i, now)])
+            if last and now - last > self.lost_timeout / 2:
+                # Nobody could beat (the database was down or unreachable): silence
+                # everyone shared proves no one dead. Start every clock again.
+                cur.execute(f"UPDATE {c} SET heartbeat = %s", [now])
+                return Released()
+            cur.execute(f"SELECT id FROM {c} WHERE heartbeat < %s",
+                        [now - self.lost_timeout])
+            released = Released()
+            for (consumer_id,) in cur.fetchall():
+                cur.execute(f"SELECT MIN(id) FROM {self.t['messages']} WHERE consumer = %s "
+                            f"AND due != {STARTED}", [consumer_id])
+                oldest = cur.fetchone()[0]
+                lost = [] if oldest is None else [oldest]
+                released.add(self._release(cur, consumer_id, lost, []))
+            return released
+
+        return self.db.transaction(beat)
+
+    def _release(self, cur: Any, consumer_id: str, lost: Sequence[Any],
+                 drop: Sequence[Any]) -> Released:
+        m = self.t["messages"]
+        cur.execute(f"DELETE FROM {self.t['consumers']} WHERE id = %s", [consumer_id])
+        released = Released()
+        cur.execute(f"SELECT id, payload FROM {m} WHERE consumer = %s AND due = {STARTED} "
+                    "ORDER BY id", [consumer_id])
+        released.interrupted = [p for row_id, p in cur.fetchall() if row_id not in drop]
+        cur.execute(f"DELETE FROM {m} WHERE consumer = %s AND due = {STARTED}", [consumer_id])
+        if drop:
+            din, dparams = self._in(drop)
+            cur.execute(f"DELETE FROM {m} WHERE consumer = %s AND id {din}",
+                        [consumer_id, *dparams])
+        if lost:
+            lin, lparams = self._in(lost)
+            cur.execute(f"SELECT id, queue, payload, lost FROM {m} WHERE consumer = %s "
+                        f"AND id {lin}", [consumer_id, *lparams])
+            held = cur.fetchall()
+            cur.execute(f"UPDATE {m} SET lost = lost + 1 WHERE consumer = %s AND id {lin}",
+                        [consumer_id, *lparams])
+            for row_id, queue, payload, losses in held:
+                if losses + 1 < self.max_redeliveries:
+                    continue
+                dead = DeadLetter(queue, poison_reason(losses + 1), payload, time.time())
+                self._bury(cur, queue, dead.reason, dead.time, payload)
+                cur.execute(f"DELETE FROM {m} WHERE id = %s", [row_id])
+                released.poisoned.append(dead)
+        if self.pg:
+            cur.execute(f"UPDATE {m} SET consumer = NULL WHERE consumer = %s RETURNING queue",
+                        [consumer_id])
+            queues = {q for (q,) in cur.fetchall()}
+            released.returned = int(cur.rowcount)
+            if queues:
+                notify, params = self._notify_sql(sorted(queues))
+                cur.execute(notify, params)
+        else:
+            cur.execute(f"UPDATE {m} SET consumer = NULL WHERE consumer = %s", [consumer_id])
+            released.returned = int(cur.rowcount)
+        return released
+
+    def forget_consumer(self, consumer_id: str | None = None, lost: Sequence[Any] = (),
+                        drop: Sequence[Any] = ()) -> Released:
+        me = self._me()
+        cid = consumer_id or me
+        if cid == me:
+            drop = [*drop, *take_all(self._ended)]
+        released = self.db.transaction(
+            lambda cur: self._release(cur, cid, list(lost), list(drop)))
+        if cid == me:
+            self._held.clear()
+        return released
+
+    # -- revocations and rates -------------------------------------------------------------
+    def revoke(self, task_ids: Sequence[str], terminate: str | None, expires: float) -> None:
+        if not task_ids:
+            return
+        now = time.time()
+        r = self.t["revoked"]
+
+        def record(cur: Any) -> None:
+            cur.execute(f"DELETE FROM {r} WHERE expires < %s", [now])
+            tin, tparams = self._in(task_ids)
+            # new rows (not an upsert): a new largest id is how readers see a change
+            cur.execute(f"DELETE FROM {r} WHERE task_id {tin}", tparams)
+            values = ",".join(["(%s, %s, %s)"] * len(task_ids))
+            cur.execute(f"INSERT INTO {r} (task_id, expires, terminate) VALUES {values}",
+                        [v for t in task_ids for v in (t, now + expires, terminate)])
+
+        self.db.transaction(record)
+
+    def revoked(self, since: Any = None) -> tuple[Any, dict[str, str | None] | None]:
+        r = self.t["revoked"]
+
+        def read(cur: Any) -> tuple[Any, dict[str, str | None] | None]:
+            cur.execute(f"SELECT COUNT(*), COALESCE(MAX(id), 0) FROM {r}")
+            version = tuple(int(v) for v in cur.fetchone())
+            if version == since:
+                return since, None
+            cur.execute(f"SELECT task_id, terminate FROM {r}")
+            return version, {task_id: sig for task_id, sig in cur.fetchall()}
+
+        return self.db.run(read)
+
+    def reserve_rate(self, key: str, interval: float) -> float:
+        rates = self.t["rates"]
+
+        def reserve(cur: Any) -> float:
+            # On the database's clock, so workers on machines whose clocks differ still
+            # space their starts; handed back as a time on this machine's clock.
+            cur.execute(f"SELECT {self.db.now_sql}")
+            now = float(cur.fetchone()[0])
+            upsert = (f"ON CONFLICT (name) DO UPDATE SET next_start = "
+                      f"GREATEST({rates}.next_start, %s) + %s" if self.pg else
+                      "ON DUPLICATE KEY UPDATE next_start = GREATEST(next_start, %s) + %s")
+            cur.execute(f"INSERT INTO {rates} (name, next_start) VALUES (%s, %s) {upsert}",
+                        [key, now + interval, now, interval])
+            cur.execute(f"SELECT next_start FROM {rates} WHERE name = %s", [key])
+            start = float(cur.fetchone()[0]) - interval
+            return time.time() + (start - now)
+
+        return self.db.transaction(reserve)
+
+    # -- fanout: events and remote control -------------------------------------------------
+    def broadcast(self, exchange: str, notices: Sequence[Notice]) -> None:
+        if not notices:
+            return
+        now = time.time()
+        rows = ",".join(["(%s, %s, %s, %s, %s)"] * len(notices))
+        params = [v for n in notices
+                  for v in (exchange, n.routing_key, now, json.dumps(n.headers), n.body)]
+        sweep = time.monotonic() >= self._next_sweep
+        if sweep:
+            self._next_sweep = time.monotonic() + NOTICE_SWEEP_INTERVAL
+        notices_table = self.t["notices"]
+
+        def send(cur: Any) -> None:
+            # Senders take turns on the clock row, so notices commit in the order of
+            # their ids and a listener tailing by id never skips one committed late.
+            cur.execute(f"SELECT value FROM {self.t['clock']} WHERE name = 'notices' "
+                        "FOR UPDATE")
+            cur.execute(f"INSERT INTO {notices_table} (exchange, routing_key, time, headers, "
+                        f"body) VALUES {rows}", params)
+            if sweep:
+                cur.execute(f"DELETE FROM {notices_table} WHERE time < %s",
+                            [now - NOTICE_KEEP])
+            if self.pg:
+                cur.execute("SELECT pg_notify(%s, '')", [self.db.channel("n", exchange)])
+
+        self.db.transaction(send)
+
+    # a reply queue is a listener bound with its routing key
+    reply = broadcast
+
+    def listen(self, exchange: str, patterns: Sequence[str] = ("#",)) -> Listener:
+        return _SQLListener(self, exchange, patterns)
+
+    def replies(self, exchange: str, routing_key: str) -> Listener:
+        return _SQLListener(self, exchange, [routing_key])
+
+    def close(self) -> None:
+        self._drop_listener()
+        self.db.close()
+
+
+class _SQLListener(Listener):
+    """Tails ``celeriac_notices`` from the row that was last when it started; on
+    PostgreSQL woken by NOTIFY on a connection of its own."""
+
+    def __init__(self, broker: SQLBroker, exchange: str, patterns: Sequence[str]) -> None:
+        self.broker = broker
+        self.db = broker.db
+        self.exchange = exchange
+        self.patterns = list(patterns)
+        self.table = broker.t["notices"]
+        self._link: Any = None
+        self.seen = -1
+        self._start()
+
+    def _start(self) -> None:
+        if self.db.pg:
+            self._link = self.db.raw()
+            conn = self._link.dbapi_connection
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(f'LISTEN "{self.db.channel("n", self.exchange)}"')
+            except self.db.dbapi.Error as exc:
+                self._stop(broken=True)
+                raise self.db.connection_error(exc) from exc
+
+        def last(cur: Any) -> int:
+            cur.execute(f"SELECT MAX(id) FROM {self.table}")
+            return int(cur.fetchone()[0] or 0)
+
+        self.seen = self.db.run(last)
+
+    def _stop(self, broken: bool = False) -> None:
+        if self._link is not None:
+            self.db.give_back(self._link, broken=broken)
+            self._link = None
+
+    def get(self, timeout: float) -> list[Notice]:
+        deadline = time.monotonic() + timeout
+        pause = 0.002
+        try:
+            if self.seen < 0 or (self.db.pg and self._link is None):
+                self._stop(broken=True)
+                self._start()  # what was sent while the connection was lost is missed
+            while True:
+                found = self.db.run(self._read)
+                if found:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                if self._link is not None:
+                    conn = self._link.dbapi_connection
+                    if not drain_notifications(conn):
+                        wait_notification(conn, remaining)
+                else:
+                    time.sleep(min(pause, remaining))
+                    pause = min(pause * 2, MAX_POLL_INTERVAL)
+        except (ConnectionError, self.db.dbapi.Error):
+            # The caller polls again; the connection is made again then.
+            self._stop(broken=True)
+            self.seen = -1
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+            return []
+
+    def _read(self, cur: Any) -> list[Notice]:
+        cur.execute(f"SELECT id, routing_key, headers, body FROM {self.table} "
+                    "WHERE exchange = %s AND id > %s ORDER BY id LIMIT 1000",
+                    [self.exchange, self.seen])
+        rows = cur.fetchall()
+        if not rows:
+            return []
+        self.seen = int(rows[-1][0])
+        return [Notice(key, body, _headers(headers)) for _, key, headers, body in rows
+                if any(topic_matches(p, key) for p in self.patterns)]
+
+    def close(self) -> None:
+        self._stop()
+
+
+def _headers(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
