@@ -16,6 +16,8 @@ Implementations are chosen by the broker URL's scheme:
 - ``sqlite://``: one row (owner, expiry) in the broker's file, changed inside an
   ``IMMEDIATE`` transaction.
 - ``memory://``: a dict in this process (tests, ``worker -B`` on the memory broker).
+- ``sqla+postgresql://``, ``sqla+mysql://``: a row in ``celeriac_beat_lock`` beside the
+  broker's tables, expiring on the database's clock; see ``sql_lock.py``.
 
 AMQP has no key-value store; there (``amqp://``, ``pyamqp://``, ``amqps://``) the lock is
 a queue declared ``exclusive`` by the leader on a connection of its own (RabbitMQ drops
@@ -218,6 +220,10 @@ def lock_for_url(url: str, name: str = DEFAULT_NAME,
         from .amqp_lock import AMQPLock  # imports py-amqp only for RabbitMQ brokers
 
         return AMQPLock(url, name, options)
+    if scheme.startswith("sqla+"):
+        from .sql_lock import SQLLock  # imports SQLAlchemy only for SQL brokers
+
+        return SQLLock(url, name, options)
     raise ImproperlyConfigured(
         f"no beat leader lock for {scheme}:// brokers yet (known: redis, sqlite, amqp, "
-        "memory); run a single beat with --no-lock")
+        "sqla+postgresql, sqla+mysql, memory); run a single beat with --no-lock")
