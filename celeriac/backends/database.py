@@ -190,7 +190,29 @@ class DatabaseBackend(Backend):
                 if attempt == 9:
                     raise
                 self.engine.get().dispose()
+        self._add_missing_columns(engine)
         self._prepared = True
+
+    def _add_missing_columns(self, engine: Any) -> None:
+        # Tables made by an older Celery lack later nullable columns (``children``,
+        # ``stamps``); Celery 5.7 adds them when it starts, and so does this.
+        sa = sqlalchemy()
+        inspector = sa.inspect(engine)
+        quote = engine.dialect.identifier_preparer
+        for table in (self.task_table, self.group_table):
+            have = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
+            for column in table.columns:
+                if column.name in have or not column.nullable:
+                    continue
+                statement = (f"ALTER TABLE {quote.format_table(table)} ADD COLUMN "
+                             f"{quote.quote(column.name)} {column.type.compile(engine.dialect)}")
+                try:
+                    with engine.begin() as conn:
+                        conn.execute(sa.text(statement))
+                except sa.exc.DatabaseError as exc:
+                    # another process added it meanwhile, or no right to alter the table
+                    logger.warning("could not add column %s to %s (%s); run: %s",
+                                   column.name, table.name, exc, statement)
 
     def _begin(self) -> Any:
         """A connection in a transaction, committed when the ``with`` block ends."""

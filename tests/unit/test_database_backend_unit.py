@@ -320,3 +320,21 @@ def test_a_forked_child_gets_connections_of_its_own(tmp_path: Path) -> None:
     assert b.get_task_meta("child")["result"] == 2
     assert b.engine.get().pool is pool_before  # the parent's pool was left alone
     b.close()
+
+
+def test_tables_of_an_older_celery_get_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:  # Celery 5.3's celery_taskmeta: no children, stamps
+        conn.execute("CREATE TABLE celery_taskmeta (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                     "task_id VARCHAR(155) UNIQUE, status VARCHAR(50), result BLOB, "
+                     "date_done DATETIME, traceback TEXT)")
+        conn.execute("INSERT INTO celery_taskmeta (task_id, status, result) VALUES "
+                     "('before', 'SUCCESS', ?)", (pickle.dumps(7),))
+    b = backend(path)
+    with sqlite3.connect(path) as conn:
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(celery_taskmeta)")]
+    assert {"children", "name", "args", "stamps"} <= set(columns)
+    assert b.get_task_meta("before")["result"] == 7  # its PickleType value, read safely
+    b.mark_as_done("after", 8)
+    assert b.get_task_meta("after")["result"] == 8
+    b.close()
