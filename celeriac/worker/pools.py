@@ -510,17 +510,25 @@ class PreforkPool(Pool):
         self.slots[slot].clear()
         self.siblings.set_idle(slot, False)
         signals.worker_before_create_process.send(sender=self)
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                code = self._child(slot, consumer_id)
-            finally:
-                os._exit(code)
-        self.children[pid] = (slot, consumer_id)
-        self.started[pid] = time.monotonic()
+        # Stop signals wait while the fork is made: one that reached the child before it
+        # installed its own handlers would be lost (CPython clears signals caught during
+        # the fork) or run the parent's handler there, and the child would never stop.
+        # Blocked, it stays pending until the child's handler is in place.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    code = self._child(slot, consumer_id, mask)
+                finally:
+                    os._exit(code)
+            self.children[pid] = (slot, consumer_id)
+            self.started[pid] = time.monotonic()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
-    def _child(self, slot: int, consumer_id: str) -> int:
+    def _child(self, slot: int, consumer_id: str, mask: set[int | signal.Signals]) -> int:
         multiprocessing.current_process().name = f"ForkPoolWorker-{slot + 1}"
         multiprocessing.current_process().index = slot  # type: ignore[attr-defined]
         stop = threading.Event()
@@ -528,6 +536,11 @@ class PreforkPool(Pool):
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides on Ctrl-C
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # see _spawn
+        if self.stopping:
+            # The parent's shutdown began between its decision to fork this child and
+            # the fork: it is not wanted.
+            stop.set()
         _term_with_parent()
         w = self.worker
         try:
@@ -799,6 +812,9 @@ class PreforkPool(Pool):
         while self.children and time.monotonic() < deadline:
             self.supervise()
             time.sleep(0.05)
+
+
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
 
 
 def _positive(n: Any, what: str) -> int:
