@@ -260,7 +260,8 @@ _TABLE: tuple[Setting, ...] = (
     _S("cache_backend", None, str, ("CELERY_CACHE_BACKEND",),
        "Cache backend name; prefer a cache+ URL in result_backend."),
     _S("cache_backend_options", {}, dict, ("CELERY_CACHE_BACKEND_OPTIONS",),
-       "Options for the memcached client."),
+       "Options for the pymemcache client (docs/memcached.md); options that would lose "
+       "results, and unknown ones, raise."),
 
     # Cassandra / Astra DB result backend.
     _S("cassandra_servers", None, list, (), "Cassandra hosts.", ignored=_no_backend("Cassandra")),

@@ -68,6 +68,8 @@ BACKENDS: dict[str, Callable[[], type[Backend]]] = {
     # Celery's cache backend: cache+memcached://host:11211/, or 'cache' with cache_backend
     "cache": _cache,
     "cache+memcached": _cache,
+    "cache+memcache": _cache,
+    "cache+pymemcache": _cache,
     "cache+pylibmc": _cache,
     "redis": _redis,
     "rediss": _redis,
