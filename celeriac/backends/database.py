@@ -341,6 +341,8 @@ class DatabaseBackend(Backend):
         if listener is None or listener.pid != current_pid():
             if not self._prepared:
                 self._prepare()
+            if listener is not None:
+                listener.close()  # the parent's, inherited: left alone
             # A child after fork has no reader thread: it starts its own.
             listener = self._listener = Listener(self.engine, self.channel)
         return listener
@@ -488,10 +490,9 @@ class DatabaseBackend(Backend):
     def _insert_new(self, conn: Any, table: Any, values: dict[str, Any]) -> bool:
         """INSERT the row unless its key exists; whether it was inserted."""
         if self.dialect in ("postgresql", "sqlite"):
-            if self.dialect == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert
+            from sqlalchemy.dialects import postgresql, sqlite
+
+            insert: Any = (postgresql if self.dialect == "postgresql" else sqlite).insert
             # RETURNING tells for sure (rowcount does not with an implicit RETURNING)
             key = list(table.primary_key.columns)[0]
             stmt = insert(table).values(**values).on_conflict_do_nothing().returning(key)

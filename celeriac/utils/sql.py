@@ -173,6 +173,10 @@ class Engine:
 #: how long the reader blocks before checking whether it should stop
 READ_INTERVAL = 1.0
 
+#: listeners a forked child inherited: kept referenced, never closed, because freeing
+#: their connection would send the server a goodbye on the parent's socket
+_INHERITED: list[Listener] = []
+
 
 class _Slot:
     """One waiting ``get()``: set when its task's notification (or a reconnect) came."""
@@ -338,10 +342,12 @@ class Listener:
             slot.wake()
 
     def close(self) -> None:
+        if self.pid != os.getpid():
+            _INHERITED.append(self)  # the parent's: see _INHERITED
+            return
         self.stopped = True
         conn, self.conn = self.conn, None
-        if self.pid == os.getpid():
-            _close(conn)
+        _close(conn)
 
 
 def _steps(timeout: float | None, interval: float) -> Iterator[float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import random
 import subprocess
 import sys
@@ -288,6 +289,47 @@ def test_get_is_woken_by_notify_on_postgresql(env: SimpleNamespace) -> None:
 
         assert asyncio.run(wait())["result"] == 43
         assert async_id in waiter._listener.notified
+    finally:
+        writer.close()
+
+
+def test_a_forked_child_listens_on_a_connection_of_its_own(env: SimpleNamespace) -> None:
+    if not env.kind.startswith("postgresql"):
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    from celeriac.backends import connect
+    from celeriac.backends.base import BackendOptions
+
+    waiter = env.app.backend
+    writer = connect(f"db+{env.url}", BackendOptions.from_conf(env.app.conf))
+    try:
+        warm = f"warm-{uuid.uuid4().hex}"
+        writer.mark_as_done(warm, 0)
+        waiter.wait_for(warm, timeout=T)
+        listener = waiter._get_listener()
+        conn = listener.conn
+        child_id = f"child-{uuid.uuid4().hex}"
+        pid = os.fork()
+        if pid == 0:  # the child waits through a listener (and connections) of its own
+            code = 1
+            try:
+                meta = waiter.wait_for(child_id, timeout=T)
+                code = 0 if meta["result"] == 7 and waiter._listener is not listener else 2
+            finally:
+                os._exit(code)
+        writer.mark_as_done(child_id, 7)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        # the parent's LISTEN connection was not closed by the child: it still hears
+        after = f"after-{uuid.uuid4().hex}"
+        got: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: got.setdefault(
+            "meta", waiter.wait_for(after, timeout=T, interval=T)))
+        thread.start()
+        assert wait_until(lambda: after in listener.slots, timeout=T)
+        writer.mark_as_done(after, 8)
+        thread.join()
+        assert got["meta"]["result"] == 8 and after in listener.notified
+        assert listener.conn is conn
     finally:
         writer.close()
 
