@@ -117,6 +117,7 @@ class Bench:
         self.modules = MODULES
         self.names = NAMES
         self.log_prefix = ""
+        self.min_drain_timeout = 120.0  # seconds a drain run may take, at least
         os.makedirs(LOG_DIR, exist_ok=True)
 
     # -- small things ---------------------------------------------------------------------
@@ -287,7 +288,7 @@ class Bench:
         self.log(f"{self.names[system]:8} {run.label:14} enqueue {run.enqueue_rate:8.0f} tasks/s")
         tag = f"drain-{system}-{pool}-{concurrency}-r{round_no}"
         poll, n = self.poll, self.n
-        timeout = max(120.0, n / 50)
+        timeout = max(self.min_drain_timeout, n / 50)
         t_start = time.perf_counter()
         proc, logfile = self.start_worker(system, pool, concurrency, tag)
         t_first = None
