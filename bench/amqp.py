@@ -297,20 +297,13 @@ def _masked(url: str) -> str:
     return f"{u.scheme}://{u.hostname}:{u.port or 5672}{u.path}"
 
 
-def _pools(text: str) -> list[tuple[str, int]]:
-    out = []
-    for item in text.split(","):
-        pool, _, c = item.strip().partition(":")
-        out.append((pool, int(c or (1 if pool == "solo" else 2))))
-    return out
-
-
 def main() -> None:
     if common.run_role(sys.argv, _task):
         return
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     common.add_run_options(parser, out="amqp.md")
-    parser.add_argument("--pools", type=_pools, default=_pools("prefork:2,solo:1,threads:2"),
+    parser.add_argument("--pools", type=common.pools,
+                        default=common.pools("prefork:2,solo:1,threads:2"),
                         help="pool:concurrency list, both systems each (default "
                              "prefork:2,solo:1,threads:2)")
     parser.add_argument("--amqp-url", default=os.environ.get("BENCH_AMQP_URL", DEFAULT_AMQP))

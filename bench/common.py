@@ -57,6 +57,15 @@ def add_run_options(parser: argparse.ArgumentParser, *, out: str) -> None:
     parser.add_argument("--out", default=os.path.join(RESULTS_DIR, out))
 
 
+def pools(text: str) -> list[tuple[str, int]]:
+    """``prefork:2,solo,threads:8`` as [(pool, concurrency)]: 1 for solo, 2 when not given."""
+    out = []
+    for item in text.split(","):
+        pool, _, c = item.strip().partition(":")
+        out.append((pool, int(c or (1 if pool == "solo" else 2))))
+    return out
+
+
 def command_line() -> str:
     """This process's command, as a user would retype it."""
     return "python " + " ".join(shlex.quote(a) for a in

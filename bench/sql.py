@@ -77,7 +77,6 @@ class Setup:
 BROKERS = ("postgresql", "redis", "mysql")
 SETUPS = [Setup(s, b) for b in BROKERS for s in common.SYSTEMS]
 BROKER_NAMES = {"postgresql": "PostgreSQL", "redis": "Redis", "mysql": "MariaDB"}
-SQL_POOLS = [("prefork", 2), ("threads", 2), ("solo", 1)]
 
 APP_SOURCE = '''\
 """bench/sql.py's app: {system} on a {broker} broker, results in {store}."""
@@ -298,11 +297,14 @@ class SQLBench(run.Bench):  # type: ignore[name-defined,misc]
             return min(self.args.celery_sqla_tasks, self.full_n)
         return self.full_n
 
+    def pools(self, broker: str) -> list[tuple[str, int]]:
+        """Every pool on the PostgreSQL broker; prefork -c 2 on the others."""
+        return list(self.args.pools) if broker == "postgresql" else [("prefork", 2)]
+
     def plan(self) -> list[tuple[str, str, int]]:
         steps = []
         for broker in BROKERS:
-            pools = SQL_POOLS if broker == "postgresql" else SQL_POOLS[:1]
-            for pool, c in pools:
+            for pool, c in self.pools(broker):
                 steps += [(s.key, pool, c) for s in self.setups if s.broker == broker]
         return steps
 
@@ -397,7 +399,7 @@ def build_report(bench: SQLBench, command: str, started: _dt.datetime, wall: flo
     for broker in brokers:
         ours, theirs = pair(broker)
         store = BROKER_NAMES["mysql" if broker == "mysql" else "postgresql"]
-        pools = SQL_POOLS if broker == "postgresql" else SQL_POOLS[:1]
+        pools = bench.pools(broker)
         for pool, c in pools:
             label = "solo" if pool == "solo" else f"{pool} -c {c}"
             a, b = med(ours, pool, c, "rate"), med(theirs, pool, c, "rate")
@@ -511,6 +513,10 @@ def main() -> None:
                         help="N for Celery on kombu's SQLAlchemy transport (default 2000)")
     parser.add_argument("--celery-latency-samples", type=int, default=100,
                         help="K for Celery's round trip (it polls: ~1 s each; default 100)")
+    parser.add_argument("--pools", type=common.pools,
+                        default=common.pools("prefork:2,threads:2,solo"),
+                        help="pools on the PostgreSQL broker, both systems each (default "
+                             "prefork:2,threads:2,solo); the other brokers run prefork:2")
     parser.add_argument("--brokers", type=_brokers, default=list(BROKERS),
                         help="which brokers (default postgresql,redis,mysql)")
     parser.add_argument("--pg-url", default=os.environ.get(
