@@ -681,6 +681,37 @@ def register_builtins(app: Celery) -> None:
 
     app.task(name="celery.backend_cleanup")(_backend_cleanup)
 
+    def _chord_unlock(self: Any, group_id: str, callback: Any, interval: float | None = None,
+                      max_retries: int | None = None, result: list[Any] | None = None,
+                      **_: Any) -> None:
+        # A Celery client sends this with a chord whose result backend cannot count
+        # (Celery's database and cache backends): celeriac's backends count chords
+        # themselves, but a celeriac worker serving a Celery client must still poll the
+        # header and send the body, or that chord never completes.
+        from . import states
+        from .exceptions import ChordError
+        from .result import GroupResult, result_from_tuple
+
+        header = GroupResult(group_id, [result_from_tuple(r, app=app) for r in result or ()],
+                             app=app)
+        if not all(member.ready() for member in header.results):
+            wait = app.conf.result_chord_retry_interval if interval is None else interval
+            raise self.retry(countdown=wait, max_retries=max_retries)
+        body = callback if isinstance(callback, Signature) else from_dict(callback, app=app)
+        failed = next((m for m in header.results if m.state in states.PROPAGATE_STATES), None)
+        if failed is None:
+            body.apply_async(([member.result for member in header.results],))
+            return
+        error = ChordError(f"Dependency {failed.id} raised {failed.result!r}")
+        if body.id:
+            app.backend.mark_as_failure(body.id, error)
+        for errback in body.options.get("link_error") or ():
+            Signature(errback, app=app).apply_async([body.id])
+
+    # max_retries=None: it polls until the header is done, as Celery's does
+    app.task(name="celery.chord_unlock", bind=True, max_retries=None,
+             ignore_result=True)(_chord_unlock)
+
 
 _TYPES: dict[str, type[Signature]] = {"chain": chain, "group": group, "chord": chord}
 

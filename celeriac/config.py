@@ -470,9 +470,8 @@ _TABLE: tuple[Setting, ...] = (
     _S("result_serializer", "json", str, ("CELERY_RESULT_SERIALIZER",),
        "Serializer of stored results."),
     _S("result_chord_retry_interval", 1.0, float, ("CELERY_RESULT_CHORD_RETRY_INTERVAL",),
-       "Seconds between checks of a chord's header.",
-       ignored="no effect: chord parts are counted atomically in the result store, with no "
-               "chord_unlock task polling at an interval"),
+       "Seconds between checks of a chord's header by celery.chord_unlock, which only "
+       "Celery clients send (celeriac counts chord parts in the result store)."),
     _S("result_chord_join_timeout", 3.0, float, ("CELERY_RESULT_CHORD_JOIN_TIMEOUT",),
        "Seconds to wait when joining a chord header's results.",
        ignored="no effect: the last header task gets every part's result from the chord counter "

@@ -135,3 +135,20 @@ def test_a_group_saved_by_one_side_is_restored_by_the_other(pair: Any) -> None:
     assert restored is not None
     assert [r.id for r in restored.results] == [r.id for r in res.results]
     assert restored.get(timeout=T) == [0, 2, 4]
+
+
+def test_a_chord_sent_by_a_celery_client_completes_on_a_celeriac_worker(pair: Any) -> None:
+    # Celery's client sends celery.chord_unlock beside a chord's header on this backend;
+    # a celeriac worker runs it: it polls the header and sends the body.
+    client, _, runner = pair
+    if runner != "celeriac":
+        pytest.skip("a celeriac client's chord counts its parts in the database instead")
+    from celery import chord
+
+    add, tsum = client.signature("dbi.add"), client.signature("dbi.tsum")
+    res = chord([add.clone(args=(i, i)) for i in range(4)])(tsum)
+    assert res.get(timeout=T) == 12
+    failing = chord([add.clone(args=(1, 1)), client.signature("dbi.fail", args=("x",))])(tsum)
+    # the body fails with a ChordError naming the failed member
+    assert wait_until(lambda: failing.state == "FAILURE", timeout=T)
+    assert "Dependency" in str(failing.result) and "CustomError" in str(failing.result)

@@ -43,8 +43,13 @@ def progress(self: Any, go_file: str) -> str:
     return "finished"
 
 
+def tsum(values: Any) -> Any:
+    return sum(values)
+
+
 TASKS = (
     ("dbi.add", add, {}),
+    ("dbi.tsum", tsum, {}),
     ("dbi.fail", fail, {}),
     ("dbi.progress", progress, {"bind": True}),
 )
@@ -61,6 +66,8 @@ def build(kind: str, queue: str, schema: str) -> Any:
     app.conf.task_default_queue = queue
     app.conf.result_extended = True
     app.conf.database_table_schemas = {"task": schema, "group": schema}
+    # a Celery client's chord polls its header with celery.chord_unlock on this backend
+    app.conf.result_chord_retry_interval = 0.1
     if kind == "celery":
         app.conf.broker_connection_retry_on_startup = True
         app.conf.worker_hijack_root_logger = True
