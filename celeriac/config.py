@@ -740,6 +740,9 @@ _TABLE: tuple[Setting, ...] = (
        "celeriac: a consumer silent this long is dead; its unacked messages are redelivered."),
     _S("worker_async_concurrency", 100, int, (),
        "celeriac: coroutines the asyncio pool runs at once."),
+    _S("once", None, dict, (),
+       "celery_once's ONCE: the lock backend of QueueOnce tasks and its settings "
+       "(celeriac.contrib.once)."),
 )
 
 #: Every setting by its lowercase name.

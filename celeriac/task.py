@@ -415,6 +415,10 @@ def make_task(app: Celery | None, fun: Callable[..., Any], base: type[Task[Any, 
               name: str | None, bind: bool, options: dict[str, Any]) -> Task[Any, Any]:
     """Build the singleton task for ``fun`` as an instance of a fresh ``base`` subclass."""
     task_name = name or _default_name(app, fun)
+    if "once" in options:  # @app.task(once=...): a QueueOnce task (contrib/once)
+        from .contrib.once import once_base
+
+        base = once_base(base, options)
     run = fun if bind else staticmethod(fun)
     attrs: dict[str, Any] = {
         "name": task_name, "run": run, "_app": app, "abstract": False,
