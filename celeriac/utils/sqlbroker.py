@@ -127,6 +127,9 @@ class Database:
         self._links: list[Any] = []  # every thread's connection, to close them all
         self._links_lock = threading.Lock()
         self.pg = self.kind == "postgresql"
+        #: connections found broken so far: what a consumer checks to know the database
+        #: went away (and may have undone its last asynchronous commits)
+        self.losses = 0
         self.dbapi = __import__(_MODULE[self.driver])
         self.quote = self._quoter()
 
@@ -246,6 +249,7 @@ class Database:
 
     def discard(self) -> None:
         """Drop this thread's connection (it broke); the next call makes another."""
+        self.losses += 1
         link = getattr(self._local, "link", None)
         self._local.link = None
         if link is not None and self._local.pid == current_pid():
@@ -350,6 +354,76 @@ class Database:
             self.run(named)
         with _ready_lock:
             _ready.add(key)
+
+
+# -- what a consumer knows of its rows ------------------------------------------------------
+#: how long a consumer remembers what it settled: past PostgreSQL's bound on the commits
+#: an asynchronous commit may lose in a crash (three wal_writer_delay, 600 ms by default)
+RECENT_WINDOW = 10.0
+
+
+class Ledger:
+    """The rows a consumer is responsible for, so that after the database went away it
+    can tell, of the rows marked with its id, which are truly its own.
+
+    Acks and early acks are committed without waiting for their WAL flush (see the
+    broker), so a database crash may undo the last of them; and a fetch whose reply
+    was lost may have committed. ``verdict`` sorts each row found marked with this
+    consumer's id after such an event: keep it (fetched and not settled), mark it
+    started (its task runs), delete it (acked, or its task ended), or give it back to
+    its queue (never seen: a fetch whose reply was lost).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.held: set[Any] = set()
+        self.running: set[Any] = set()
+        self._gone: dict[Any, float] = {}
+
+    def fetched(self, tags: Any) -> None:
+        self.held.update(tags)
+
+    def settled(self, tags: Any, gone: bool) -> None:
+        """Requeued, deferred, dead-lettered (``gone`` False: not this consumer's any
+        more), or acked (``gone`` True: deleted)."""
+        now = self.clock()
+        for tag in tags:
+            self.held.discard(tag)
+            if gone:
+                self._gone[tag] = now
+        self._forget_old(now)
+
+    def started(self, tags: Any) -> None:
+        for tag in tags:
+            self.held.discard(tag)
+            self.running.add(tag)
+
+    def ended(self, tags: Any) -> None:
+        now = self.clock()
+        for tag in tags:
+            self.running.discard(tag)
+            self._gone[tag] = now
+
+    def _forget_old(self, now: float) -> None:
+        if len(self._gone) > 1000:
+            cutoff = now - RECENT_WINDOW
+            self._gone = {t: at for t, at in self._gone.items() if at >= cutoff}
+
+    def verdict(self, tag: Any, started: bool) -> str:
+        """``keep``, ``start``, ``delete`` or ``return`` for a row marked with this
+        consumer's id (``started``: its due says an early ack went through)."""
+        if tag in self.held:
+            return "keep"
+        if tag in self.running:
+            return "keep" if started else "start"
+        if tag in self._gone or started:
+            return "delete"
+        return "return"
+
+    def clear(self) -> None:
+        self.held.clear()
+        self.running.clear()
+        self._gone.clear()
 
 
 # -- waiting for notifications (PostgreSQL) ---------------------------------------------------

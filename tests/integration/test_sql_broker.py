@@ -281,3 +281,32 @@ def test_an_unreachable_database_stops_the_worker_with_the_password_hidden(
     assert "broker sqla+postgresql+psycopg://celeriac:**@127.0.0.1" in line
     assert "connection refused" in line
     assert secret not in output
+
+
+def test_fanout_reaches_every_listener_bound_to_the_key(server: dict[str, Any]) -> None:
+    from celeriac.brokers import Notice
+
+    exchange = f"ev-{uuid.uuid4().hex[:8]}"
+    sender, a, b = broker(server), broker(server), broker(server)
+    tasks, everything = a.listen(exchange, ["task.#"]), b.listen(exchange, ["#"])
+    replies = a.replies(f"{exchange}.reply", "ticket-1")
+    try:
+        sender.broadcast(exchange, [Notice("task.succeeded", "one", {"hostname": "w1"}),
+                                    Notice("worker.heartbeat", "two")])
+        sender.reply(f"{exchange}.reply", [Notice("ticket-2", "not mine"),
+                                           Notice("ticket-1", "mine")])
+        assert [(n.routing_key, n.body, n.headers) for n in tasks.get(timeout=10)] == [
+            ("task.succeeded", "one", {"hostname": "w1"})]
+        assert [n.body for n in everything.get(timeout=10)] == ["one", "two"]
+        assert [n.body for n in replies.get(timeout=10)] == ["mine"]
+        assert tasks.get(timeout=0.1) == []  # nothing more, nothing twice
+    finally:
+        for listener in (tasks, everything, replies):
+            listener.close()
+
+
+def test_options_it_does_not_take_are_named_in_a_warning(server: dict[str, Any]) -> None:
+    from celeriac.config import IgnoredSettingWarning
+
+    with pytest.warns(IgnoredSettingWarning, match="queue_tablename: no effect"):
+        broker(server, queue_tablename="kombu_queue")  # kombu's SQLAlchemy transport's
