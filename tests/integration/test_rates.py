@@ -11,6 +11,7 @@ from support import project_module
 from celeriac.contrib.testing import WorkerProcess
 from celeriac.worker.ratelimit import parse_rate
 
+BROKERS_ALSO = ("postgresql",)  # the shared limit is reserved in the database there
 RATE_TASKS = '''
 import time
 

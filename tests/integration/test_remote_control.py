@@ -21,7 +21,7 @@ from celeriac.brokers import Notice
 from celeriac.contrib.testing import WorkerProcess
 
 # Also run on RabbitMQ (tests/conftest.py).
-BROKERS_ALSO = ("amqp",)
+BROKERS_ALSO = ("amqp", "postgresql")
 
 
 def unique() -> str:

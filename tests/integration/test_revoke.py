@@ -12,7 +12,7 @@ from celeriac.contrib.testing import WorkerProcess
 from celeriac.exceptions import TaskRevokedError
 
 # Also run on RabbitMQ (tests/conftest.py).
-BROKERS_ALSO = ("amqp",)
+BROKERS_ALSO = ("amqp", "postgresql")
 
 
 def test_revoked_queued_and_eta_tasks_do_not_run(proj: Any, project: Path,

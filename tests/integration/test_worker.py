@@ -17,7 +17,7 @@ from celeriac.contrib.testing import WorkerProcess
 from celeriac.exceptions import ContentDisallowed, NotRegistered
 
 # Also run on RabbitMQ (tests/conftest.py).
-BROKERS_ALSO = ("amqp",)
+BROKERS_ALSO = ("amqp", "postgresql")
 
 
 @pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
