@@ -310,3 +310,37 @@ def test_options_it_does_not_take_are_named_in_a_warning(server: dict[str, Any])
 
     with pytest.warns(IgnoredSettingWarning, match="queue_tablename: no effect"):
         broker(server, queue_tablename="kombu_queue")  # kombu's SQLAlchemy transport's
+
+
+def test_the_ledger_sorts_a_consumers_rows_after_the_database_went_away() -> None:
+    from celeriac.utils.sqlbroker import Ledger
+
+    ledger = Ledger()
+    ledger.fetched([1, 2, 3, 4, 5])
+    ledger.settled([1], gone=True)  # acked
+    ledger.started([2])  # early ack, task running
+    ledger.started([3])
+    ledger.ended([3])  # and over
+    ledger.settled([4], gone=False)  # requeued: not this consumer's now
+    # a crash undid the ack of 1 and the early acks of 2 and 3; 4's requeue held
+    assert ledger.verdict(1, started=False) == "delete"
+    assert ledger.verdict(2, started=False) == "start"
+    assert ledger.verdict(2, started=True) == "keep"
+    assert ledger.verdict(3, started=False) == "delete"
+    assert ledger.verdict(5, started=False) == "keep"  # fetched, not settled
+    assert ledger.verdict(6, started=False) == "return"  # a fetch whose reply was lost
+    assert ledger.verdict(7, started=True) == "delete"  # an ended task's note
+
+
+@pytest.mark.parametrize("broker_url", ["mysql"], indirect=True)
+def test_a_prefork_worker_on_mysql(proj: Any, project: Path) -> None:
+    """End to end on MySQL/MariaDB (PostgreSQL runs the worker modules themselves)."""
+    from celeriac.contrib.testing import WorkerProcess
+
+    with WorkerProcess("proj", cwd=project, args=["-P", "prefork", "-c", "2"]):
+        results = [proj.add.delay(i, i) for i in range(100)]
+        later = proj.add.apply_async((1, 2), countdown=0.5)
+        assert [r.get(timeout=30) for r in results] == [2 * i for i in range(100)]
+        assert later.get(timeout=30) == 3
+        replies = proj.app.control.ping(timeout=5, limit=1)
+        assert [list(r.values()) for r in replies] == [[{"ok": "pong"}]]  # via the notices
