@@ -356,6 +356,65 @@ class Database:
             _ready.add(key)
 
 
+# -- the broker's tables ---------------------------------------------------------------------
+#: the broker's tables, each ``celeriac_<name>``
+TABLES = ("messages", "consumers", "clock", "rates", "revoked", "dead_letters", "notices")
+
+
+def broker_tables(db: Database) -> list[str]:
+    """The statements that make the SQL broker's tables where absent (docs/sql-broker.md)."""
+    t = {name: db.table(f"celeriac_{name}") for name in TABLES}
+    if db.pg:
+        serial, real, text = "BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION", "TEXT"
+        tail = ""
+    else:
+        serial, real, text = "BIGINT AUTO_INCREMENT PRIMARY KEY", "DOUBLE", "LONGTEXT"
+        # binary collation: queue names compare as other brokers compare them
+        tail = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+    key = "VARCHAR(255)"
+    statements = [
+        f"""CREATE TABLE IF NOT EXISTS {t['messages']} (
+            id {serial}, queue {key} NOT NULL, priority INTEGER NOT NULL DEFAULT 0,
+            due {real} NOT NULL DEFAULT 0, consumer {key}, deliveries INTEGER NOT NULL
+            DEFAULT 0, lost INTEGER NOT NULL DEFAULT 0, payload {text} NOT NULL
+            {'' if db.pg else ', INDEX celeriac_messages_ready (queue, consumer, priority, id)'
+                              ', INDEX celeriac_messages_consumer (consumer)'}){tail}""",
+        f"CREATE TABLE IF NOT EXISTS {t['consumers']} (id {key} PRIMARY KEY, "
+        f"heartbeat {real} NOT NULL){tail}",
+        f"CREATE TABLE IF NOT EXISTS {t['clock']} (name {key} PRIMARY KEY, "
+        f"value {real} NOT NULL){tail}",
+        f"CREATE TABLE IF NOT EXISTS {t['rates']} (name {key} PRIMARY KEY, "
+        f"next_start {real} NOT NULL){tail}",
+        f"CREATE TABLE IF NOT EXISTS {t['revoked']} (id {serial}, task_id {key} NOT NULL "
+        f"UNIQUE, expires {real} NOT NULL, terminate {key}){tail}",
+        f"CREATE TABLE IF NOT EXISTS {t['dead_letters']} (id {serial}, dead_queue {key} "
+        f"NOT NULL, queue {key} NOT NULL, reason {text} NOT NULL, time {real} NOT NULL, "
+        f"payload {text} NOT NULL{'' if db.pg else ', INDEX celeriac_dl (dead_queue, id)'})"
+        f"{tail}",
+        f"CREATE TABLE IF NOT EXISTS {t['notices']} (id {serial}, exchange {key} NOT NULL, "
+        f"routing_key {key} NOT NULL, time {real} NOT NULL, headers {text} NOT NULL, "
+        f"body {text} NOT NULL"
+        f"{'' if db.pg else ', INDEX celeriac_notices_exchange (exchange, id)'}){tail}",
+    ]
+    if db.pg:
+        # Only waiting rows are in the fetch index: taking a message leaves it.
+        statements += [
+            f"CREATE INDEX IF NOT EXISTS celeriac_messages_ready ON {t['messages']} "
+            "(queue, priority, id) WHERE consumer IS NULL",
+            f"CREATE INDEX IF NOT EXISTS celeriac_messages_consumer ON {t['messages']} "
+            "(consumer) WHERE consumer IS NOT NULL",
+            f"CREATE INDEX IF NOT EXISTS celeriac_dl ON {t['dead_letters']} (dead_queue, id)",
+            f"CREATE INDEX IF NOT EXISTS celeriac_notices_exchange ON {t['notices']} "
+            "(exchange, id)",
+            f"INSERT INTO {t['clock']} (name, value) VALUES ('last_beat', 0), "
+            "('notices', 0) ON CONFLICT DO NOTHING",
+        ]
+    else:
+        statements.append(f"INSERT IGNORE INTO {t['clock']} (name, value) VALUES "
+                          "('last_beat', 0), ('notices', 0)")
+    return statements
+
+
 # -- what a consumer knows of its rows ------------------------------------------------------
 #: how long a consumer remembers what it settled: past PostgreSQL's bound on the commits
 #: an asynchronous commit may lose in a crash (three wal_writer_delay, 600 ms by default)
