@@ -213,6 +213,7 @@ class Celery:
 
             task_cls = symbol_by_name(task_cls)
         self.Task: type[Task[Any, Any]] = task_cls or Task  # type: ignore[assignment]
+        self._maybe_fixup(config_source)
         self.tasks = TaskRegistry()
         from .canvas import register_builtins
 
@@ -238,8 +239,17 @@ class Celery:
     def config_from_object(self, obj: Any, silent: bool = False, force: bool = False,
                            namespace: str | None = None) -> None:
         """Load settings from a module (or its name), a class, an object or a dict."""
+        self._maybe_fixup(obj)
         self.conf.config_from_object(obj, namespace=namespace or self.namespace, silent=silent)
         self._router = None
+
+    def _maybe_fixup(self, source: Any = None) -> None:
+        # Celery's Django fix-up (django.setup() at finalize, connections closed around
+        # tasks), for a project that names its settings module or configures from it;
+        # the module it lives in imports no Django until it applies.
+        from .contrib.django.fixup import maybe_install
+
+        maybe_install(self, source)
 
     def config_from_envvar(self, variable_name: str, silent: bool = False,
                            force: bool = False) -> bool:
@@ -347,6 +357,9 @@ class Celery:
             return
         self._finalized = True
         self._configure()
+        fixup = self.__dict__.get("_django_fixup")
+        if fixup is not None:  # django.setup() before any task module is imported
+            fixup.setup()
         self.loader_import_default_modules()
         for packages, related_name in self._autodiscover:
             self._discover(packages, related_name)
@@ -364,8 +377,8 @@ class Celery:
         """Import ``<package>.<related_name>`` for each package (Django: INSTALLED_APPS).
 
         ``packages`` may be a callable, called when discovery runs (worker start-up, or
-        now with ``force=True``). With no packages, Django's INSTALLED_APPS is used when
-        Django is configured.
+        now with ``force=True``). With no packages, the installed apps of the Django
+        project are searched (when the Django fix-up applies, see contrib/django).
         """
         if force:
             self._discover(packages, related_name)
@@ -374,12 +387,12 @@ class Celery:
 
     def _discover(self, packages: Any, related_name: str) -> None:
         if packages is None:
-            try:
-                from django.conf import settings  # type: ignore[import-not-found]
+            # Celery's rule: no packages means the Django project's installed apps
+            packages = []
+            if self.__dict__.get("_django_fixup") is not None:
+                from .contrib.django.fixup import installed_app_packages
 
-                packages = list(settings.INSTALLED_APPS)
-            except Exception:
-                packages = []
+                packages = installed_app_packages()
         if callable(packages):
             packages = packages()
         for package in packages:

@@ -145,6 +145,19 @@ class Task(Generic[P, R]):
         """Send the task with these arguments; a shortcut for ``apply_async``."""
         return self.apply_async(args, kwargs)
 
+    def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """``delay`` once the current Django transaction commits (Celery 5.4+); needs
+        ``celeriac[django]``. Returns None: nothing is sent yet."""
+        from .contrib.django.transactions import on_commit
+
+        on_commit(self.delay, args, kwargs)
+
+    def apply_async_on_commit(self, *args: Any, **kwargs: Any) -> None:
+        """``apply_async`` once the current Django transaction commits (Celery 5.4+)."""
+        from .contrib.django.transactions import on_commit
+
+        on_commit(self.apply_async, args, kwargs)
+
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
         """``delay`` for asyncio code: the message is sent off the event loop."""
         return await self.aapply_async(args, kwargs)

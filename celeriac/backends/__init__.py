@@ -51,6 +51,18 @@ def _cache() -> type[Backend]:
     return CacheBackend
 
 
+def _django_db() -> type[Backend]:
+    from ..contrib.django.results.backends import DjangoDatabaseBackend
+
+    return DjangoDatabaseBackend
+
+
+def _django_cache() -> type[Backend]:
+    from ..contrib.django.results.backends import DjangoCacheBackend
+
+    return DjangoCacheBackend
+
+
 def _disabled() -> type[Backend]:
     from .disabled import DisabledBackend
 
@@ -76,6 +88,9 @@ BACKENDS: dict[str, Callable[[], type[Backend]]] = {
     "redis+socket": _redis,
     "sentinel": _redis,
     "rpc": _rpc,
+    # django-celery-results' names: the Django ORM and cache (celeriac.contrib.django)
+    "django-db": _django_db,
+    "django-cache": _django_cache,
     # Celery 5 removed its amqp result backend: a clear error pointing to rpc://
     "amqp": _removed_amqp,
     "pyamqp": _removed_amqp,

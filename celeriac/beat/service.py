@@ -49,6 +49,16 @@ def scheduler_class(app: Any, name: Any = None) -> type[Scheduler]:
         from .store import SQLiteScheduler
 
         return SQLiteScheduler
+    if name == "django":
+        from ..contrib.django.beat.schedulers import DatabaseScheduler
+
+        return DatabaseScheduler
+    if isinstance(name, str) and name.startswith("django_celery_beat."):
+        # Its tables are django-celery-beat's; celeriac's Django app has its own
+        raise ImproperlyConfigured(
+            f"scheduler {name!r} is django-celery-beat's, which runs on Celery only: use "
+            "-S django, with 'celeriac.contrib.django.beat' in INSTALLED_APPS (see "
+            "docs/django.md)")
     if isinstance(name, type):
         return name
     from ..utils.imports import symbol_by_name
@@ -57,7 +67,8 @@ def scheduler_class(app: Any, name: Any = None) -> type[Scheduler]:
         found = symbol_by_name(name)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ImproperlyConfigured(
-            f"cannot load scheduler {name!r} ({exc}); built in: persistent, memory, sqlite"
+            f"cannot load scheduler {name!r} ({exc}); built in: persistent, memory, sqlite, "
+            "django"
         ) from exc
     if not (isinstance(found, type) and issubclass(found, Scheduler)):
         raise ImproperlyConfigured(f"scheduler {name!r} is not a celeriac.beat.Scheduler")

@@ -1,0 +1,467 @@
+"""A real Django project, generated here, with a worker and beat started through the CLI.
+
+The project is the layout Celery's Django guide gives (``proj/celery.py`` configured from
+``django.conf:settings`` with the ``CELERY`` namespace, ``autodiscover_tasks()``, an app
+``polls`` with ``@shared_task``s that use the ORM), on SQLite and on PostgreSQL (a
+schema of its own in the shared ``test`` database). Django itself runs only in the
+subprocesses (``manage.py`` and a client script), never in the pytest process, so no
+other test sees its settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+import support
+from celeriac import Celery
+from celeriac.contrib.testing import WorkerProcess
+
+pytest.importorskip("django")
+
+PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+
+CELERY_PY = """
+import os
+
+from celeriac import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
+
+app = Celery("proj")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+"""
+
+INIT_PY = """
+from .celery import app as celery_app
+
+__all__ = ("celery_app",)
+"""
+
+SETTINGS_PY = """
+import json
+import os
+
+BASE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SECRET_KEY = "test-only"
+DEBUG = False
+ALLOWED_HOSTS = ["testserver"]
+USE_TZ = True
+TIME_ZONE = "UTC"
+ROOT_URLCONF = "proj.urls"
+INSTALLED_APPS = [
+    "django.contrib.admin", "django.contrib.auth", "django.contrib.contenttypes",
+    "django.contrib.sessions", "django.contrib.messages",
+    "polls.apps.PollsConfig",
+    "celeriac.contrib.django.results", "celeriac.contrib.django.beat",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [{
+    "BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True,
+    "OPTIONS": {"context_processors": [
+        "django.template.context_processors.request",
+        "django.contrib.auth.context_processors.auth",
+        "django.contrib.messages.context_processors.messages"]},
+}]
+DATABASES = {"default": json.loads(os.environ["TEST_DJANGO_DATABASE"])}
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+CELERY_BROKER_URL = "sqlite:///" + os.path.join(BASE_DIR, "broker.sqlite3")
+CELERY_RESULT_BACKEND = "django-db"
+CELERY_RESULT_EXTENDED = True
+CELERY_TASK_DEFAULT_QUEUE = os.environ["TEST_DJANGO_QUEUE"]
+"""
+
+URLS_PY = """
+from django.contrib import admin
+from django.urls import path
+
+urlpatterns = [path("admin/", admin.site.urls)]
+"""
+
+POLLS_APPS_PY = """
+from django.apps import AppConfig
+
+
+class PollsConfig(AppConfig):
+    name = "polls"
+"""
+
+POLLS_MODELS_PY = """
+from django.db import models
+
+
+class Question(models.Model):
+    text = models.CharField(max_length=200)
+"""
+
+POLLS_MIGRATION = """
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    initial = True
+    dependencies = []
+    operations = [migrations.CreateModel(name="Question", fields=[
+        ("id", models.AutoField(primary_key=True, serialize=False)),
+        ("text", models.CharField(max_length=200))])]
+"""
+
+POLLS_TASKS_PY = """
+from celeriac import shared_task
+
+from .models import Question
+
+
+@shared_task
+def create_question(text):
+    return Question.objects.create(text=text).id
+
+
+@shared_task
+def question_text(question_id):
+    return Question.objects.get(id=question_id).text
+
+
+@shared_task
+def missing_question(question_id):
+    return Question.objects.get(id=question_id).text
+"""
+
+MANAGE_PY = """
+import os
+import sys
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
+from django.core.management import execute_from_command_line
+
+execute_from_command_line(sys.argv)
+"""
+
+# Runs in the project: sets Django up, then the code given on stdin, which fills `out`
+CLIENT_PY = """
+import json
+import os
+import sys
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
+import django
+
+django.setup()
+out = {}
+exec(sys.stdin.read())
+print("RESULT " + json.dumps(out, default=str))
+"""
+
+
+def write_project(root: Path, settings: str = SETTINGS_PY) -> Path:
+    files = {
+        "proj/__init__.py": INIT_PY, "proj/celery.py": CELERY_PY,
+        "proj/settings.py": settings, "proj/urls.py": URLS_PY,
+        "polls/__init__.py": "", "polls/apps.py": POLLS_APPS_PY,
+        "polls/models.py": POLLS_MODELS_PY, "polls/tasks.py": POLLS_TASKS_PY,
+        "polls/migrations/__init__.py": "", "polls/migrations/0001_initial.py": POLLS_MIGRATION,
+        "manage.py": MANAGE_PY, "client.py": CLIENT_PY,
+    }
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+    return root
+
+
+class Project:
+    """A generated project, its environment, and ways to run Python in it."""
+
+    def __init__(self, root: Path, database: dict[str, Any]) -> None:
+        self.root = root
+        self.queue = f"dj-{uuid.uuid4().hex[:10]}"
+        self.env = dict(os.environ, TEST_DJANGO_DATABASE=json.dumps(database),
+                        TEST_DJANGO_QUEUE=self.queue, PYTHONPATH=str(root))
+        self.env.pop("DJANGO_SETTINGS_MODULE", None)
+
+    def run(self, *args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, *args], cwd=self.root, env=self.env,
+                              input=stdin, capture_output=True, text=True, timeout=timeout)
+
+    def client(self, code: str) -> dict[str, Any]:
+        """Run ``code`` in a set-up Django process; returns what it put in ``out``."""
+        done = self.run("client.py", stdin=textwrap.dedent(code))
+        for line in done.stdout.splitlines():
+            if line.startswith("RESULT "):
+                return json.loads(line[len("RESULT "):])  # type: ignore[no-any-return]
+        raise AssertionError(f"client failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+
+    def migrate(self) -> None:
+        done = self.run("manage.py", "migrate", "--noinput", "-v", "0")
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def broker(self) -> Celery:
+        """An app on the project's broker, outside Django (to count messages)."""
+        return Celery("counter", broker=f"sqlite:///{self.root / 'broker.sqlite3'}",
+                      set_as_current=False)
+
+    def worker(self, *args: str) -> WorkerProcess:
+        return WorkerProcess("proj", cwd=self.root, args=list(args), env={
+            k: self.env[k] for k in ("TEST_DJANGO_DATABASE", "TEST_DJANGO_QUEUE",
+                                     "PYTHONPATH")})
+
+
+
+def _postgresql_schema() -> Iterator[dict[str, Any]]:
+    support.require("PostgreSQL on 127.0.0.1:5432", support.postgresql_answers())
+    psycopg = pytest.importorskip("psycopg")
+    schema = f"dj_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield {"ENGINE": "django.db.backends.postgresql", "NAME": "test", "USER": "postgres",
+               "HOST": "127.0.0.1", "PORT": "5432",
+               "OPTIONS": {"options": f"-c search_path={schema}"}}
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+# SQLite with the threads pool, PostgreSQL with prefork (connections must not cross a fork)
+@pytest.fixture(scope="module", params=[("sqlite", "threads"), ("postgresql", "prefork")],
+                ids=["sqlite-threads", "postgresql-prefork"])
+def project(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    kind, pool = request.param
+    root = write_project(tmp_path_factory.mktemp(f"django-{kind}"))
+    if kind == "sqlite":
+        databases: Iterator[dict[str, Any]] = iter(
+            [{"ENGINE": "django.db.backends.sqlite3", "NAME": str(root / "db.sqlite3")}])
+    else:
+        databases = _postgresql_schema()
+    database = next(databases)
+    try:
+        proj = Project(root, database)
+        proj.migrate()
+        with proj.worker("-P", pool, "-c", "2") as worker:
+            proj.worker_process = worker  # type: ignore[attr-defined]
+            yield proj
+    finally:
+        next(databases, None)
+
+
+def test_orm_tasks_run_and_results_are_rows(project: Project) -> None:
+    out = project.client("""
+        from celeriac.contrib.django.results.models import TaskResult
+        from polls.models import Question
+        from polls.tasks import create_question, missing_question, question_text
+
+        ids = [create_question.delay(f"question {i}").get(timeout=30) for i in range(4)]
+        out["texts"] = [question_text.delay(i).get(timeout=30) for i in ids]
+        out["in_db"] = sorted(Question.objects.values_list("text", flat=True))
+        failed = missing_question.delay(10**6)
+        try:
+            failed.get(timeout=30)
+        except Question.DoesNotExist as exc:
+            out["raised"] = type(exc).__name__
+        except Exception as exc:
+            out["raised"] = f"other: {type(exc).__name__}: {exc}"
+        row = TaskResult.objects.get(task_id=failed.id)
+        out["failed_row"] = [row.status, row.task_name, row.traceback or "", row.worker]
+        r = create_question.delay("read back")
+        r.get(timeout=30)
+        row = TaskResult.objects.get(task_id=r.id)
+        out["ok_row"] = [row.status, row.result, row.task_args, row.content_type,
+                         row.date_done is not None]
+        out["state"] = r.state
+    """)
+    assert out["texts"] == [f"question {i}" for i in range(4)]
+    assert out["in_db"] == [f"question {i}" for i in range(4)]
+    assert out["raised"] == "DoesNotExist"
+    status, task_name, traceback, worker = out["failed_row"]
+    assert status == "FAILURE" and task_name == "polls.tasks.missing_question"
+    assert "DoesNotExist" in traceback and worker
+    status, result, task_args, content_type, done = out["ok_row"]
+    assert status == "SUCCESS" and json.loads(result) > 0 and done
+    assert "read back" in task_args and content_type == "application/json"
+    assert out["state"] == "SUCCESS"
+
+
+def test_on_commit_sends_only_after_the_commit(project: Project) -> None:
+    held = f"held-{uuid.uuid4().hex[:8]}"
+    out = project.client(f"""
+        import time
+
+        from django.db import transaction
+
+        from celeriac.contrib.django.results.models import TaskResult
+        from polls.models import Question
+        from polls.tasks import create_question, question_text
+
+        broker = create_question.app.connect_broker()
+        with transaction.atomic():
+            create_question.apply_async_on_commit(("held",), queue={held!r})
+            out["inside"] = broker.size({held!r})
+        out["after_commit"] = broker.size({held!r})
+        try:
+            with transaction.atomic():
+                create_question.apply_async_on_commit(("rolled back",), queue={held!r})
+                raise RuntimeError("roll back")
+        except RuntimeError:
+            pass
+        out["after_rollback"] = broker.size({held!r})
+        # the point of it: the worker finds the row the sender committed
+        with transaction.atomic():
+            question = Question.objects.create(text="committed first")
+            out["returned"] = question_text.delay_on_commit(question.id)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            row = TaskResult.objects.filter(task_name="polls.tasks.question_text",
+                                            task_args__contains=str(question.id)).first()
+            if row is not None and row.status in ("SUCCESS", "FAILURE"):
+                out["row"] = [row.status, row.result]
+                break
+            time.sleep(0.05)
+    """)
+    assert (out["inside"], out["after_commit"], out["after_rollback"]) == (0, 1, 1)
+    assert out["returned"] is None
+    assert out["row"] == ["SUCCESS", '"committed first"']
+
+
+def test_admin_lists_results_with_state_and_traceback(project: Project) -> None:
+    name = f"admin-{uuid.uuid4().hex[:8]}"
+    out = project.client(f"""
+        from django.contrib.auth.models import User
+        from django.test import Client
+
+        from celeriac.contrib.django.results.models import TaskResult
+        from polls.tasks import create_question, missing_question
+
+        failed = missing_question.delay(-1)
+        failed.get(timeout=30, propagate=False)
+        done = create_question.delay("shown in the admin")
+        done.get(timeout=30)
+        client = Client()
+        client.force_login(User.objects.create_superuser({name!r}, "a@example.com", "pw"))
+        page = client.get("/admin/celeriac_results/taskresult/?status=FAILURE")
+        text = page.content.decode()
+        out["list"] = [page.status_code, failed.id in text, done.id in text]
+        row = TaskResult.objects.get(task_id=failed.id)
+        detail = client.get(f"/admin/celeriac_results/taskresult/{{row.pk}}/change/")
+        text = detail.content.decode()
+        out["detail"] = [detail.status_code, "FAILURE" in text, "DoesNotExist" in text,
+                         "polls.tasks.missing_question" in text]
+        out["beat_pages"] = [client.get(f"/admin/celeriac_beat/{{m}}/").status_code
+                             for m in ("periodictask", "intervalschedule", "crontabschedule",
+                                       "solarschedule", "clockedschedule")]
+    """)
+    assert out["list"] == [200, True, False]  # filtered by state
+    assert out["detail"] == [200, True, True, True]
+    assert out["beat_pages"] == [200] * 5
+
+
+def _beat(project: Project) -> subprocess.Popen[bytes]:
+    log = open(project.root / f"beat-{uuid.uuid4().hex[:6]}.log", "wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "celeriac", "-A", "proj", "beat", "-S", "django",
+         "--max-interval", "0.2", "-l", "INFO"], cwd=project.root, env=project.env,
+        stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_beat_reads_periodic_tasks_edited_while_it_runs(project: Project) -> None:
+    tag = uuid.uuid4().hex[:8]
+    every, once, third = (f"{name}-{tag}" for name in ("every", "once", "third"))
+    beat = _beat(project)
+    try:
+        # added through the admin's form, as a user would, while beat runs
+        added = project.client(f"""
+            from django.contrib.auth.models import User
+            from django.test import Client
+
+            from celeriac.contrib.django.beat.models import IntervalSchedule, PeriodicTask
+
+            second, _ = IntervalSchedule.objects.get_or_create(every=1, period="seconds")
+            client = Client()
+            client.force_login(User.objects.create_superuser("beat-{tag}", "", "pw"))
+            page = client.post("/admin/celeriac_beat/periodictask/add/", {{
+                "name": {every!r}, "task": "polls.tasks.create_question", "enabled": "on",
+                "interval": second.pk, "args": '["from beat"]', "kwargs": "{{}}",
+                "queue": {every!r}, "headers": "{{}}", "description": "",
+            }})
+            out["status"] = page.status_code
+            out["saved"] = PeriodicTask.objects.filter(name={every!r}).count()
+        """)
+        assert added == {"status": 302, "saved": 1}
+        counter = project.broker()
+        broker = counter.connect_broker()
+        assert support.wait_until(lambda: broker.size(every) >= 1, timeout=30)
+        # disabled, and two that run once: a one-off interval and a clocked time
+        done = project.client(f"""
+            import time
+
+            from django.utils import timezone
+
+            from celeriac.contrib.django.beat.models import (ClockedSchedule,
+                                                             IntervalSchedule, PeriodicTask)
+
+            task = PeriodicTask.objects.get(name={every!r})
+            task.enabled = False
+            task.save()
+            second = IntervalSchedule.objects.get(every=1, period="seconds")
+            PeriodicTask.objects.create(name={once!r}, task="polls.tasks.create_question",
+                                        interval=second, one_off=True, queue={once!r})
+            now = ClockedSchedule.objects.create(clocked_time=timezone.now())
+            PeriodicTask.objects.create(name={once!r} + "-clocked", clocked=now,
+                                        task="polls.tasks.create_question", queue={once!r})
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and PeriodicTask.objects.filter(
+                    name__startswith={once!r}, enabled=True).exists():
+                time.sleep(0.05)
+            out["runs"] = sorted(PeriodicTask.objects.filter(
+                name__startswith={once!r}).values_list("total_run_count", "enabled"))
+        """)
+        assert done["runs"] == [[1, False], [1, False]]
+        sent_before = broker.size(every)
+        project.client(f"""
+            from celeriac.contrib.django.beat.models import IntervalSchedule, PeriodicTask
+
+            PeriodicTask.objects.create(
+                name={third!r}, task="polls.tasks.create_question", queue={third!r},
+                interval=IntervalSchedule.objects.get(every=1, period="seconds"))
+        """)
+        assert support.wait_until(lambda: broker.size(third) >= 1, timeout=30)
+        assert broker.size(every) == sent_before  # disabled: not sent again
+        assert broker.size(once) == 2  # each of the two once only
+        broker.close()
+    finally:
+        beat.terminate()
+        beat.wait(30)
+
+
+def test_celery_beat_class_path_points_to_s_django(project: Project) -> None:
+    done = project.run("-m", "celeriac", "-A", "proj", "beat", "-S",
+                       "django_celery_beat.schedulers:DatabaseScheduler", timeout=60)
+    assert done.returncode != 0
+    assert "-S django" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("settings, named", [
+    ("import no_such_module_in_settings\n", "no_such_module_in_settings"),
+    ('SECRET_KEY = "x"\nINSTALLED_APPS = ["no_such_django_app"]\n', "no_such_django_app"),
+], ids=["settings-import-error", "installed-app-missing"])
+def test_worker_refuses_to_start_when_django_cannot_be_set_up(
+        tmp_path: Path, settings: str, named: str) -> None:
+    proj = Project(write_project(tmp_path, settings=settings), {})
+    done = proj.run("-m", "celeriac", "-A", "proj", "worker", "-P", "solo", timeout=60)
+    assert done.returncode != 0
+    first = next(line for line in done.stderr.splitlines() if line.startswith("Error:"))
+    assert "'proj.settings'" in first and named in first
