@@ -59,6 +59,38 @@ def database_url(url: str, setting_url: str | None) -> str:
     return url[3:] if url.startswith("db+") else url
 
 
+#: the driver of a URL that names none: the one each extra installs, then SQLAlchemy's
+#: default (psycopg2, mysqlclient), so that ``postgresql://`` works with
+#: ``celeriac[postgresql]`` alone, as the broker's ``sqla+postgresql://`` does
+PREFERRED_DRIVERS = {"postgresql": ("psycopg", "psycopg2"), "mysql": ("pymysql", "mysqldb"),
+                     "mariadb": ("pymysql", "mysqldb")}
+DRIVER_MODULES = {"psycopg": "psycopg", "psycopg2": "psycopg2", "pymysql": "pymysql",
+                  "mysqldb": "MySQLdb"}
+
+
+def installed_driver(dialect: str) -> str | None:
+    """The first of ``PREFERRED_DRIVERS[dialect]`` that imports; None if none does (or
+    the dialect has no preference: SQLAlchemy's default then stands)."""
+    for driver in PREFERRED_DRIVERS.get(dialect, ()):
+        try:
+            __import__(DRIVER_MODULES[driver])
+        except ImportError:
+            continue
+        return driver
+    return None
+
+
+def with_driver(url: str) -> str:
+    """``url`` with the installed driver named when it names none
+    (``postgresql://h/db`` -> ``postgresql+psycopg://h/db``)."""
+    scheme, sep, rest = url.partition("://")
+    dialect, _, driver = scheme.partition("+")
+    if driver or not sep:
+        return url
+    chosen = installed_driver(dialect)
+    return f"{dialect}+{chosen}://{rest}" if chosen else url
+
+
 def dialect_of(url: str) -> tuple[str, str]:
     """``(dialect, driver)`` of an SQLAlchemy URL; driver is '' for the default."""
     scheme = url.split("://", 1)[0]
@@ -140,7 +172,7 @@ class Engine:
                        if not k.startswith("pool") and k not in _POOL_ONLY}
             options["poolclass"] = NullPool
         try:
-            engine = sa.create_engine(self.url, **options)
+            engine = sa.create_engine(with_driver(self.url), **options)
         except ImportError as exc:
             dialect, driver = dialect_of(self.url)
             raise MissingDependency(

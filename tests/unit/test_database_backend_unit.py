@@ -338,3 +338,14 @@ def test_tables_of_an_older_celery_get_the_new_columns(tmp_path: Path) -> None:
     b.mark_as_done("after", 8)
     assert b.get_task_meta("after")["result"] == 8
     b.close()
+
+
+def test_a_url_without_a_driver_gets_the_installed_one() -> None:
+    # celeriac[postgresql] installs psycopg 3 only; SQLAlchemy's default for a bare
+    # postgresql:// would be psycopg2
+    pytest.importorskip("psycopg")
+    from celeriac.utils.sql import with_driver
+
+    assert with_driver("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert with_driver("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert with_driver("sqlite:///r.db") == "sqlite:///r.db"
