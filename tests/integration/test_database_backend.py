@@ -393,3 +393,17 @@ def test_start_up_reports_a_wrong_password_unreachable_server_or_missing_driver(
     output = _run_worker(tmp_path, f"db+mysql+mysqldb://root:{wrong}@127.0.0.1:3306/test")
     (line,) = [ln for ln in output.splitlines() if "Cannot start" in ln]
     assert "pip install 'celeriac[mysql]'" in line and wrong not in output
+
+
+def test_the_readme_sql_example_runs(tmp_path: Path) -> None:
+    # The README's example as written: PostgreSQL as the broker and for results.
+    require("PostgreSQL is not reachable on 127.0.0.1:5432", postgresql_answers())
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- sql-example -->", 1)[1].split("```python\n", 1)[1]
+    (tmp_path / "pg_tasks.py").write_text(block.split("```", 1)[0])
+    with WorkerProcess("pg_tasks", cwd=tmp_path, args=["-P", "solo"]):
+        done = subprocess.run(
+            [sys.executable, "-c", "from pg_tasks import add; r = add.delay(2, 3); "
+             "print(r.get(timeout=10)); r.forget()"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "5", done.stderr
