@@ -13,7 +13,8 @@ import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import (TYPE_CHECKING, Any, Callable, Concatenate, Iterable, Iterator, Literal,
+                    ParamSpec, TypeVar, overload)
 
 from . import _state, messages, signals
 from .backends import Backend, BackendOptions
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from .canvas import Signature
 
 logger = logging.getLogger("celeriac.app")
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 DEFAULT_SQLITE_FILE = "celeriac.sqlite3"
 _UNSET = object()
@@ -304,6 +308,19 @@ class Celery:
             self.on_after_configure.send(sender=self, source=self.conf)
 
     # -- tasks ------------------------------------------------------------------------
+    # The overloads keep the function's signature and return type on the task, so a type
+    # checker checks ``add.delay(...)`` against ``add`` and knows what ``get()`` returns.
+    @overload
+    def task(self, fun: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(self, *, bind: Literal[True], **opts: Any
+             ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+
+    @overload
+    def task(self, *, bind: Literal[False] = ..., **opts: Any
+             ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
     def task(self, *args: Any, **opts: Any) -> Any:
         """Decorator that registers a function as a task: ``@app.task`` or ``@app.task(...)``."""
         def create(fun: Callable[..., Any]) -> Task[Any, Any]:

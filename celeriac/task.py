@@ -8,8 +8,10 @@ options all work the way Celery users expect.
 from __future__ import annotations
 
 import contextvars
+import importlib
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable, Generic, ParamSpec, TypeVar
+from typing import (TYPE_CHECKING, Any, Callable, Concatenate, Generic, Literal, ParamSpec,
+                    TypeVar, overload)
 
 from . import _state, states
 from .context import Context
@@ -141,7 +143,7 @@ class Task(Generic[P, R]):
         self._requests.pop()
 
     # -- calling ----------------------------------------------------------------------
-    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Send the task with these arguments; a shortcut for ``apply_async``."""
         return self.apply_async(args, kwargs)
 
@@ -158,12 +160,12 @@ class Task(Generic[P, R]):
 
         on_commit(self.apply_async, args, kwargs)
 
-    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """``delay`` for asyncio code: the message is sent off the event loop."""
         return await self.aapply_async(args, kwargs)
 
     async def aapply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None,
-                           **options: Any) -> AsyncResult:
+                           **options: Any) -> AsyncResult[R]:
         """``apply_async`` for asyncio code: the message is sent off the event loop.
 
         A publish is one quick round trip, but a broker that is slow or down (retried
@@ -175,7 +177,7 @@ class Task(Generic[P, R]):
 
     def apply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None,
                     task_id: str | None = None, link: Any = None, link_error: Any = None,
-                    shadow: str | None = None, **options: Any) -> AsyncResult:
+                    shadow: str | None = None, **options: Any) -> AsyncResult[R]:
         """Send the task to a worker, with Celery's options.
 
         Args:
@@ -214,7 +216,7 @@ class Task(Generic[P, R]):
 
     def apply(self, args: Any = None, kwargs: dict[str, Any] | None = None,
               task_id: str | None = None, link: Any = None, link_error: Any = None,
-              retries: int = 0, throw: bool | None = None, **options: Any) -> EagerResult:
+              retries: int = 0, throw: bool | None = None, **options: Any) -> EagerResult[R]:
         """Run the task here and now, as a worker would, and return an ``EagerResult``.
 
         Handlers, signals and ``link``/``link_error`` run as in a worker. A retry runs
@@ -231,7 +233,7 @@ class Task(Generic[P, R]):
         return run_eagerly(self, args, kwargs, task_id=task_id, retries=retries, link=link,
                            link_error=link_error, throw=throw, options=options)
 
-    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult[R]:  # noqa: N802
         return self.app.AsyncResult(task_id, task_name=self.name, **kwargs)
 
     def signature(self, args: Any = None, kwargs: dict[str, Any] | None = None,
@@ -245,7 +247,9 @@ class Task(Generic[P, R]):
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         return self.signature(args, kwargs)
 
-    def si(self, *args: Any, **kwargs: Any) -> Signature:
+    def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature:
+        """An immutable signature: called with exactly these arguments, so they are
+        checked against the task's (``s()`` takes some now and the rest later)."""
         sig = self.signature(args, kwargs)
         sig["immutable"] = True
         return sig
@@ -428,10 +432,10 @@ def make_task(app: Celery | None, fun: Callable[..., Any], base: type[Task[Any, 
               name: str | None, bind: bool, options: dict[str, Any]) -> Task[Any, Any]:
     """Build the singleton task for ``fun`` as an instance of a fresh ``base`` subclass."""
     task_name = name or _default_name(app, fun)
-    if "once" in options:  # @app.task(once=...): a QueueOnce task (contrib/once)
-        from .contrib.once import once_base
-
-        base = once_base(base, options)
+    if "once" in options:
+        # @app.task(once=...) makes a QueueOnce task. contrib/once builds on this module,
+        # so it is found by name when used, and the imports run one way.
+        base = importlib.import_module("celeriac.contrib.once").once_base(base, options)
     run = fun if bind else staticmethod(fun)
     attrs: dict[str, Any] = {
         "name": task_name, "run": run, "_app": app, "abstract": False,
@@ -508,6 +512,20 @@ def _default_name(app: Celery | None, fun: Callable[..., Any]) -> str:
     # Celery names a task by its module and function name (not the qualified name),
     # and the names must agree for the two to call each other's tasks.
     return f"{module}.{fun.__name__}"
+
+
+@overload
+def shared_task(fun: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def shared_task(*, bind: Literal[True], **options: Any
+                ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+
+
+@overload
+def shared_task(*, bind: Literal[False] = ..., **options: Any
+                ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
 def shared_task(*args: Any, **options: Any) -> Any:

@@ -7,6 +7,8 @@ unset, in the embedded SQLite file beside the messages.
 from __future__ import annotations
 
 import importlib
+import re
+import subprocess
 import sys
 import textwrap
 import time
@@ -176,3 +178,20 @@ def test_a_lock_backend_that_is_down_is_named(tmp_path: Path) -> None:
     finally:
         module.app.close()
         sys.modules.pop("onceproj", None)
+
+
+def test_the_docs_example_runs(tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "once.md").read_text()
+    for name, source in re.findall(r"<!-- file: (\S+) -->\s*```python\n(.*?)```", doc, re.S):
+        (tmp_path / name).write_text(source)
+    with WorkerProcess("once_tasks", cwd=tmp_path, args=["-P", "threads", "-c", "2"]):
+        done = subprocess.run([sys.executable, "once_client.py"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "again: REJECTED None",
+        "refused: the lock expires in 60 s at most",
+        "other: rebuilt search",
+        "first: rebuilt index",
+        "user 7 is already queued",
+    ]
