@@ -35,6 +35,7 @@ from .utils.urls import mask_password, scheme_of
 
 if TYPE_CHECKING:
     from .canvas import Signature
+    from .cli.programmatic import AppWorker
 
 logger = logging.getLogger("celeriac.app")
 
@@ -732,6 +733,27 @@ class Celery:
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802
         return AsyncResult(task_id, app=self, **kwargs)
 
+    # -- the program, from Python -----------------------------------------------------
+    def start(self, argv: list[str] | None = None) -> int:
+        """Run the ``celeriac`` program on this app: ``app.start(["worker", "-l", "info"])``,
+        or ``app.start()`` under ``if __name__ == "__main__":`` to take the command line
+        (``python tasks.py worker``). Returns the command's exit code."""
+        return int(_program().start(self, argv))
+
+    def worker_main(self, argv: list[str] | None = None) -> int:
+        """``start(argv)`` for a command line that must run the worker (``ValueError``
+        without the ``worker`` command). Returns the worker's exit code."""
+        return int(_program().worker_main(self, argv))
+
+    @property
+    def Worker(self) -> type[AppWorker]:  # noqa: N802 - Celery's name
+        """The worker class bound to this app: ``app.Worker(loglevel="INFO").start()``
+        runs a worker in this process until it is shut down."""
+        worker = self.__dict__.get("_worker_class")
+        if worker is None:
+            worker = self.__dict__["_worker_class"] = _program().worker_class(self)
+        return worker  # type: ignore[no-any-return]
+
     # -- misc ---------------------------------------------------------------------------
     @property
     def events(self) -> Events:
@@ -822,6 +844,12 @@ class Connection:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+def _program() -> Any:
+    # The CLI is a layer above the app (it imports this module): found by name when
+    # app.start(), worker_main() or Worker is used, so that the imports run one way.
+    return importlib.import_module("celeriac.cli.programmatic")
 
 
 def _one_string(url: Any) -> Any:

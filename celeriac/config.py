@@ -4,7 +4,8 @@ The table below is the one place that names a setting, its default, the type it
 expects, the old UPPERCASE name(s) Celery 3 used for it, and whether celeriac
 honours it. ``Settings`` reads and writes through it: old names are translated to
 the new lowercase key, and a name the table does not know is kept but reported
-once with ``UnknownSettingWarning``.
+once with ``UnknownSettingWarning`` (an upper-case one only when it looks like a
+task-queue setting, so that a web framework's own settings pass quietly).
 
 A setting celeriac does not honour says why in ``Setting.ignored``; giving it a
 value other than its default (by any path: attribute, item, ``update``,
@@ -816,6 +817,33 @@ def _fresh_defaults() -> dict[str, Any]:
     return data
 
 
+# Upper-case names are the convention of the web frameworks' own settings (Flask's
+# app.config keeps only upper-case keys, Django's settings are upper-case), which the
+# seed pattern ``celery.conf.update(app.config)`` pours in whole: DEBUG, SECRET_KEY,
+# MAIL_SERVER... An unknown upper-case name is reported only when it is spelt like a
+# task-queue setting. The families are those no common web extension uses (REDIS_URL,
+# CACHE_TYPE, SECURITY_*, S3_BUCKET are Flask extensions' keys), so they stay quiet.
+_QUEUE_PREFIXES = ("CELERY_", "CELERYD_", "CELERYBEAT_", "CELERYMON_", "BROKER_",
+                   "RESULT_", "TASK_", "WORKER_", "BEAT_", "EVENT_", "EVENTS_", "CONTROL_")
+
+
+def _reported_unknown(name: str, value: Any, data: Mapping[Any, Any]) -> bool:
+    """Whether storing the unknown setting ``name`` deserves ``UnknownSettingWarning``.
+
+    A lower-case name always does: it is how celeriac's own settings are spelt, so it is
+    a typo or a setting celeriac lacks. An upper-case one does when it looks like a
+    task-queue setting (``_QUEUE_PREFIXES``), unless it is ``CELERY_<setting>`` holding
+    the value that setting already has (``CELERY_BROKER_URL`` beside ``broker=`` in the
+    Flask seed's ``make_celery``): nothing is lost then.
+    """
+    if not name.isupper():
+        return True
+    if not name.startswith(_QUEUE_PREFIXES):
+        return False
+    meant = name[7:].lower() if name.startswith("CELERY_") else None
+    return not (meant in SETTINGS and _same_value(value, data.get(meant)))
+
+
 def _unknown_message(name: str) -> str:
     upper = name.upper()
     if upper.startswith("CELERY_") and upper[7:].lower() in SETTINGS:
@@ -970,7 +998,8 @@ class Settings(MutableMapping[str, Any]):
     old names. Every known setting always has a value (its default until set),
     so ``len``, iteration and ``in`` include defaults; deleting a known setting
     restores its default. Unknown names are stored too, with one
-    ``UnknownSettingWarning`` per name.
+    ``UnknownSettingWarning`` per name (upper-case ones only when they look like a
+    task-queue setting: see ``_reported_unknown``).
 
     Args:
         values: Initial values, as for ``update``.
@@ -1255,7 +1284,8 @@ class Settings(MutableMapping[str, Any]):
             given = key
             if key not in SETTINGS:
                 key = _ALIASES.get(key, key)
-                if key not in SETTINGS and not key.startswith("_") and key not in self._warned:
+                if (key not in SETTINGS and not key.startswith("_") and key not in self._warned
+                        and _reported_unknown(key, value, self._data)):
                     self._warned.add(key)
                     warnings.warn(_unknown_message(key), UnknownSettingWarning,
                                   stacklevel=stacklevel)

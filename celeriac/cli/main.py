@@ -57,12 +57,13 @@ def describe_load_error(name: str, exc: BaseException) -> str:
 
 class _Context:
     def __init__(self, app_name: str | None, broker: str | None, result_backend: str | None,
-                 workdir: str | None, config: str | None) -> None:
+                 workdir: str | None, config: str | None, given: Any = None) -> None:
         self.app_name = app_name
         self.broker = broker
         self.result_backend = result_backend
         self.workdir = workdir
         self.config = config
+        self._given = given  # app.start()'s own app, used when there is no -A
         self._app: Any = None
 
     @property
@@ -75,6 +76,8 @@ class _Context:
                     self._app = find_app(self.app_name)
                 except Exception as exc:
                     raise click.UsageError(describe_load_error(self.app_name, exc)) from exc
+            elif self._given is not None:
+                self._app = self._given
             else:
                 from ..app import Celery
 
@@ -85,7 +88,7 @@ class _Context:
                 self._app.conf.broker_url = self.broker
             if self.result_backend:
                 self._app.conf.result_backend = self.result_backend
-            if not self.app_name:
+            if not self.app_name and self._given is None:
                 self._say_default(self._app)
         return self._app
 
@@ -191,7 +194,9 @@ def _value_options(commands: list[click.Command]) -> set[str]:
 def cli(ctx: click.Context, app_name: str | None, broker: str | None,
         result_backend: str | None, workdir: str | None, config: str | None) -> None:
     """celeriac: a distributed task queue that speaks Celery."""
-    ctx.obj = _Context(app_name, broker, result_backend, workdir, config)
+    # app.start() passes its app as the context object; an explicit -A still wins
+    ctx.obj = _Context(app_name, broker, result_backend, workdir, config,
+                       given=ctx.obj if app_name is None else None)
 
 
 def _csv(values: tuple[str, ...]) -> list[str]:
