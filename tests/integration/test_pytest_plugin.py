@@ -6,7 +6,9 @@ and an embedded worker serve tasks on memory://, an SQLite file or Redis.
 
 from __future__ import annotations
 
+import re
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -231,3 +233,13 @@ def test_celerys_plugin_and_celeriacs_cannot_both_be_on(pytester: pytest.Pyteste
     result = pytester.runpytest(*QUIET, *ENABLE, "-p", "celery.contrib.pytest")
     assert result.ret != 0
     result.stderr.fnmatch_lines(["*celery.contrib.pytest*celeriac.contrib.pytest*both*"])
+
+
+def test_the_docs_example_passes(pytester: pytest.Pytester) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "testing-plugin.md").read_text()
+    files = dict(re.findall(r"<!-- file: (\S+) -->\s*```python\n(.*?)```", doc, re.S))
+    assert sorted(files) == ["conftest.py", "tasks.py", "test_tasks.py"]
+    for name, source in files.items():
+        (pytester.path / name).write_text(source)
+    pytester.syspathinsert()
+    pytester.runpytest(*QUIET).assert_outcomes(passed=3)
