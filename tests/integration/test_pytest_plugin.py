@@ -108,6 +108,11 @@ def celery_worker_parameters():
 @pytest.fixture(scope="session")
 def celery_includes():
     return ["inner_tasks"]
+
+
+@pytest.fixture(scope="session")
+def celery_enable_logging():
+    return True  # the worker sets up logging as a worker does, and still serves
 '''
 
 INNER_TASKS = '''
@@ -154,7 +159,8 @@ def test_a_session_worker_on_sqlite_serves_included_and_class_tasks(
         pytester: pytest.Pytester) -> None:
     pytester.makeconftest(SQLITE_CONFTEST)
     pytester.makepyfile(inner_tasks=INNER_TASKS, test_session=SESSION_TESTS)
-    pytester.runpytest(*QUIET, *ENABLE).assert_outcomes(passed=2)
+    # in a process of its own: the worker's logging set-up would outlive the inner run
+    pytester.runpytest_subprocess(*QUIET, *ENABLE).assert_outcomes(passed=2)
 
 
 REDIS_TESTS = '''
