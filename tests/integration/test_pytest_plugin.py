@@ -249,3 +249,20 @@ def test_the_docs_example_passes(pytester: pytest.Pytester) -> None:
         (pytester.path / name).write_text(source)
     pytester.syspathinsert()
     pytester.runpytest(*QUIET).assert_outcomes(passed=3)
+
+
+def test_an_embedded_worker_that_cannot_start_says_why() -> None:
+    from support import free_port
+
+    from celeriac.contrib.testing import TestApp, setup_default_app, start_worker
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    app = TestApp(config={"broker_url": url, "result_backend": url,
+                          "broker_connection_retry_on_startup": False})
+    with setup_default_app(app):
+        with pytest.raises(RuntimeError, match=r"did not start: .*connection refused"):
+            with start_worker(app):
+                pass
+        with pytest.raises(ValueError, match="WorkerProcess"):
+            with start_worker(app, pool="prefork"):
+                pass
