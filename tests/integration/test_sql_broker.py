@@ -344,3 +344,32 @@ def test_a_prefork_worker_on_mysql(proj: Any, project: Path) -> None:
         assert later.get(timeout=30) == 3
         replies = proj.app.control.ping(timeout=5, limit=1)
         assert [list(r.values()) for r in replies] == [[{"ok": "pong"}]]  # via the notices
+
+
+def test_after_the_database_went_away_a_consumer_puts_its_rows_right(
+        server: dict[str, Any]) -> None:
+    q = queue()
+    b = broker(server)
+    b.publish_many([_out(q, p) for p in ("acked", "running", "unseen", "held")])
+    acked, running, unseen, held = b.fetch([q], 4, timeout=1)
+    b.ack([acked])
+    b.ack_started([running])
+    m = b.t["messages"]
+
+    def as_if_the_crash_undid_it(cur: Any) -> None:
+        # what a crash may undo: the ack's delete and the early ack's mark ...
+        cur.execute(f"INSERT INTO {m} (id, queue, priority, due, consumer, payload) "
+                    "VALUES (%s, %s, 0, 0, %s, 'acked')", [acked.tag, q, b.consumer_id])
+        cur.execute(f"UPDATE {m} SET due = 0 WHERE id = %s", [running.tag])
+
+    b.db.run(as_if_the_crash_undid_it)
+    # ... and a fetch whose reply was lost: its row is marked, the consumer never saw it
+    b.ledger.settled([unseen.tag], gone=False)
+    b.db.losses += 1  # what a broken connection counts
+    other = broker(server)
+    assert [d.payload for d in b.fetch([q], 10, timeout=0)] == ["unseen"]  # handed back
+    assert other.fetch([q], 10, timeout=0) == []  # nothing else is free
+    rows = b.db.run(lambda cur: (cur.execute(
+        f"SELECT payload, due FROM {m} WHERE queue = %s ORDER BY id", [q]), cur.fetchall())[1])
+    assert [(p, float(d)) for p, d in rows] == [("running", -1.0), ("unseen", 0.0),
+                                                ("held", 0.0)]
