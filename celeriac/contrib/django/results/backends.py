@@ -91,8 +91,23 @@ class DjangoDatabaseBackend(Backend):
             row.update(task_name=meta.get("name"), worker=meta.get("worker"),
                        task_args=self._text(meta.get("args"))[0],
                        task_kwargs=self._text(meta.get("kwargs"))[0])
-        # update_or_create saves through the model, so date_done (auto_now) is set
-        self.TaskResult.objects.update_or_create(task_id=task_id, defaults=row)
+        row["date_done"] = timezone.now()  # update() skips auto_now
+        self._upsert(self.TaskResult, "task_id", task_id, row)
+
+    @staticmethod
+    def _upsert(model: Any, key: str, value: str, row: dict[str, Any]) -> None:
+        # One statement at a time, no read-then-write transaction (update_or_create's):
+        # on SQLite such a transaction fails at once with "database is locked" when
+        # another process writes, where a single statement waits its turn.
+        from django.db import IntegrityError
+
+        manager = model.objects
+        if manager.filter(**{key: value}).update(**row):
+            return
+        try:
+            manager.create(**{key: value}, **row)
+        except IntegrityError:  # created meanwhile by another process
+            manager.filter(**{key: value}).update(**row)
 
     def _meta_of(self, row: Any) -> dict[str, Any]:
         meta: dict[str, Any] = self._value(row.meta, row.content_type,
@@ -129,10 +144,12 @@ class DjangoDatabaseBackend(Backend):
 
     # -- groups ----------------------------------------------------------------------------
     def save_group(self, group_id: str, value: Any) -> None:
+        from django.utils import timezone
+
         result, content_type, encoding = self._text(value)
-        self.GroupResult.objects.update_or_create(
-            group_id=group_id, defaults={"result": result, "content_type": content_type,
-                                         "content_encoding": encoding})
+        self._upsert(self.GroupResult, "group_id", group_id, {
+            "result": result, "content_type": content_type, "content_encoding": encoding,
+            "date_done": timezone.now()})
 
     def restore_group(self, group_id: str) -> Any:
         row = self.GroupResult.objects.filter(group_id=group_id).first()
