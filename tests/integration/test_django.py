@@ -107,6 +107,18 @@ class Migration(migrations.Migration):
 """
 
 
+# beside the documented tasks: which database session a task ran on
+TEST_TASKS = """
+
+@shared_task
+def database_session():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+"""
+
 MANAGE_PY = """
 import os
 import sys
@@ -134,12 +146,14 @@ print("RESULT " + json.dumps(out, default=str))
 
 
 def write_project(root: Path, settings: str = SETTINGS_PY) -> Path:
-    files = {
-        **doc_files(), "proj/settings.py": settings, "proj/urls.py": URLS_PY,
+    files = doc_files()
+    files["polls/tasks.py"] += TEST_TASKS
+    files.update({
+        "proj/settings.py": settings, "proj/urls.py": URLS_PY,
         "polls/__init__.py": "", "polls/apps.py": POLLS_APPS_PY,
         "polls/migrations/__init__.py": "", "polls/migrations/0001_initial.py": POLLS_MIGRATION,
         "manage.py": MANAGE_PY, "client.py": CLIENT_PY,
-    }
+    })
     for name, text in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -380,6 +394,27 @@ def _beat(project: Project) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "celeriac", "-A", "proj", "beat", "-S", "django",
          "--max-interval", "0.2", "-l", "INFO"], cwd=project.root, env=project.env,
         stdout=log, stderr=subprocess.STDOUT)
+
+
+@pytest.mark.parametrize("project", [("postgresql", "prefork")], indirect=True,
+                         ids=["postgresql-prefork"])
+def test_tasks_get_a_new_session_after_the_server_ended_theirs(project: Project) -> None:
+    # A database restart (or a proxy's idle cut) ends the worker's sessions between
+    # tasks; the next tasks must not fail on the dead connection.
+    out = project.client("""
+        import psycopg
+
+        from polls.tasks import create_question, database_session
+
+        before = {database_session.delay().get(timeout=30) for _ in range(6)}
+        with psycopg.connect("host=127.0.0.1 user=postgres dbname=test",
+                             autocommit=True) as admin:
+            for pid in before:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        out["ids"] = [create_question.delay(f"after {i}").get(timeout=30) > 0
+                      for i in range(6)]
+    """)
+    assert out["ids"] == [True] * 6
 
 
 # one database is enough for beat: the ORM's two are covered by the tests above
