@@ -43,7 +43,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     info = {"kind": kind, "url": URLS[kind], "schema": schema}
     yield info
     broker = connect(URLS[kind])
-    drop = f"DROP SCHEMA {broker.db.quote(schema)}" + (" CASCADE" if kind == "postgresql" else "")
+    drop = f"DROP SCHEMA IF EXISTS {broker.db.quote(schema)}" + (" CASCADE" if kind == "postgresql" else "")
     broker.db.run(lambda cur: cur.execute(drop))
     broker.close()
 
@@ -220,7 +220,7 @@ def test_tables_are_created_once_when_processes_start_together(
         p.join(30)
     assert outcomes == [0, 0, 0, 0]
     b = connect(server["url"])
-    drop = f"DROP SCHEMA {b.db.quote(schema)}" + (" CASCADE" if b.pg else "")
+    drop = f"DROP SCHEMA IF EXISTS {b.db.quote(schema)}" + (" CASCADE" if b.pg else "")
     b.db.run(lambda cur: cur.execute(drop))
 
 
@@ -373,3 +373,23 @@ def test_after_the_database_went_away_a_consumer_puts_its_rows_right(
         f"SELECT payload, due FROM {m} WHERE queue = %s ORDER BY id", [q]), cur.fetchall())[1])
     assert [(p, float(d)) for p, d in rows] == [("running", -1.0), ("unseen", 0.0),
                                                 ("held", 0.0)]
+
+
+def test_psycopg2_takes_and_waits_as_psycopg_does(server: dict[str, Any]) -> None:
+    if server["kind"] != "postgresql":
+        pytest.skip("a PostgreSQL driver")
+    pytest.importorskip("psycopg2")
+    url = server["url"].replace("+psycopg:", "+psycopg2:")
+    consumer = connect(url, {"schema": server["schema"]})
+    assert consumer.db.driver == "psycopg2"
+    q = queue()
+    got: list[Any] = []
+    waiter = threading.Thread(target=lambda: got.extend(consumer.fetch([q], 5, timeout=60)))
+    waiter.start()
+    while not consumer._listening:  # its LISTEN is on (then it waits on the socket)
+        time.sleep(0.01)
+    broker(server).publish(q, "woken")
+    waiter.join(30)
+    assert [d.payload for d in got] == ["woken"]
+    consumer.ack(got)
+    assert consumer.size(q) == 0
