@@ -43,7 +43,8 @@ def server(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     info = {"kind": kind, "url": URLS[kind], "schema": schema}
     yield info
     broker = connect(URLS[kind])
-    drop = f"DROP SCHEMA IF EXISTS {broker.db.quote(schema)}" + (" CASCADE" if kind == "postgresql" else "")
+    cascade = " CASCADE" if kind == "postgresql" else ""
+    drop = f"DROP SCHEMA IF EXISTS {broker.db.quote(schema)}{cascade}"
     broker.db.run(lambda cur: cur.execute(drop))
     broker.close()
 
