@@ -16,6 +16,7 @@ in its own statement, instead of polling; on MySQL/MariaDB it polls, backing off
 from __future__ import annotations
 
 import json
+import threading
 import time
 import warnings
 from collections import deque
@@ -76,6 +77,7 @@ class SQLBroker(FullBroker):
         # What this consumer holds and settled: after the database went away, the
         # next fetch sorts the rows marked with its id by it (see Ledger).
         self.ledger = Ledger()
+        self._ledger_lock = threading.Lock()
         self._in_doubt = False
         self._losses_seen = 0
 
@@ -136,18 +138,21 @@ class SQLBroker(FullBroker):
         try:
             losses = self.db.losses
             if self._in_doubt or losses != self._losses_seen:
-                self.db.transaction(lambda cur: self._reconcile(cur, me))
+                with self._ledger_lock:
+                    self.db.transaction(lambda cur: self._reconcile(cur, me))
                 self._in_doubt, self._losses_seen = False, losses
             while True:
-                try:
-                    rows = self.db.run(lambda cur: self._take(cur, me, queues, limit, ended))
-                except ConnectionError:
-                    self._in_doubt = True
-                    raise
+                with self._ledger_lock:
+                    try:
+                        rows = self.db.run(
+                            lambda cur: self._take(cur, me, queues, limit, ended))
+                    except ConnectionError:
+                        self._in_doubt = True
+                        raise
+                    self.ledger.fetched(r[0] for r in rows)
                 ended = []
                 if rows:
                     rows.sort(key=lambda r: (r[2], r[0]))
-                    self.ledger.fetched(r[0] for r in rows)
                     return [Delivery(r[0], r[1], r[3]) for r in rows]
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -325,17 +330,23 @@ class SQLBroker(FullBroker):
         statement = (f"UPDATE {self.t['messages']} SET consumer = NULL, due = CASE WHEN "
                      f"due = {STARTED} THEN 0 ELSE due END WHERE id {tin} AND consumer = %s")
         params = [*tparams, self._me()]
-        self.db.run(lambda cur: self._with_notify(cur, statement, params,
-                                                  [d.queue for d in deliveries]))
-        self.ledger.settled([d.tag for d in deliveries], gone=False)
+        # Another thread may requeue (fair dispatch) while this consumer fetches: the
+        # statement and the ledger's change go together, or a row given back and
+        # fetched again at once could end up not held.
+        with self._ledger_lock:
+            self.db.run(lambda cur: self._with_notify(cur, statement, params,
+                                                      [d.queue for d in deliveries]))
+            self.ledger.settled([d.tag for d in deliveries], gone=False)
 
     def defer(self, delivery: Delivery, eta: float) -> None:
         statement = (f"UPDATE {self.t['messages']} SET consumer = NULL, due = %s "
                      "WHERE id = %s AND consumer = %s")
         params = [eta, delivery.tag, self._me()]
         # notified too: an idle consumer then waits for this one's due time
-        self.db.run(lambda cur: self._with_notify(cur, statement, params, [delivery.queue]))
-        self.ledger.settled([delivery.tag], gone=False)
+        with self._ledger_lock:  # (see requeue)
+            self.db.run(lambda cur: self._with_notify(cur, statement, params,
+                                                      [delivery.queue]))
+            self.ledger.settled([delivery.tag], gone=False)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         me = self._me()
