@@ -126,9 +126,12 @@ class Task(Generic[P, R]):
             # A direct call (not from a worker) still gets a request, as in Celery.
             requests.push(Context(args=args, kwargs=kwargs, called_directly=True))
             pushed = True
+        # current_task is this task while it runs, called directly too, as in Celery
+        token = _state.current_task.set(self)
         try:
             return self.run(*args, **kwargs)
         finally:
+            _state.current_task.reset(token)
             if pushed:
                 requests.pop()
 

@@ -80,6 +80,10 @@ def test_current_task_is_the_running_task() -> None:
     outer.delay().get()
     assert seen["after_inner"] == outer.name
     assert not current_task
+    seen.clear()
+    assert inspect_me() == "None"  # called directly: no task id, but current_task is it
+    assert seen["task"] is inspect_me
+    assert not current_task
 
 
 # -- app.start / app.worker_main / app.Worker ----------------------------------------------
