@@ -255,11 +255,13 @@ def test_orm_tasks_run_and_results_are_rows(project: Project) -> None:
             out["raised"] = f"other: {type(exc).__name__}: {exc}"
         row = TaskResult.objects.get(task_id=failed.id)
         out["failed_row"] = [row.status, row.task_name, row.traceback or "", row.worker]
-        r = create_question.delay("read back")
+        # sent as beat -S django sends a periodic task: its name in a header
+        r = create_question.apply_async(("read back",),
+                                        headers={"periodic_task_name": "nightly"})
         r.get(timeout=30)
         row = TaskResult.objects.get(task_id=r.id)
         out["ok_row"] = [row.status, row.result, row.task_args, row.content_type,
-                         row.date_done is not None]
+                         row.date_done is not None, row.periodic_task_name]
         out["state"] = r.state
         from celeriac import group
         from celeriac.contrib.django.results.models import GroupResult as GroupRow
@@ -277,8 +279,8 @@ def test_orm_tasks_run_and_results_are_rows(project: Project) -> None:
     status, task_name, traceback, worker = out["failed_row"]
     assert status == "FAILURE" and task_name == "polls.tasks.missing_question"
     assert "DoesNotExist" in traceback and worker
-    status, result, task_args, content_type, done = out["ok_row"]
-    assert status == "SUCCESS" and json.loads(result) > 0 and done
+    status, result, task_args, content_type, done, periodic = out["ok_row"]
+    assert status == "SUCCESS" and json.loads(result) > 0 and done and periodic == "nightly"
     assert "read back" in task_args and content_type == "application/json"
     assert out["state"] == "SUCCESS"
     assert out["group"] == [True, 1]

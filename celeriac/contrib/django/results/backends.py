@@ -24,7 +24,7 @@ APP = "celeriac.contrib.django.results"
 KEY_PREFIX = "celery-task-meta-"
 #: meta keys that have columns of their own
 _COLUMNS = frozenset({"status", "result", "traceback", "date_done", "task_id", "name",
-                      "args", "kwargs", "worker"})
+                      "args", "kwargs", "worker", "periodic_task_name"})
 
 
 def _ready_django(what: str) -> None:
@@ -61,6 +61,16 @@ class DjangoDatabaseBackend(Backend):
         self.GroupResult = GroupResult
 
     # -- columns <-> meta ----------------------------------------------------------------
+    def _meta(self, task_id: str, result: Any, state: str, traceback: str | None,
+              request: Any) -> dict[str, Any]:
+        meta = super()._meta(task_id, result, state, traceback, request)
+        # beat -S django names the entry in a header; kept with result_extended, as
+        # django-celery-results does
+        headers = getattr(request, "headers", None) or {}
+        if "name" in meta and headers.get("periodic_task_name"):
+            meta["periodic_task_name"] = headers["periodic_task_name"]
+        return meta
+
     def _text(self, value: Any) -> tuple[str, str, str]:
         data, content_type, encoding = serialization.dumps(value, self._serializer.name)
         if encoding == "binary":
@@ -89,6 +99,7 @@ class DjangoDatabaseBackend(Backend):
             row["date_started"] = timezone.now()
         if "name" in meta:  # result_extended
             row.update(task_name=meta.get("name"), worker=meta.get("worker"),
+                       periodic_task_name=meta.get("periodic_task_name"),
                        task_args=self._text(meta.get("args"))[0],
                        task_kwargs=self._text(meta.get("kwargs"))[0])
         row["date_done"] = timezone.now()  # update() skips auto_now
