@@ -248,7 +248,9 @@ def _ride_out(project: Project, pool: str, interrupt: Any, what: str,
     with worker:
         # the pool's consumers, and the main process's own connections
         assert wait_until(lambda: rabbit.connection_count() > CONCURRENCY[pool])
-        project.send_many(count, 0.001)
+        # Long enough a drain that the cut falls in its middle even when rabbitmqctl,
+        # an Erlang VM of its own, takes seconds to start on a loaded machine.
+        project.send_many(count, 0.004 * CONCURRENCY[pool])
         assert wait_until(lambda: ended(project.runs) >= 150, timeout=60)
         before = tally(project.runs)
         pids_before = {r.pid for r in before.runs}

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
+from support import free_port, private_redis_server, wait_until
 
 from celeriac.contrib.testing import WorkerProcess
 
 
 @pytest.fixture
-def broker_url(redis_server: str) -> str:
-    # Connections to drop exist on Redis only (SQLite has no server).
-    return f"{redis_server}/13"
+def broker_url(redis_server: str, tmp_path: Path) -> Iterator[str]:
+    """A redis-server of the test's own: connections to drop exist on Redis only (SQLite
+    has no server), and killing every client of the shared one would cut other tests'."""
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not on PATH")
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    workdir = tmp_path / "redis-data"
+    workdir.mkdir()
+    with private_redis_server(binary, workdir, ["--port", str(port), "--bind", "127.0.0.1"],
+                              lambda: redis.Redis.from_url(url, socket_timeout=1)):
+        yield url
 
 
 @pytest.mark.parametrize("pool", ["solo", "prefork"])
@@ -36,11 +50,20 @@ def test_worker_survives_killed_connections(proj: Any, project: Path, broker_url
         results = [proj.add.delay(i, i) for i in range(300)]
         killer = threading.Thread(target=keep_killing, daemon=True)
         killer.start()
+
+        def all_stored() -> bool:
+            # The test's own reads are cut too (redis-py's pool does not retry a
+            # connection killed as it hands it out): ask again.
+            try:
+                return all(r.ready() for r in results)
+            except redis.ConnectionError:
+                return False
+
         try:
-            values = [r.get(timeout=60) for r in results]
+            assert wait_until(all_stored, timeout=60)
         finally:
             stop.set()
             killer.join()
-        assert values == [2 * i for i in range(300)]
+        assert [r.get(timeout=20) for r in results] == [2 * i for i in range(300)]
         assert worker.proc.poll() is None
         assert proj.add.delay(2, 2).get(timeout=20) == 4
