@@ -1,6 +1,28 @@
 """Shared fixtures: services skip locally when absent and fail in CI.
 
 Set CELERIAC_REQUIRE_SERVICES=1 (CI does) to turn a missing Redis into a failure.
+
+The suite runs in parallel (CI: ``pytest -n 4 --dist loadgroup``), on one machine's
+shared Redis, RabbitMQ, PostgreSQL, MariaDB and memcached. The tests of one module run on
+one xdist worker, one after another (``pytest_collection_modifyitems`` below), so a
+module may share a fixture-scoped worker or a db it flushes among its own tests. Across
+modules, a test must respect these rules to run beside the others:
+
+- Names of its own: queues (``project`` gives ``q-<uuid>``), control and event
+  exchanges, Redis keys, database schemas or tables, memcached keys, worker node names
+  (``-n <uuid>@%h``), files under ``tmp_path``: never a fixed name another module uses.
+- Count only its own: filter ``inspect``/``ping`` replies, events and queue listings
+  by its node names, exchange or queue; other tests' workers share the server.
+- Flush nothing shared: ``flushdb`` only a Redis db no other module uses (list the db
+  in ``SHARED_GROUPS`` if several modules must use it), never ``FLUSHALL``, memcached
+  ``flush_all``, a dropped shared table, or a purge of a queue it does not own.
+- Ports from ``support.free_port``; a server it stops or restarts is a private one
+  (``support.private_redis_server``, tests/rabbit_node.py, tests/pg_node.py).
+- Timeouts sized for a loaded machine (several workers start at once on 2 cores):
+  wait with ``support.wait_until`` and generous limits, never assert speed.
+- What must share a server-wide thing (the interop tests: Redis dbs 7-12, the
+  ``celery`` queue on Redis and RabbitMQ, flushed per test) is one group in
+  ``SHARED_GROUPS``: its modules run on one xdist worker.
 """
 
 from __future__ import annotations
@@ -29,6 +51,23 @@ from support import (  # noqa: E402
 )
 
 REQUIRE_SERVICES = os.environ.get("CELERIAC_REQUIRE_SERVICES") == "1"
+TESTS = Path(__file__).parent
+# Folders whose modules share a server-wide thing, so they run on one xdist worker: the
+# interop apps have fixed Redis dbs (7-12) and Celery's ``celery`` queue, which their
+# fixtures flush and empty before each test.
+SHARED_GROUPS = {TESTS / "interop": "interop"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups off the items
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test joins its module's xdist group (or its folder's shared one), so that
+    ``--dist loadgroup`` never runs two tests of one module at once."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        group = next((name for folder, name in SHARED_GROUPS.items()
+                      if item.path.is_relative_to(folder)), None)
+        item.add_marker(pytest.mark.xdist_group(group or item.nodeid.split("::", 1)[0]))
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
 
