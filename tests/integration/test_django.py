@@ -48,8 +48,8 @@ BASE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECRET_KEY = "test-only"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver"]
-USE_TZ = True
-TIME_ZONE = "UTC"
+USE_TZ = os.environ["TEST_DJANGO_USE_TZ"] == "1"  # both ways: Django < 5 defaulted to off
+TIME_ZONE = "Europe/Paris"
 ROOT_URLCONF = "proj.urls"
 INSTALLED_APPS = [
     "django.contrib.admin", "django.contrib.auth", "django.contrib.contenttypes",
@@ -164,11 +164,12 @@ def write_project(root: Path, settings: str = SETTINGS_PY) -> Path:
 class Project:
     """A generated project, its environment, and ways to run Python in it."""
 
-    def __init__(self, root: Path, database: dict[str, Any]) -> None:
+    def __init__(self, root: Path, database: dict[str, Any], use_tz: bool = True) -> None:
         self.root = root
         self.queue = f"dj-{uuid.uuid4().hex[:10]}"
         self.env = dict(os.environ, TEST_DJANGO_DATABASE=json.dumps(database),
-                        TEST_DJANGO_QUEUE=self.queue, PYTHONPATH=str(root))
+                        TEST_DJANGO_QUEUE=self.queue, PYTHONPATH=str(root),
+                        TEST_DJANGO_USE_TZ="1" if use_tz else "0")
         self.env.pop("DJANGO_SETTINGS_MODULE", None)
 
     def run(self, *args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -195,7 +196,7 @@ class Project:
     def worker(self, *args: str) -> WorkerProcess:
         return WorkerProcess("proj", cwd=self.root, args=list(args), env={
             k: self.env[k] for k in ("TEST_DJANGO_DATABASE", "TEST_DJANGO_QUEUE",
-                                     "PYTHONPATH")})
+                                     "TEST_DJANGO_USE_TZ", "PYTHONPATH")})
 
 
 
@@ -228,7 +229,8 @@ def project(request: pytest.FixtureRequest,
         databases = _postgresql_schema()
     database = next(databases)
     try:
-        proj = Project(root, database)
+        # SQLite with naive datetimes (USE_TZ = False), PostgreSQL with aware ones
+        proj = Project(root, database, use_tz=kind != "sqlite")
         proj.migrate()
         with proj.worker("-P", pool, "-c", "2") as worker:
             proj.worker_process = worker  # type: ignore[attr-defined]

@@ -136,7 +136,6 @@ class DjangoFixup:
 
     def __init__(self, app: Celery) -> None:
         self.app = app
-        self.worker: Any = None
 
     def install(self) -> None:
         from .task import DjangoTask
@@ -167,7 +166,6 @@ class DjangoFixup:
     def on_worker_init(self, sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is not self.app:
             return  # another app's worker in this process
-        self.worker = sender
         signals.worker_process_init.connect(self.on_worker_process_init)
         signals.task_prerun.connect(self.on_task_boundary)
         signals.task_postrun.connect(self.on_task_boundary)

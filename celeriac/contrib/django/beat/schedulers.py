@@ -62,6 +62,26 @@ class clocked(BaseSchedule):  # noqa: N801 - django-celery-beat's name
         return f"<clocked: {self.when.isoformat()}>"
 
 
+def from_db(value: datetime | None) -> datetime | None:
+    """An aware datetime for one read from the database: with ``USE_TZ = False`` Django
+    gives naive ones, in ``TIME_ZONE``."""
+    if value is None or value.tzinfo is not None:
+        return value
+    from django.utils import timezone
+
+    return timezone.make_aware(value, timezone.get_default_timezone())
+
+
+def to_db(value: datetime) -> datetime:
+    """``value`` as Django stores it: naive, in ``TIME_ZONE``, with ``USE_TZ = False``."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    if settings.USE_TZ:
+        return value
+    return timezone.make_naive(value, timezone.get_default_timezone())
+
+
 def schedule_of(row: Any, app: Any = None) -> BaseSchedule:
     """The celeriac schedule a ``PeriodicTask`` row stands for.
 
@@ -79,7 +99,7 @@ def schedule_of(row: Any, app: Any = None) -> BaseSchedule:
         s = row.solar
         return solar(s.event, float(s.latitude), float(s.longitude), app=app)
     if row.clocked_id:
-        return clocked(row.clocked.clocked_time, app=app)
+        return clocked(from_db(row.clocked.clocked_time), app=app)  # type: ignore[arg-type]
     raise ValueError("it has no schedule (interval, crontab, solar or clocked)")
 
 
@@ -97,7 +117,7 @@ def options_of(row: Any) -> dict[str, Any]:
     if row.expire_seconds:
         options["expires"] = row.expire_seconds
     elif row.expires:
-        options["expires"] = row.expires
+        options["expires"] = from_db(row.expires)
     return options
 
 
@@ -108,8 +128,8 @@ class ModelEntry(ScheduleEntry):
         super().__init__(row.name, row.task, schedule_of(row, app),
                          json.loads(row.args or "[]"), json.loads(row.kwargs or "{}"),
                          options_of(row), app=app)
-        self.start_time = row.start_time
-        self.expires = row.expires
+        self.start_time = from_db(row.start_time)
+        self.expires = from_db(row.expires)
         self.once = bool(row.one_off or row.clocked_id)
 
     def is_due(self) -> tuple[bool, float]:
@@ -198,6 +218,7 @@ class DatabaseScheduler(Scheduler):
         state = {}
         for name, last, count in self.PeriodicTask.objects.values_list(
                 "name", "last_run_at", "total_run_count"):
+            last = from_db(last)
             state[name] = {"last_run_at": last.isoformat() if last else None,
                            "total_run_count": count}
         self._saved = dict(state)
@@ -210,7 +231,7 @@ class DatabaseScheduler(Scheduler):
             last = values["last_run_at"]
             # update(): no signal, so the scheduler's own writes are no "change"
             self.PeriodicTask.objects.filter(name=name).update(
-                last_run_at=datetime.fromisoformat(last) if last else None,
+                last_run_at=to_db(datetime.fromisoformat(last)) if last else None,
                 total_run_count=values["total_run_count"])
             self._saved[name] = dict(values)
 
