@@ -225,14 +225,16 @@ def test_a_long_task_does_not_hold_up_the_ones_prefetched_behind_it(
 def test_eta_task_waits_in_the_broker_across_worker_restarts(proj: Any, project: Path,
                                                              tmp_path: Path) -> None:
     order = tmp_path / "order"
+    due = time.monotonic() + 2  # taken before the eta is set: never after it
     later = proj.record.apply_async((str(order), "later"), countdown=2)
     with WorkerProcess("proj", cwd=project, args=["-P", "solo"]):
         proj.record.delay(str(order), "now").get(timeout=20)
-    # the first worker stopped before the eta: nothing of it stayed in its memory
-    assert lines(order) == ["now"]
+    if time.monotonic() < due:  # a loaded machine may start the worker past the eta
+        # the first worker stopped before the eta: nothing of it stayed in its memory
+        assert lines(order) == ["now"]
     with WorkerProcess("proj", cwd=project, args=["-P", "solo"]):
         assert later.get(timeout=30) == "later"
-    assert lines(order) == ["now", "later"]  # and it ran once
+    assert sorted(lines(order)) == ["later", "now"]  # and it ran once
 
 
 def test_task_events_requested_are_on_in_the_banner(proj: Any, project: Path) -> None:
