@@ -107,8 +107,12 @@ class Migration(migrations.Migration):
 """
 
 
-# beside the documented tasks: which database session a task ran on
+# beside the documented tasks: which database session a task ran on, a chord's body
 TEST_TASKS = """
+
+@shared_task
+def total(values):
+    return sum(values)
 
 @shared_task
 def database_session():
@@ -286,6 +290,22 @@ def test_orm_tasks_run_and_results_are_rows(project: Project) -> None:
     assert "read back" in task_args and content_type == "application/json"
     assert out["state"] == "SUCCESS"
     assert out["group"] == [True, 1]
+
+
+def test_chords_are_counted_in_the_database(project: Project) -> None:
+    out = project.client("""
+        from celeriac import chord
+        from celeriac.contrib.django.results.models import ChordCounter, ChordPart
+        from polls.tasks import create_question, total
+
+        results = [chord(create_question.s(f"chord {n}.{i}") for i in range(4))(total.s())
+                   for n in range(3)]
+        sums = [r.get(timeout=30) for r in results]
+        out["sums_positive"] = all(s > 0 for s in sums)
+        out["distinct"] = len(set(sums)) == 3
+        out["left"] = [ChordCounter.objects.count(), ChordPart.objects.count()]
+    """)
+    assert out == {"sums_positive": True, "distinct": True, "left": [0, 0]}
 
 
 def test_django_cache_results_with_the_solo_pool(tmp_path: Path) -> None:

@@ -3,9 +3,9 @@
 ``django-db`` stores each task's meta in the columns of ``TaskResult`` (state, result,
 traceback, dates; task name, arguments and worker with ``result_extended``) and saved
 groups in ``GroupResult``. Expired rows are deleted by ``celery.backend_cleanup``, which
-beat sends daily, as Celery does. ``django-cache`` keeps the meta under Celery's keys in
-the Django cache named by ``cache_backend`` (default ``'default'``). Neither counts
-chords.
+beat sends daily, as Celery does; chords are counted in ``ChordCounter`` and
+``ChordPart``. ``django-cache`` keeps the meta under Celery's keys in the Django cache
+named by ``cache_backend`` (default ``'default'``); it cannot count chords.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from .... import serialization, states
-from ....backends.base import GROUP_KEY_PREFIX, Backend, BackendOptions
+from ....backends.base import GROUP_KEY_PREFIX, Backend, BackendOptions, ChordPart
 from ....config import IgnoredSettingWarning
 from ....exceptions import ImproperlyConfigured, MissingDependency
 
@@ -55,10 +55,12 @@ class DjangoDatabaseBackend(Backend):
             warnings.warn(IgnoredSettingWarning(
                 "result_compression has no effect on the django-db result backend: "
                 "results are kept as text columns"), stacklevel=2)
-        from .models import GroupResult, TaskResult
+        from .models import ChordCounter, ChordPart, GroupResult, TaskResult
 
         self.TaskResult = TaskResult
         self.GroupResult = GroupResult
+        self.ChordCounter = ChordCounter
+        self.ChordPart = ChordPart
 
     # -- columns <-> meta ----------------------------------------------------------------
     def _meta(self, task_id: str, result: Any, state: str, traceback: str | None,
@@ -171,18 +173,70 @@ class DjangoDatabaseBackend(Backend):
     def delete_group(self, group_id: str) -> None:
         self.GroupResult.objects.filter(group_id=group_id).delete()
 
+    # -- chords ----------------------------------------------------------------------------
+    # Single statements only (see _upsert): a part's row is inserted once (a redelivered
+    # part counts once), whoever then counts every part claims the body with one
+    # conditional UPDATE, which exactly one caller wins.
+    def set_chord_size(self, group_id: str, size: int) -> None:
+        self.ChordPart.objects.filter(group_id=group_id).delete()
+        self.ChordCounter.objects.filter(group_id=group_id).delete()
+        self.ChordCounter.objects.create(group_id=group_id, size=size)
+
+    def add_to_chord(self, group_id: str) -> int:
+        from django.db.models import F
+
+        chords = self.ChordCounter.objects.filter(group_id=group_id, claimed=False)
+        if chords.update(size=F("size") + 1):
+            size = chords.values_list("size", flat=True).first()
+            if size is not None:
+                return int(size)
+        raise KeyError(f"no chord {group_id!r} is waiting (finished or unknown)")
+
+    def chord_part_return(self, group_id: str, index: int, task_id: str, state: str,
+                          result: Any) -> list[ChordPart] | None:
+        from django.db import IntegrityError
+
+        parts = self.ChordPart.objects.filter(group_id=group_id)
+        try:
+            self.ChordPart.objects.create(group_id=group_id, group_index=index,
+                                          member=self._chord_member(index, task_id, state,
+                                                                    result))
+        except IntegrityError:
+            return None  # recorded already
+        chord = self.ChordCounter.objects.filter(group_id=group_id).first()
+        if chord is None:
+            parts.delete()  # the chord ended (or expired) already: keep nothing of it
+            return None
+        if parts.count() < chord.size or not self.ChordCounter.objects.filter(
+                group_id=group_id, claimed=False).update(claimed=True):
+            return None
+        members = [bytes(m) for m in parts.order_by("group_index").values_list(
+            "member", flat=True)]
+        parts.delete()
+        self.ChordCounter.objects.filter(group_id=group_id).delete()
+        return self._chord_parts(members)
+
     # -- expiry ----------------------------------------------------------------------------
     def cleanup(self) -> int:
-        """Delete results and groups done more than ``result_expires`` ago."""
-        if not self.options.expires:
-            return 0
+        """Delete results and groups done more than ``result_expires`` ago, and chords
+        waiting longer than ``result_chord_expires``."""
         from django.utils import timezone
 
-        before = timezone.now() - timedelta(seconds=self.options.expires)
-        deleted, _ = self.TaskResult.objects.filter(
-            date_done__lt=before, status__in=states.READY_STATES).delete()
-        groups, _ = self.GroupResult.objects.filter(date_done__lt=before).delete()
-        return int(deleted + groups)
+        deleted = 0
+        if self.options.expires:
+            before = timezone.now() - timedelta(seconds=self.options.expires)
+            tasks, _ = self.TaskResult.objects.filter(
+                date_done__lt=before, status__in=states.READY_STATES).delete()
+            groups, _ = self.GroupResult.objects.filter(date_done__lt=before).delete()
+            deleted += tasks + groups
+        if self.options.chord_ttl:
+            before = timezone.now() - timedelta(seconds=self.options.chord_ttl)
+            old = list(self.ChordCounter.objects.filter(
+                date_created__lt=before).values_list("group_id", flat=True))
+            self.ChordPart.objects.filter(group_id__in=old).delete()
+            chords, _ = self.ChordCounter.objects.filter(group_id__in=old).delete()
+            deleted += chords
+        return int(deleted)
 
     def close(self) -> None:
         from django.db import connections

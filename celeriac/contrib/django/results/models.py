@@ -65,3 +65,26 @@ class GroupResult(models.Model):
 
     def __str__(self) -> str:
         return f"<Group: {self.group_id}>"
+
+
+class ChordCounter(models.Model):
+    """A chord waiting for its header tasks: how many, and whether its body was sent."""
+
+    group_id = models.CharField("group id", max_length=255, unique=True)
+    size = models.PositiveIntegerField("header tasks")
+    claimed = models.BooleanField("body sent", default=False)
+    date_created = models.DateTimeField("created", auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"<Chord: {self.group_id} of {self.size}>"
+
+
+class ChordPart(models.Model):
+    """One finished header task of a waiting chord (its state and result)."""
+
+    group_id = models.CharField("group id", max_length=255, db_index=True)
+    group_index = models.PositiveIntegerField("index in the header")
+    member = models.BinaryField("state and result")
+
+    class Meta:
+        unique_together = [("group_id", "group_index")]

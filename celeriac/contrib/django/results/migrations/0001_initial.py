@@ -11,6 +11,16 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
+            name='ChordCounter',
+            fields=[
+                ('id', models.AutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('group_id', models.CharField(max_length=255, unique=True, verbose_name='group id')),
+                ('size', models.PositiveIntegerField(verbose_name='header tasks')),
+                ('claimed', models.BooleanField(default=False, verbose_name='body sent')),
+                ('date_created', models.DateTimeField(auto_now_add=True, db_index=True, verbose_name='created')),
+            ],
+        ),
+        migrations.CreateModel(
             name='GroupResult',
             fields=[
                 ('id', models.AutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
@@ -51,6 +61,18 @@ class Migration(migrations.Migration):
                 'verbose_name': 'task result',
                 'verbose_name_plural': 'task results',
                 'ordering': ['-date_done'],
+            },
+        ),
+        migrations.CreateModel(
+            name='ChordPart',
+            fields=[
+                ('id', models.AutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('group_id', models.CharField(db_index=True, max_length=255, verbose_name='group id')),
+                ('group_index', models.PositiveIntegerField(verbose_name='index in the header')),
+                ('member', models.BinaryField(verbose_name='state and result')),
+            ],
+            options={
+                'unique_together': {('group_id', 'group_index')},
             },
         ),
     ]
