@@ -261,6 +261,16 @@ def test_orm_tasks_run_and_results_are_rows(project: Project) -> None:
             out["raised"] = f"other: {type(exc).__name__}: {exc}"
         row = TaskResult.objects.get(task_id=failed.id)
         out["failed_row"] = [row.status, row.task_name, row.traceback or "", row.worker]
+        # what beat's daily celery.backend_cleanup does, for a row older than a day
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        TaskResult.objects.filter(task_id=failed.id).update(
+            date_done=timezone.now() - timedelta(days=2))
+        out["cleaned"] = [missing_question.app.backend.cleanup() >= 1,
+                          TaskResult.objects.filter(task_id=failed.id).exists(),
+                          TaskResult.objects.filter(task_name__isnull=False).exists()]
         # sent as beat -S django sends a periodic task: its name in a header
         r = create_question.apply_async(("read back",),
                                         headers={"periodic_task_name": "nightly"})
@@ -285,6 +295,7 @@ def test_orm_tasks_run_and_results_are_rows(project: Project) -> None:
     status, task_name, traceback, worker = out["failed_row"]
     assert status == "FAILURE" and task_name == "polls.tasks.missing_question"
     assert "DoesNotExist" in traceback and worker
+    assert out["cleaned"] == [True, False, True]  # the old row only
     status, result, task_args, content_type, done, periodic = out["ok_row"]
     assert status == "SUCCESS" and json.loads(result) > 0 and done and periodic == "nightly"
     assert "read back" in task_args and content_type == "application/json"

@@ -140,3 +140,20 @@ def test_without_django_the_extra_is_named() -> None:
     raised = [line for line in lines if line.startswith("raised:")]
     assert len(raised) == 2 and all("pip install 'celeriac[django]'" in r for r in raised)
     assert "delay_on_commit()" in raised[0] and "'django-db'" in raised[1]
+
+
+def test_a_django_project_app_gets_djangotask_unless_it_chose_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("django")
+    from celeriac import Task
+    from celeriac.contrib.django.task import DjangoTask
+
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "proj.settings")
+    app = Celery("proj", broker="memory://", set_as_current=False)
+    assert app.Task is DjangoTask
+
+    class Mine(Task):  # type: ignore[type-arg]
+        pass
+
+    custom = Celery("proj", broker="memory://", set_as_current=False, task_cls=Mine)
+    assert custom.Task is Mine
