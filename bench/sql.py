@@ -225,6 +225,8 @@ class SQLBench(run.Bench):  # type: ignore[name-defined,misc]
         self.write_apps()
         self.env = dict(os.environ, PYTHONPATH=self.workdir)
         self.current = self.setups[0]
+        self.loads: list[float] = []  # one per drain run, in order
+        self.source = _source_state()
 
     def write_apps(self) -> None:
         for s in SETUPS:
@@ -312,6 +314,8 @@ class SQLBench(run.Bench):  # type: ignore[name-defined,misc]
         """run.py's drain with this setup's N; a setup that fails to start or enqueue is a
         FAILED row with its error, not the end of the whole bench."""
         self.n = self.n_for(_setup(system))
+        # the 1-minute load average as the run starts, shown beside its figures
+        self.loads.append(os.getloadavg()[0])
         try:
             return super().drain(system, pool, concurrency, round_no)
         except Exception as exc:  # noqa: BLE001 - reported in the table
@@ -333,9 +337,12 @@ class SQLBench(run.Bench):  # type: ignore[name-defined,misc]
                 self.current = setup
                 k = (self.args.latency_samples if setup.system == "celeriac"
                      else min(self.args.celery_latency_samples, self.args.latency_samples))
+                load = os.getloadavg()[0]
                 try:
                     # a tenth of K warms up (Celery polls: its K is small, each ~1 s)
-                    self.round_trip(setup.key, samples=k, warmup=min(run.WARMUP, max(1, k // 10)))
+                    stats = self.round_trip(setup.key, samples=k,
+                                            warmup=min(run.WARMUP, max(1, k // 10)))
+                    stats["load"] = load
                 except Exception as exc:  # noqa: BLE001 - reported in the notes
                     self.notes.append(f"round trip {self.names[setup.key]} FAILED: "
                                       f"{_short(exc)}")
@@ -347,6 +354,23 @@ class SQLBench(run.Bench):  # type: ignore[name-defined,misc]
             store.close()
         self.broker.flushdb()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _source_state() -> str:
+    """The celeriac measured: its commit, and whether the working tree differs from it
+    (other engineers edit it while the bench runs)."""
+    import subprocess
+
+    def git(*argv: str) -> str:
+        proc = subprocess.run(["git", "-C", HERE, *argv], capture_output=True, text=True,
+                              check=False)
+        return proc.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "?"
+    changed = git("status", "--porcelain", "--", os.path.join(HERE, "..", "celeriac"))
+    n = len(changed.splitlines())
+    return f"celeriac at commit {commit}" + (f" with {n} file(s) changed in the working tree"
+                                             if n else "")
 
 
 def _decoded(value: Any) -> Any:
@@ -444,6 +468,7 @@ def build_report(bench: SQLBench, command: str, started: _dt.datetime, wall: flo
     out = [f"# celeriac vs Celery on PostgreSQL — {started:%Y-%m-%d %H:%M %Z}".rstrip(), ""]
     out.append(f"- Command: `{command}` (wall time {wall / 60:.1f} min)")
     out.append(f"- Machine: {run.machine_line(bench)}; {bench.servers}")
+    out.append(f"- Source: {bench.source}")
     smaller = bench.n_for(_setup(theirs))
     out.append(f"- N = {bench.full_n:,} tasks per drain run"
                + (f", but {smaller:,} for Celery on kombu's SQLAlchemy transport (compare its "
@@ -455,29 +480,32 @@ def build_report(bench: SQLBench, command: str, started: _dt.datetime, wall: flo
     out += ["", "| metric | celeriac | Celery | celeriac / Celery | better |",
             "| --- | ---: | ---: | ---: | :---: |"]
     out += ["| " + " | ".join(row) + " |" for row in rows]
-    out += ["", "Ratios are celeriac ÷ Celery: for rates higher is better, for times lower.",
+    out += ["", "Ratios are celeriac ÷ Celery: for rates higher is better, for times lower. "
+            "The load average each figure was measured at is in the tables below (2 cores).",
             "", "## Targets", ""]
     for text, value, met, shown in targets:
         verdict = "not measured" if math.isnan(value) else ("met" if met else "NOT met")
         out.append(f"- {text}: {shown} — {verdict}")
     out += ["", "## Every drain run", "",
-            "| system / broker | pool | N | enqueue/s | drain/s | start→first result s | "
+            "| system / broker | pool | N | load | enqueue/s | drain/s | start→first result s | "
             "first→last s | start→done s | stop s | check |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for r in bench.drains:
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r, load in zip(bench.drains, bench.loads):
         check = "ok" if r.ok else "FAILED: " + ("; ".join(r.problems) or "no rate")
         if r.warnings:
             check += " (" + "; ".join(r.warnings) + ")"
-        out.append(f"| {bench.names[r.system]} | {r.label} | {r.n:,} | "
+        out.append(f"| {bench.names[r.system]} | {r.label} | {r.n:,} | {load:.1f} | "
                    f"{fmt_rate(r.enqueue_rate or math.nan)} | {fmt_rate(r.rate)} | "
                    f"{fmt_s(r.start_to_first)} | {fmt_s(r.first_to_done)} | "
                    f"{fmt_s(r.start_to_done)} | {fmt_s(r.stop_seconds)} | {check} |")
     if lat:
         out += ["", "## Round trip detail (ms)", "",
-                "| system / broker | K | min | p50 | p99 | mean | max | worker ready after s |",
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                "| system / broker | K | load | min | p50 | p99 | mean | max | worker ready "
+                "after s |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for key, L in lat.items():
-            out.append(f"| {bench.names[key]} | {L['k']} | {fmt_ms(L['min'])} | "
+            out.append(f"| {bench.names[key]} | {L['k']} | {L.get('load', math.nan):.1f} | "
+                       f"{fmt_ms(L['min'])} | "
                        f"{fmt_ms(L['p50'])} | {fmt_ms(L['p99'])} | {fmt_ms(L['mean'])} | "
                        f"{fmt_ms(L['max'])} | {fmt_s(L['ready_after'])} |")
     if bench.notes:
@@ -547,7 +575,9 @@ def main() -> None:
     wall = time.perf_counter() - t0
     report = build_report(bench, command, started, wall)
     data = {"command": command, "started": started.isoformat(), "wall_seconds": wall,
-            "queue": bench.queue, "drains": [dataclasses.asdict(r) for r in bench.drains],
+            "queue": bench.queue, "source": bench.source,
+            "drains": [dict(dataclasses.asdict(r), load=load)
+                       for r, load in zip(bench.drains, bench.loads)],
             "latency": bench.latency, "notes": bench.notes}
     common.write_report(report, args.out, data)
 
