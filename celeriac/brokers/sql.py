@@ -34,6 +34,8 @@ from .base import (DeadLetter, Delivery, FullBroker, Listener, Notice, Outgoing,
 STARTED = -1
 # An idle MySQL consumer polls, backing off from 2 ms to this (as the SQLite broker).
 MAX_POLL_INTERVAL = 0.05
+# Rows per INSERT: PostgreSQL takes at most 65,535 parameters in a statement.
+PUBLISH_CHUNK = 1000
 # Events and control messages are kept this long for listeners to read, then deleted
 # by a sender, at most every NOTICE_SWEEP_INTERVAL.
 NOTICE_KEEP = 60.0
@@ -122,13 +124,20 @@ class SQLBroker(FullBroker):
     def publish_many(self, messages: Sequence[Outgoing]) -> None:
         if not messages:
             return
-        rows = ",".join(["(%s, %s, %s, %s)"] * len(messages))
-        params = [v for m in messages for v in (m.queue, m.priority or 0, m.eta or 0.0,
-                                                m.payload)]
-        statement = (f"INSERT INTO {self.t['messages']} (queue, priority, due, payload) "
-                     f"VALUES {rows}")
-        self.db.run(lambda cur: self._with_notify(cur, statement, params,
-                                                  [m.queue for m in messages]))
+        chunks = [messages[i:i + PUBLISH_CHUNK] for i in range(0, len(messages),
+                                                                PUBLISH_CHUNK)]
+
+        def insert(cur: Any) -> None:
+            for chunk in chunks:
+                rows = ",".join(["(%s, %s, %s, %s)"] * len(chunk))
+                params = [v for m in chunk for v in (m.queue, m.priority or 0,
+                                                     m.eta or 0.0, m.payload)]
+                statement = (f"INSERT INTO {self.t['messages']} (queue, priority, due, "
+                             f"payload) VALUES {rows}")
+                self._with_notify(cur, statement, params, [m.queue for m in chunk])
+
+        # one statement is its own transaction; several go in one
+        (self.db.run if len(chunks) == 1 else self.db.transaction)(insert)
 
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         deadline = time.monotonic() + timeout

@@ -105,6 +105,8 @@ def test_priorities_eta_purge_and_size(server: dict[str, Any]) -> None:
     b.requeue([late])  # back to its queue, due at once
     b.publish(q, "x")
     assert b.purge(q) == 2 and b.size(q) == 0
+    b.publish_many([_out(q, str(i)) for i in range(2500)])  # more than one INSERT takes
+    assert b.size(q) == 2500 and b.purge(q) == 2500
 
 
 @pytest.mark.parametrize("kind", ["postgresql"])
