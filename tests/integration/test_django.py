@@ -76,6 +76,15 @@ CELERY_BROKER_URL = "sqlite:///" + os.path.join(BASE_DIR, "broker.sqlite3")
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_DEFAULT_QUEUE = os.environ["TEST_DJANGO_QUEUE"]
+# beat -S django copies these into the database when it starts (never due in a test)
+from celeriac.schedules import crontab
+
+CELERY_BEAT_SCHEDULE = {
+    "hourly": {"task": "polls.tasks.create_question", "schedule": 3600.0,
+               "args": ["hourly"], "options": {"queue": "hourly-" + CELERY_TASK_DEFAULT_QUEUE}},
+    "yearly": {"task": "polls.tasks.create_question", "args": ["yearly"],
+               "schedule": crontab(minute=0, hour=3, day_of_month=1, month_of_year=1)},
+}
 """
 
 URLS_PY = """
@@ -477,8 +486,16 @@ def test_beat_reads_periodic_tasks_edited_while_it_runs(project: Project) -> Non
             }})
             out["status"] = page.status_code
             out["saved"] = PeriodicTask.objects.filter(name={every!r}).count()
+            # beat_schedule was copied into the database at start
+            hourly = PeriodicTask.objects.get(name="hourly")
+            yearly = PeriodicTask.objects.get(name="yearly")
+            out["seeded"] = [hourly.interval.every, hourly.interval.period, hourly.args,
+                             hourly.queue is not None, str(yearly.crontab)]
         """)
+        seeded = added.pop("seeded")
         assert added == {"status": 302, "saved": 1}
+        assert seeded == [3600, "seconds", '["hourly"]', True,
+                          "0 3 1 1 * (m/h/dM/MY/d) UTC"]  # the app's zone
         counter = project.broker()
         broker = counter.connect_broker()
         assert support.wait_until(lambda: broker.size(every) >= 1, timeout=30)
