@@ -534,7 +534,7 @@ class PreforkPool(Pool):
         stop = threading.Event()
         parent = os.getppid()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides on Ctrl-C
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        _stop_on_sigterm(stop)
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # see _spawn
         if self.stopping:
@@ -846,6 +846,31 @@ def _term_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
     except (OSError, AttributeError):
         pass  # elsewhere, _watch_parent notices within a heartbeat tick
+
+
+def _stop_on_sigterm(stop: threading.Event) -> None:
+    """SIGTERM sets ``stop``, from a thread of its own rather than from a Python signal
+    handler: a handler runs between two bytecodes of the main thread, which may be
+    inside ``stop``'s own lock (in ``wait`` or in a first handler's ``set``) at that
+    moment, and calling ``set`` there deadlocks the process. The C-level handler writes
+    the signal's number to a pipe (``set_wakeup_fd``); the thread reads it."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    signal.signal(signal.SIGTERM, lambda *_: None)  # the Python level has nothing to do
+
+    def watch() -> None:
+        while True:
+            try:
+                received = os.read(read_fd, 64)
+            except InterruptedError:
+                continue
+            if not received:
+                return
+            if signal.SIGTERM in received:
+                stop.set()
+
+    threading.Thread(target=watch, name="celeriac-sigterm", daemon=True).start()
 
 
 def _watch_parent(parent: int, stop: threading.Event, slot: RunningSlot) -> None:
