@@ -63,9 +63,14 @@ def test_two_consumers_never_get_the_same_message(server: dict[str, Any]) -> Non
     count = 300
     producer.publish_many([_out(q, str(i)) for i in range(count)])
     taken: list[list[str]] = [[] for _ in range(4)]
+    # All connected before any drains: on a loaded machine the first thread would
+    # otherwise take every message while the others are still connecting.
+    ready = threading.Barrier(4)
 
     def drain(index: int) -> None:
         consumer = broker(server)
+        consumer.size(q)
+        ready.wait(60)
         while True:
             batch = consumer.fetch([q], 7, timeout=0.05)
             if not batch:
