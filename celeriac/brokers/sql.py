@@ -319,10 +319,22 @@ class SQLBroker(FullBroker):
 
     def ack_started(self, deliveries: Sequence[Delivery]) -> Callable[[], None]:
         # The row stays, owned, with due = STARTED as its note (see the SQLite broker).
-        if deliveries:
-            self._owned(f"UPDATE {self.t['messages']} SET due = {STARTED} "
-                        f"{self._lazily('FROM')} WHERE id", deliveries)
-            self.ledger.started([d.tag for d in deliveries])
+        if not deliveries:
+            return nothing_to_wait_for
+        tags = [d.tag for d in deliveries]
+        if self.db.can_send:
+            # Sent before the task starts, its reply read after the task: the round
+            # trip overlaps the task instead of preceding it.
+            reply = self.db.send(
+                f"UPDATE {self.t['messages']} SET due = {STARTED} {self._lazily('FROM')} "
+                "WHERE id = ANY($1::bigint[]) AND consumer = $2",
+                ["{" + ",".join(str(int(t)) for t in tags) + "}", self._me()])
+            # started from now on (a reply that fails makes the consumer ack instead)
+            self.ledger.started(tags)
+            return reply
+        self._owned(f"UPDATE {self.t['messages']} SET due = {STARTED} "
+                    f"{self._lazily('FROM')} WHERE id", deliveries)
+        self.ledger.started(tags)
         return nothing_to_wait_for
 
     def finished(self, deliveries: Sequence[Delivery]) -> None:

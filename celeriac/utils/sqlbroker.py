@@ -273,6 +273,7 @@ class Database:
         """``fn(cursor)`` on this thread's connection, each statement its own
         transaction."""
         conn = self.connection()
+        self._read_pending()
         try:
             with conn.cursor() as cur:
                 return fn(cur)
@@ -284,6 +285,7 @@ class Database:
         break a deadlock."""
         for attempt in range(TRANSACTION_ATTEMPTS):
             conn = self.connection()
+            self._read_pending()
             try:
                 with conn.cursor() as cur:
                     cur.execute("BEGIN")
@@ -301,6 +303,40 @@ class Database:
                     continue
                 raise self._failed(conn, exc) from exc
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    @property
+    def can_send(self) -> bool:
+        """Whether ``send`` can leave a statement's reply for later (psycopg 3)."""
+        return self.driver == "psycopg"
+
+    def send(self, statement: str, params: list[str]) -> Callable[[], None]:
+        """Send one statement (``$1``-style placeholders, text parameters) on this
+        thread's connection without waiting for its reply; returns what reads the reply
+        (raising its error). Anything else run on the connection reads it first."""
+        conn = self.connection()
+        self._read_pending()
+        error: BaseException | None = None
+        # psycopg's own lock: a greenlet of a green pool sharing this thread's
+        # connection waits in its execute() until the reply is read
+        with conn.lock:
+            pg = conn.pgconn
+            try:
+                pg.send_query_params(statement.encode(), [p.encode() for p in params])
+                while pg.flush():  # a non-blocking connection may not send it all at once
+                    select.select([], [pg.socket], [])
+            except self.dbapi.Error as exc:
+                error = exc
+            else:
+                reply = _Reply(self, conn)
+                self._local.pending = reply
+        if error is not None:
+            raise self._failed(conn, error) from error
+        return reply
+
+    def _read_pending(self) -> None:
+        reply = getattr(self._local, "pending", None)
+        if reply is not None:
+            reply.read()
 
     def retryable(self, exc: BaseException) -> bool:
         if self.pg:
@@ -354,6 +390,53 @@ class Database:
             self.run(named)
         with _ready_lock:
             _ready.add(key)
+
+
+class _Reply:
+    """The reply to a statement ``Database.send`` sent (psycopg 3's libpq connection)."""
+
+    def __init__(self, db: Database, conn: Any) -> None:
+        self.db = db
+        self.conn = conn
+        self.error: BaseException | None = None
+        self.done = False
+
+    def read(self) -> None:
+        """Read the reply (once), keeping its error for ``__call__``."""
+        from psycopg import pq
+
+        lost: BaseException | None = None
+        with self.conn.lock:
+            if self.done:
+                return
+            pg = self.conn.pgconn
+            failure = ""
+            try:
+                while True:
+                    while pg.is_busy():
+                        select.select([pg.socket], [], [])
+                        pg.consume_input()
+                    result = pg.get_result()
+                    if result is None:
+                        break
+                    if result.status not in (pq.ExecStatus.COMMAND_OK,
+                                             pq.ExecStatus.TUPLES_OK):
+                        failure = (result.error_message or b"").decode(
+                            errors="replace").strip()
+            except self.db.dbapi.Error as exc:
+                lost = exc
+            self.done = True
+            if getattr(self.db._local, "pending", None) is self:
+                self.db._local.pending = None
+        if lost is not None:  # (outside the lock: dropping the connection closes it)
+            self.error = self.db._failed(self.conn, lost)
+        elif failure:
+            self.error = self.db.dbapi.DatabaseError(failure)
+
+    def __call__(self) -> None:
+        self.read()
+        if self.error is not None:
+            raise self.error
 
 
 # -- the broker's tables ---------------------------------------------------------------------
