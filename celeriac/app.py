@@ -139,10 +139,22 @@ _PUBLISH_BATCH: ContextVar[_PublishBatch | None] = ContextVar("celeriac_publish_
 class TaskRegistry(dict):  # type: ignore[type-arg]
     """Tasks by name; shared tasks are found too, and a miss says what to check."""
 
+    def __init__(self, app: Celery | None = None) -> None:
+        super().__init__()
+        self.app = app
+
     def __missing__(self, name: str) -> Task[Any, Any]:
         task = _state.shared_tasks.get(name)
         if task is None:
             raise NotRegistered(name)
+        spec = getattr(task, "_shared_spec", None)
+        app = self.app
+        if spec is not None and app is not None and app.Task is not Task:
+            # A shared task declared without a base runs as the app's Task class here
+            # (its on_failure, after_return... hooks), as in Celery.
+            fun, task_name, bind, options = spec
+            task = make_task(app, fun, app.Task, task_name, bind, dict(options))
+            self[name] = task
         return task
 
     def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
@@ -219,7 +231,7 @@ class Celery:
             task_cls = symbol_by_name(task_cls)
         self.Task: type[Task[Any, Any]] = task_cls or Task  # type: ignore[assignment]
         self._maybe_fixup(config_source)
-        self.tasks = TaskRegistry()
+        self.tasks = TaskRegistry(self)
         from .canvas import register_builtins
 
         register_builtins(self)

@@ -537,10 +537,15 @@ def shared_task(*args: Any, **options: Any) -> Any:
     Django's reusable apps use this: the task module need not import the project's app.
     """
     def create(fun: Callable[..., Any]) -> Task[Any, Any]:
-        base = options.pop("base", None) or Task
-        name = options.pop("name", None)
-        bind = options.pop("bind", False)
-        task = make_task(None, fun, base, name, bind, options)
+        rest = dict(options)
+        base = rest.pop("base", None)
+        name = rest.pop("name", None)
+        bind = rest.pop("bind", False)
+        task = make_task(None, fun, base or Task, name, bind, dict(rest))
+        if base is None:
+            # what an app with a Task class of its own needs to build its copy
+            # (TaskRegistry), as Celery builds each app's shared tasks on its app.Task
+            task._shared_spec = (fun, task.name, bind, rest)  # type: ignore[attr-defined]
         _state.shared_tasks[task.name] = task
         return task
 

@@ -181,3 +181,32 @@ def test_celery_prefixed_setting_warns_unless_it_repeats_the_setting() -> None:
     for initial in ({}, {"broker_url": "redis://other/0"}):
         messages = _unknown_warnings({"CELERY_BROKER_URL": "redis://h/0"}, **initial)
         assert len(messages) == 1 and "namespace='CELERY'" in messages[0]
+
+
+def test_a_shared_task_runs_as_the_apps_task_class() -> None:
+    # Celery builds each app's copy of a shared task on the app's Task class, so the
+    # class's hooks apply to shared tasks too (a common Django set-up).
+    from celeriac import Task, shared_task
+
+    seen: list[Any] = []
+
+    class Audited(Task):  # type: ignore[type-arg]
+        def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+            seen.append(retval)
+
+    @shared_task
+    def parity_shared_add(x: int, y: int) -> int:
+        return x + y
+
+    app = Celery("parity_shared", broker="memory://", task_cls=Audited)
+    task = app.tasks[parity_shared_add.name]
+    assert isinstance(task, Audited) and app.tasks[parity_shared_add.name] is task
+    assert task(2, 3) == 5
+    plain = Celery("parity_plain", broker="memory://")
+    assert plain.tasks[parity_shared_add.name] is parity_shared_add
+
+    @shared_task(base=Task)
+    def parity_own_base() -> None:
+        return None
+
+    assert not isinstance(app.tasks[parity_own_base.name], Audited)  # its base stands
