@@ -23,6 +23,7 @@ import hashlib
 import io
 import logging
 import pickle
+import threading
 import warnings
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -171,6 +172,11 @@ class DatabaseBackend(Backend):
         self.channel = _channel_for(self.task_table)
         self._listener: Listener | None = None
         self._prepared = False
+        self._stores = threading.local()  # see _store_connection
+        self._upserts: dict[tuple[bool, tuple[str, ...]], Any] = {}  # see _upsert_statement
+        # store connections of the parent, kept referenced in a forked child so that
+        # collecting them never sends anything on the parent's sockets
+        self._inherited: list[Any] = []
         if db.get("create_tables_at_setup", True):
             self._retrying(self._prepare)
 
@@ -288,6 +294,9 @@ class DatabaseBackend(Backend):
     def _set(self, task_id: str, data: bytes, expires: float | None, ready: bool) -> None:
         # result_expires is kept by cleanup() on date_done, as in Celery: no column here
         row = self._row(self._decode(data))
+        if self.dialect == "postgresql":
+            self._upsert(task_id, row, ready)
+            return
         t = self.task_table
         sa = sqlalchemy()
         with self._begin() as conn:
@@ -298,6 +307,59 @@ class DatabaseBackend(Backend):
                     sa.or_(t.c.status.is_(None), t.c.status != states.SUCCESS)).values(**row))
             if ready and self.dialect == "postgresql":
                 conn.execute(sa.select(sa.func.pg_notify(self.channel, task_id)))
+
+    def _upsert(self, task_id: str, row: dict[str, Any], ready: bool) -> None:
+        # PostgreSQL: one statement in autocommit, the upsert and (for a ready state)
+        # its NOTIFY in a CTE. A transaction took four round trips (BEGIN, INSERT,
+        # NOTIFY, COMMIT), and the store is on every task's path.
+        key = (ready, tuple(row))
+        stmt = self._upserts.get(key)
+        if stmt is None:
+            stmt = self._upserts[key] = self._upsert_statement(list(row), ready)
+        params = {"task_id": task_id, **row}
+        if self.engine.short_lived:  # database_short_lived_sessions: one each time
+            with self._connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT").execute(stmt, params)
+            return
+        conn = self._store_connection()
+        try:
+            conn.execute(stmt, params)
+        except BaseException:
+            self._stores.conn = None  # the next store (a retry) starts afresh
+            conn.invalidate()
+            raise
+
+    def _upsert_statement(self, columns: list[str], ready: bool) -> Any:
+        # Built once per shape and reused: building it for each store cost about as
+        # much as its round trip (SQLAlchemy's coercions and cache key).
+        from sqlalchemy.dialects.postgresql import insert
+
+        sa = sqlalchemy()
+        t = self.task_table
+        values = {name: sa.bindparam(name) for name in ("task_id", *columns)}
+        stmt: Any = insert(t).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.c.task_id], set_={name: stmt.excluded[name] for name in columns},
+            # As Celery: a SUCCESS stays, so a repeated run cannot replace it
+            where=sa.or_(t.c.status.is_(None), t.c.status != states.SUCCESS))
+        if ready:
+            stored = stmt.returning(t.c.task_id).cte("stored")
+            stmt = sa.select(sa.func.pg_notify(self.channel, stored.c.task_id))
+        return stmt
+
+    def _store_connection(self) -> Any:
+        # Kept checked out by its thread, in autocommit: checking a pooled connection
+        # out and in for each store cost five more round trips (the pre-ping, the
+        # isolation level set and reset, the rollback on return).
+        local = self._stores
+        conn = getattr(local, "conn", None)
+        if conn is not None and local.pid == current_pid():
+            return conn
+        if conn is not None:
+            self._inherited.append(conn)
+        conn = self._connect().execution_options(isolation_level="AUTOCOMMIT")
+        local.conn, local.pid = conn, current_pid()
+        return conn
 
     def _select_meta(self, task_id: str) -> dict[str, Any] | None:
         t = self.task_table
@@ -510,6 +572,10 @@ class DatabaseBackend(Backend):
         self._prepared = False
 
     def close(self) -> None:
+        conn = getattr(self._stores, "conn", None)
+        if conn is not None and self._stores.pid == current_pid():
+            conn.close()
+        self._stores = threading.local()
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.close()
