@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import logging
 import os
@@ -130,6 +131,29 @@ def _caller_stacklevel() -> int:
         frame = frame.f_back  # type: ignore[assignment]
         level += 1
     return level
+
+def _import_task_module(name: str) -> Any:
+    """Import a task module; one that fails is said, naming its file, and skipped.
+
+    A worker serves the tasks of the modules that import: one broken module (a syntax
+    error, a missing dependency) must not take every other task down with it. Its own
+    tasks are unregistered, so their messages fail with NotRegistered, which the callers
+    learn.
+    """
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001 - any error of the module's own code
+        where = ""
+        try:
+            spec = importlib.util.find_spec(name)
+            where = f" ({spec.origin})" if spec is not None and spec.origin else ""
+        except Exception:  # noqa: BLE001 - its package failed to import as well
+            pass
+        logger.error("Task module %r%s failed to import: %s: %s; its tasks are not "
+                     "served, the others are", name, where, type(exc).__name__, exc,
+                     exc_info=exc)
+        return None
+
 
 # Messages sent inside ``App.batch_publish()`` wait here until the block ends.
 _PUBLISH_BATCH: ContextVar[_PublishBatch | None] = ContextVar("celeriac_publish_batch",
@@ -400,7 +424,8 @@ class Celery:
     def loader_import_default_modules(self) -> list[Any]:
         names = list(self.conf.imports or ()) + list(self.conf.include or ())
         signals.import_modules.send(sender=self)
-        return [importlib.import_module(name) for name in names]
+        modules = (_import_task_module(name) for name in names)
+        return [module for module in modules if module is not None]
 
     def autodiscover_tasks(self, packages: Any = None, related_name: str = "tasks",
                            force: bool = False) -> None:
@@ -428,10 +453,13 @@ class Celery:
         for package in packages:
             name = f"{package}.{related_name}"
             try:
-                importlib.import_module(name)
-            except ModuleNotFoundError as exc:
-                if exc.name not in (name, package):
-                    raise
+                found = importlib.util.find_spec(name) is not None
+            except ModuleNotFoundError:
+                found = False  # the package is not there: nothing to discover
+            except Exception:  # noqa: BLE001 - its __init__ failed: the import says so
+                found = True
+            if found:  # a package without a tasks module has nothing to discover
+                _import_task_module(name)
 
     # -- periodic tasks ---------------------------------------------------------------
     def add_periodic_task(self, schedule: Any, sig: Any, args: Any = (), kwargs: Any = (),

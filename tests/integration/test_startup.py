@@ -162,3 +162,25 @@ def test_waits_for_a_broker_that_starts_later(tmp_path: Path, redis_server: str)
     finally:
         starter.join(60)
         worker.kill()
+
+
+def test_a_broken_task_module_is_named_and_the_other_tasks_are_served(
+        tmp_path: Path) -> None:
+    # One module that raises on import (or lacks a dependency) must not take the
+    # worker's other tasks down: it is named with its file, its tasks are unregistered.
+    (tmp_path / "brokenproj.py").write_text(
+        "from celeriac import Celery\n"
+        f"app = Celery('brokenproj', broker='sqlite:///{tmp_path / 'b.sqlite3'}',\n"
+        "             include=['brokenproj_good', 'brokenproj_bad'])\n")
+    (tmp_path / "brokenproj_good.py").write_text(
+        "from brokenproj import app\n\n@app.task\ndef ok():\n    return 'ok'\n")
+    (tmp_path / "brokenproj_bad.py").write_text("import a_module_that_is_not_installed\n")
+    with WorkerProcess("brokenproj", cwd=tmp_path, args=["-P", "solo"]) as worker:
+        done = subprocess.run(
+            [sys.executable, "-c", "from brokenproj import app; "
+             "print(app.send_task('brokenproj_good.ok').get(timeout=20))"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.stdout.strip() == "ok", done.stderr
+        assert "Task module 'brokenproj_bad'" in worker.output
+        assert str(tmp_path / "brokenproj_bad.py") in worker.output
+        assert "a_module_that_is_not_installed" in worker.output

@@ -317,11 +317,12 @@ def test_result_that_cannot_be_encoded_is_stored_as_failure(backend: Backend) ->
 
 
 def test_results_expire(make_backend: BackendFactory) -> None:
-    backend = make_backend(BackendOptions(expires=0.05))
+    # long enough that a loaded machine (the suite in parallel) reads it before it goes
+    backend = make_backend(BackendOptions(expires=0.5))
     tid = new_id()
     backend.mark_as_done(tid, "soon gone")
     assert AsyncResult(tid, backend=backend).state == states.SUCCESS
-    time.sleep(0.1)
+    time.sleep(0.6)
     assert AsyncResult(tid, backend=backend).state == states.PENDING
 
 
