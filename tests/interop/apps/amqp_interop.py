@@ -17,6 +17,8 @@ import os
 import time
 from typing import Any
 
+from pair_apps import add, build_app, fail, lazy_apps, tsum
+
 BROKER_URL = os.environ.get("AMQP_INTEROP_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 # db 7: no other test or bench uses it (nothing here flushes it; every key we write is
 # ours by its prefix or task id, and expires)
@@ -39,18 +41,6 @@ def scratch() -> Any:
 
 
 # -- task bodies ------------------------------------------------------------------------
-def add(x: Any, y: Any) -> Any:
-    return x + y
-
-
-def tsum(values: list[Any]) -> Any:
-    return sum(values)
-
-
-def fail(message: str) -> None:
-    raise ValueError(message)
-
-
 def when(self: Any, tag: str) -> dict[str, Any]:
     """What the worker saw of the message: its eta, and when it ran."""
     eta = self.request.eta
@@ -91,26 +81,9 @@ TASKS = (
 
 def build(kind: str, queue: str) -> Any:
     """A Celery ('celery') or celeriac ('celeriac') app on ``queue``, tasks registered."""
-    if kind == "celery":
-        from celery import Celery
-    else:
-        from celeriac import Celery  # type: ignore[assignment]
-    app = Celery(f"amqp_interop_{kind}", broker=BROKER_URL, backend=RESULT_BACKEND,
-                 set_as_current=False)
-    app.conf.task_default_queue = queue
-    app.conf.result_expires = TRACE_TTL
-    if kind == "celery":
-        app.conf.broker_connection_retry_on_startup = True
-        app.conf.worker_hijack_root_logger = True
-    for name, body, options in TASKS:
-        app.task(name=name, **options)(body)
-    return app
+    return build_app(kind, "amqp_interop", BROKER_URL, RESULT_BACKEND, queue, TASKS,
+                     result_expires=TRACE_TTL)
 
 
-def __getattr__(name: str) -> Any:
-    # ``-A amqp_interop:celery_app``: built when the worker asks for it
-    if name in ("celery_app", "celeriac_app"):
-        app = build(name.split("_")[0], os.environ[QUEUE_ENV])
-        globals()[name] = app
-        return app
-    raise AttributeError(name)
+# ``-A amqp_interop:celery_app``: built when the worker asks for it
+__getattr__ = lazy_apps(globals(), lambda kind: build(kind, os.environ[QUEUE_ENV]))

@@ -11,9 +11,9 @@ imports neither framework.
 from __future__ import annotations
 
 import os
-import time
-from pathlib import Path
 from typing import Any
+
+from pair_apps import add, build_app, lazy_apps, progress, tsum
 
 BROKER_URL = os.environ.get("DB_INTEROP_BROKER_URL", "redis://127.0.0.1:6379/12")
 RESULT_URL = os.environ.get("DB_INTEROP_RESULT_URL",
@@ -26,25 +26,8 @@ class CustomError(Exception):
     """Importable on both sides, so each re-raises it by type."""
 
 
-def add(x: Any, y: Any) -> Any:
-    return x + y
-
-
 def fail(message: str) -> None:
     raise CustomError(message)
-
-
-def progress(self: Any, go_file: str) -> str:
-    """PROGRESS, then waits for the client to say go (a file), then returns."""
-    self.update_state(state="PROGRESS", meta={"current": 1, "total": 2})
-    deadline = time.monotonic() + 30
-    while not Path(go_file).exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return "finished"
-
-
-def tsum(values: Any) -> Any:
-    return sum(values)
 
 
 TASKS = (
@@ -57,28 +40,12 @@ TASKS = (
 
 def build(kind: str, queue: str, schema: str) -> Any:
     """A Celery ('celery') or celeriac ('celeriac') app, tasks registered."""
-    if kind == "celery":
-        from celery import Celery
-    else:
-        from celeriac import Celery  # type: ignore[assignment]
-    app = Celery(f"database_interop_{kind}", broker=BROKER_URL, backend=RESULT_URL,
-                 set_as_current=False)
-    app.conf.task_default_queue = queue
-    app.conf.result_extended = True
-    app.conf.database_table_schemas = {"task": schema, "group": schema}
-    # a Celery client's chord polls its header with celery.chord_unlock on this backend
-    app.conf.result_chord_retry_interval = 0.1
-    if kind == "celery":
-        app.conf.broker_connection_retry_on_startup = True
-        app.conf.worker_hijack_root_logger = True
-    for name, body, options in TASKS:
-        app.task(name=name, **options)(body)
-    return app
+    return build_app(kind, "database_interop", BROKER_URL, RESULT_URL, queue, TASKS,
+                     result_extended=True,
+                     database_table_schemas={"task": schema, "group": schema},
+                     # a Celery client's chord polls its header with celery.chord_unlock
+                     result_chord_retry_interval=0.1)
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("celery_app", "celeriac_app"):
-        app = build(name.split("_")[0], os.environ[QUEUE_ENV], os.environ[SCHEMA_ENV])
-        globals()[name] = app
-        return app
-    raise AttributeError(name)
+__getattr__ = lazy_apps(globals(), lambda kind: build(
+    kind, os.environ[QUEUE_ENV], os.environ[SCHEMA_ENV]))
