@@ -2,7 +2,7 @@
 
 Set CELERIAC_REQUIRE_SERVICES=1 (CI does) to turn a missing Redis into a failure.
 
-The suite runs in parallel (CI: ``pytest -n 4 --dist loadgroup``), on one machine's
+The suite can run in parallel (``pytest -n 4 --dist loadgroup``), on one machine's
 shared Redis, RabbitMQ, PostgreSQL, MariaDB and memcached. The tests of one module run on
 one xdist worker, one after another (``pytest_collection_modifyitems`` below), so a
 module may share a fixture-scoped worker or a db it flushes among its own tests. Across
