@@ -536,16 +536,20 @@ class SQLBroker(FullBroker):
         def reserve(cur: Any) -> float:
             # On the database's clock, so workers on machines whose clocks differ still
             # space their starts; handed back as a time on this machine's clock.
+            before = time.time()
             cur.execute(f"SELECT {self.db.now_sql}")
             now = float(cur.fetchone()[0])
+            # this machine's clock minus the database's, read around that one statement:
+            # read after the whole transaction instead, each start came back late by
+            # that call's own duration, and two starts could be closer than the interval
+            offset = (before + time.time()) / 2 - now
             upsert = (f"ON CONFLICT (name) DO UPDATE SET next_start = "
                       f"GREATEST({rates}.next_start, %s) + %s" if self.pg else
                       "ON DUPLICATE KEY UPDATE next_start = GREATEST(next_start, %s) + %s")
             cur.execute(f"INSERT INTO {rates} (name, next_start) VALUES (%s, %s) {upsert}",
                         [key, now + interval, now, interval])
             cur.execute(f"SELECT next_start FROM {rates} WHERE name = %s", [key])
-            start = float(cur.fetchone()[0]) - interval
-            return time.time() + (start - now)
+            return float(cur.fetchone()[0]) - interval + offset
 
         return self.db.transaction(reserve)
 
