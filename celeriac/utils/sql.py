@@ -23,7 +23,7 @@ from .urls import mask_password
 logger = logging.getLogger(__name__)
 
 #: the extra that brings each dialect's default driver
-_EXTRAS = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
+EXTRAS = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
 
 #: engine options that only a pooling engine takes (dropped with short-lived sessions)
 _POOL_ONLY = ("max_overflow", "echo_pool")
@@ -176,7 +176,7 @@ class Engine:
         except ImportError as exc:
             dialect, driver = dialect_of(self.url)
             raise MissingDependency(
-                exc.name or driver or dialect, _EXTRAS.get(dialect, "sqlalchemy"),
+                exc.name or driver or dialect, EXTRAS.get(dialect, "sqlalchemy"),
                 f"the database result backend ({self.masked_url})") from None
         except (TypeError, ValueError) as exc:
             # create_engine names a bad option; the URL may carry a password

@@ -19,16 +19,10 @@ from typing import Any, Callable, TypeVar
 from ..exceptions import ImproperlyConfigured, MissingDependency
 from .outage import describe
 from .pid import current_pid
+from .sql import DRIVER_MODULES, EXTRAS, PREFERRED_DRIVERS, installed_driver
 from .urls import mask_password
 
 T = TypeVar("T")
-
-#: driver chosen for a URL that names none: the one each extra installs, else
-#: SQLAlchemy's default (psycopg2, mysqlclient)
-_PREFERRED = {"postgresql": ("psycopg", "psycopg2"), "mysql": ("pymysql", "mysqldb")}
-_EXTRA = {"postgresql": "postgresql", "mysql": "mysql"}
-_MODULE = {"psycopg": "psycopg", "psycopg2": "psycopg2", "pymysql": "pymysql",
-           "mysqldb": "MySQLdb"}
 
 # Deadlocks and lock waits that ran out: the database undid the transaction, which is
 # safe to run again (PostgreSQL SQLSTATEs, MySQL error numbers).
@@ -73,23 +67,17 @@ def sqlalchemy_url(url: str, feature: str) -> tuple[Any, str]:
         raise ImproperlyConfigured(
             f"the SQL broker runs on PostgreSQL and MySQL/MariaDB (sqla+postgresql://, "
             f"sqla+mysql://), not on {dialect!r}")
-    extra = _EXTRA[kind]
+    extra = EXTRAS[kind]
     _import("sqlalchemy", feature, extra)
-    if not driver:
-        for candidate in _PREFERRED[kind]:
-            try:
-                __import__(_MODULE[candidate])
-            except ImportError:
-                continue
-            driver = candidate
-            break
-        else:
-            raise MissingDependency(_MODULE[_PREFERRED[kind][0]], extra, feature)
-    module = _MODULE.get(driver)
+    if not driver:  # the same choice as the result backend's (utils/sql.py)
+        driver = installed_driver(kind) or ""
+        if not driver:
+            raise MissingDependency(DRIVER_MODULES[PREFERRED_DRIVERS[kind][0]], extra, feature)
+    module = DRIVER_MODULES.get(driver)
     if module is None:
         raise ImproperlyConfigured(
             f"the SQL broker does not know the driver {driver!r}; choose one of: "
-            f"{', '.join(_PREFERRED[kind])}")
+            f"{', '.join(PREFERRED_DRIVERS[kind])}")
     _import(module, feature, extra)
     from sqlalchemy.engine import make_url
 
@@ -130,7 +118,7 @@ class Database:
         #: connections found broken so far: what a consumer checks to know the database
         #: went away (and may have undone its last asynchronous commits)
         self.losses = 0
-        self.dbapi = __import__(_MODULE[self.driver])
+        self.dbapi = __import__(DRIVER_MODULES[self.driver])
         self.quote = self._quoter()
 
     # -- names ---------------------------------------------------------------------------
