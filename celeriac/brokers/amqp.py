@@ -40,6 +40,7 @@ worker while it still runs them).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -64,6 +65,8 @@ from .base import (
     Listener,
     Notice,
     Outgoing,
+    QueueCounts,
+    QueueStats,
     Redeliveries,
     RevocationStore,
     take_all,
@@ -318,7 +321,8 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationStore, Fanout):
+class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationStore, Fanout,
+                 QueueStats):
     """A RabbitMQ connection per consumer (see the module's docstring)."""
 
     def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
@@ -950,21 +954,71 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
                     m = ch.basic_get(self.dead_letter_queue, no_ack=False)
                     if m is None:
                         break
-                    h = _plain(m.properties.get("application_headers") or {})
-                    body = m.body if isinstance(m.body, bytes) else str(m.body).encode()
-                    payload = messages.encode_envelope(messages.Message(
-                        {k: v for k, v in h.items() if not k.startswith("x-celeriac-")},
-                        {"correlation_id": m.properties.get("correlation_id")}, body,
-                        m.properties.get("content_type") or "",
-                        m.properties.get("content_encoding") or ""))
-                    found.append(DeadLetter(h.get("x-celeriac-queue") or "",
-                                            h.get(REASON_HEADER) or "", payload,
-                                            float(h.get("x-celeriac-time") or 0)))
+                    found.append(_dead_letter_of(m))
             finally:
                 ch.close()  # unacked: every one stays where it was
             found.reverse()
             return found
         return self._call("reading dead letters", run)  # type: ignore[no-any-return]
+
+    def requeue_dead_letter(self, id: str) -> bool:
+        return self._take_dead(id, requeue=True)
+
+    def delete_dead_letter(self, id: str) -> bool:
+        return self._take_dead(id, requeue=False)
+
+    def _take_dead(self, id: str, requeue: bool) -> bool:
+        """Read the dead-letter queue without taking until ``id`` comes; ack it (after a
+        confirmed copy went to its queue, when ``requeue``). The others return when the
+        reading channel closes; a dead letter another reader holds meanwhile is not
+        seen, so two requeues of one never both find it."""
+        def run() -> bool:
+            reader = self.line.connection().channel()
+            try:
+                reader.queue_declare(self.dead_letter_queue, durable=True, auto_delete=False)
+                while True:
+                    m = reader.basic_get(self.dead_letter_queue, no_ack=False)
+                    if m is None:
+                        return False
+                    dead = _dead_letter_of(m)
+                    if dead.id != id:
+                        continue
+                    if requeue:
+                        if not dead.queue:
+                            raise ValueError(f"dead letter {id} names no queue: it can only "
+                                             "be deleted")
+                        what = f"a dead letter back to {dead.queue!r}"
+                        self._wait_unblocked(what)
+                        self._send(dead.queue, dead.payload, 0, None, copy=True)
+                        self._wait_confirms(what)
+                    reader.basic_ack(m.delivery_tag)
+                    return True
+            finally:
+                reader.close()
+        return bool(self._call("taking a dead letter", run))
+
+    def queue_stats(self, queues: Sequence[str]) -> list[QueueCounts]:
+        """Counts from a passive declare: ready messages and consumers; RabbitMQ tells
+        neither priorities, nor unacked ones, nor a queue's share of the delay levels."""
+        def run() -> list[QueueCounts]:
+            out: list[QueueCounts] = []
+            ch = None
+            try:
+                for queue in queues:
+                    if ch is None:
+                        ch = self.line.connection().channel()
+                    try:
+                        _, count, consumers = ch.queue_declare(queue, passive=True)
+                    except self.line.amqp.exceptions.NotFound:
+                        ch = None  # RabbitMQ closed the channel with its refusal
+                        out.append(QueueCounts(queue, 0, consumers=0))
+                        continue
+                    out.append(QueueCounts(queue, int(count), consumers=int(consumers)))
+            finally:
+                if ch is not None:
+                    ch.close()
+            return out
+        return self._call("counting queues", run)  # type: ignore[no-any-return]
 
     def purge(self, queue: str) -> int:
         def run() -> int:
@@ -1092,6 +1146,21 @@ class AMQPBroker(Broker, DelayedDelivery, DeadLetters, Redeliveries, RevocationS
     def replies(self, exchange: str, routing_key: str) -> Listener:
         return AMQPListener(self, exchange, f"{routing_key}.{exchange}", [routing_key],
                             {"x-expires": 60000})
+
+
+def _dead_letter_of(m: Any) -> DeadLetter:
+    """A message of the dead-letter queue as a ``DeadLetter``; its id is a digest of the
+    message as stored (RabbitMQ gives a queued message no id of its own)."""
+    h = _plain(m.properties.get("application_headers") or {})
+    body = m.body if isinstance(m.body, bytes) else str(m.body).encode()
+    payload = messages.encode_envelope(messages.Message(
+        {k: v for k, v in h.items() if not k.startswith("x-celeriac-")},
+        {"correlation_id": m.properties.get("correlation_id")}, body,
+        m.properties.get("content_type") or "",
+        m.properties.get("content_encoding") or ""))
+    digest = hashlib.sha1(json.dumps(h, sort_keys=True).encode() + b"\n" + body)
+    return DeadLetter(h.get("x-celeriac-queue") or "", h.get(REASON_HEADER) or "", payload,
+                      float(h.get("x-celeriac-time") or 0), digest.hexdigest())
 
 
 class AMQPListener(Listener):

@@ -53,6 +53,47 @@ class DeadLetter:
     reason: str
     payload: str
     time: float
+    #: the transport's handle for ``requeue_dead_letter``/``delete_dead_letter`` (a row
+    #: id, or a digest of the stored record where the broker keeps no id)
+    id: str = ""
+
+
+@dataclass(slots=True)
+class QueueCounts:
+    """What a broker can tell of one queue without taking anything from it.
+
+    Attributes:
+        queue: the queue's name.
+        ready: messages waiting that a consumer may take now (every priority).
+        by_priority: ``ready`` per priority where the broker keeps them apart (Redis:
+            per priority step; SQLite and SQL: per priority value), else None.
+        delayed: eta/countdown messages the broker holds for the queue until due, or
+            None where it cannot tell them apart per queue.
+        unacked: messages fetched by a consumer and not acked yet, or None.
+        consumers: consumers attached to the queue, where the broker knows (RabbitMQ).
+    """
+
+    queue: str
+    ready: int
+    by_priority: dict[int, int] | None = None
+    delayed: int | None = None
+    unacked: int | None = None
+    consumers: int | None = None
+
+
+def counts_by_queue(queues: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[QueueCounts]:
+    """``QueueCounts`` per queue from rows of (queue, priority, ready, delayed, unacked),
+    as the SQL transports count them with one GROUP BY."""
+    ready: dict[str, dict[int, int]] = {name: {} for name in queues}
+    delayed = dict.fromkeys(queues, 0)
+    unacked = dict.fromkeys(queues, 0)
+    for queue, priority, n_ready, n_delayed, n_unacked in rows:
+        if n_ready:
+            ready[queue][int(priority)] = int(n_ready)
+        delayed[queue] += int(n_delayed or 0)
+        unacked[queue] += int(n_unacked or 0)
+    return [QueueCounts(name, sum(ready[name].values()), ready[name], delayed[name],
+                        unacked[name]) for name in queues]
 
 
 @dataclass(slots=True)
@@ -108,8 +149,9 @@ class Broker(ABC):
 
     What only some transports can do is a capability, one small class each below
     (``DelayedDelivery``, ``Liveness``, ``DeadLetters``, ``RevocationStore``,
-    ``RateReservations``, ``Fanout``); a transport declares it by inheriting it, and the worker asks
-    with ``isinstance`` (``capability()``) rather than assuming.
+    ``RateReservations``, ``Fanout``, ``QueueStats``); a transport declares it by
+    inheriting it, and the worker asks with ``isinstance`` (``capability()``) rather
+    than assuming.
 
     Args:
         url: the broker URL.
@@ -219,6 +261,24 @@ class DeadLetters(ABC):
     @abstractmethod
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The messages set aside, newest first."""
+
+    @abstractmethod
+    def requeue_dead_letter(self, id: str) -> bool:
+        """Atomically put the dead letter ``id`` back on its queue and remove it from the
+        dead letters; False when there is no such dead letter (taken meanwhile)."""
+
+    @abstractmethod
+    def delete_dead_letter(self, id: str) -> bool:
+        """Remove the dead letter ``id`` for good; False when there is none."""
+
+
+class QueueStats(ABC):
+    """Counts of a queue's messages by kind (ready per priority, delayed, unacked), read
+    without taking any: what a dashboard shows."""
+
+    @abstractmethod
+    def queue_stats(self, queues: Sequence[str]) -> list[QueueCounts]:
+        """One ``QueueCounts`` per name, in order (a queue that does not exist counts 0)."""
 
 
 class Liveness(ABC):
@@ -419,5 +479,5 @@ def require(broker: Broker, kind: type[C], needed_for: str) -> C:
 
 
 class FullBroker(Broker, DelayedDelivery, DeadLetters, Liveness, RevocationStore,
-                 RateReservations, Fanout, ABC):
+                 RateReservations, Fanout, QueueStats, ABC):
     """A transport with every capability: memory://, sqlite:// and redis:// are."""

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Sequence
 
-from .base import (DeadLetter, Delivery, FullBroker, Listener, Notice, Released,
+from .base import (DeadLetter, Delivery, FullBroker, Listener, Notice, QueueCounts, Released,
                    nothing_to_wait_for, poison_reason, topic_matches)
 
 
@@ -142,7 +142,8 @@ class MemoryBroker(FullBroker):
         with s.cond:
             if s.unacked.get(self.consumer_id, {}).pop(delivery.tag, None) is None:
                 return  # not ours any more (see defer)
-            s.dead.append(DeadLetter(delivery.queue, reason, delivery.payload, time.time()))
+            s.dead.append(DeadLetter(delivery.queue, reason, delivery.payload, time.time(),
+                                     str(next(s.counter))))
 
     def heartbeat(self, consumer_ids: Sequence[str] | None = None) -> Released:
         s = self._s
@@ -182,7 +183,8 @@ class MemoryBroker(FullBroker):
             if d.tag in lost:
                 losses = s.losses[d.payload] = s.losses.get(d.payload, 0) + 1
                 if losses >= self.max_redeliveries:
-                    dead = DeadLetter(d.queue, poison_reason(losses), d.payload, time.time())
+                    dead = DeadLetter(d.queue, poison_reason(losses), d.payload, time.time(),
+                                      str(next(s.counter)))
                     s.dead.append(dead)
                     released.poisoned.append(dead)
                     continue
@@ -238,6 +240,37 @@ class MemoryBroker(FullBroker):
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         with self._s.cond:
             return list(reversed(self._s.dead[-limit:]))
+
+    def _take_dead(self, id: str) -> DeadLetter | None:
+        s = self._s
+        for i, dead in enumerate(s.dead):
+            if dead.id == id:
+                return s.dead.pop(i)
+        return None
+
+    def requeue_dead_letter(self, id: str) -> bool:
+        s = self._s
+        with s.cond:
+            dead = self._take_dead(id)
+            if dead is None:
+                return False
+            s.queues.setdefault(dead.queue, deque()).appendleft(dead.payload)
+            s.cond.notify_all()
+            return True
+
+    def delete_dead_letter(self, id: str) -> bool:
+        with self._s.cond:
+            return self._take_dead(id) is not None
+
+    def queue_stats(self, queues: Sequence[str]) -> list[QueueCounts]:
+        s = self._s
+        with s.cond:
+            return [QueueCounts(
+                name, len(s.queues.get(name, ())),
+                delayed=sum(1 for d in s.delayed if d[2] == name),
+                unacked=sum(1 for held in s.unacked.values() for d in held.values()
+                            if d.queue == name))
+                for name in queues]
 
     # -- fanout: events and remote control ---------------------------------------------
     def broadcast(self, exchange: str, notices: Sequence[Notice]) -> None:

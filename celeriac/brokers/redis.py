@@ -27,6 +27,7 @@ transport option ``delayed_delivery`` says otherwise:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -45,6 +46,7 @@ from .base import (
     Listener,
     Notice,
     Outgoing,
+    QueueCounts,
     Released,
     new_consumer_id,
     nothing_to_wait_for,
@@ -359,6 +361,59 @@ redis.call('ZADD', KEYS[2], 'GT', ms + 3600000, ARGV[2])
 """
 
 
+# KEYS: delayed, consumers, landing-source, then the lists of each queue (ARGV[3] per
+# queue, lowest priority step first); ARGV: unacked prefix, landing prefix, steps.
+# Returns per queue: the steps' list lengths, then delayed, then unacked (fetched into a
+# consumer's hash, or moved into its landing list by a blocking wait).
+QUEUE_STATS = _SPLIT + """
+local steps = tonumber(ARGV[3])
+local owner, out = {}, {}
+for i = 4, #KEYS do
+  local q = math.floor((i - 4) / steps)
+  owner[KEYS[i]] = q
+  out[#out + 1] = redis.call('LLEN', KEYS[i])
+  if (i - 3) % steps == 0 then out[#out + 1] = 0; out[#out + 1] = 0 end
+end
+local width = steps + 2
+local function add(list, offset)
+  local q = owner[list]
+  if q then out[q * width + offset] = out[q * width + offset] + 1 end
+end
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do add((split(m)), steps + 1) end
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  for _, v in ipairs(redis.call('HVALS', ARGV[1] .. id)) do add((split(v)), steps + 2) end
+  local src = redis.call('HGET', KEYS[3], id)
+  if src and owner[src] then
+    local q = owner[src]
+    out[q * width + steps + 2] = out[q * width + steps + 2] + redis.call('LLEN', ARGV[2] .. id)
+  end
+end
+return out
+"""
+
+# KEYS: dead-letter list; ARGV: id (the record's SHA-1), 'requeue' or 'delete', key prefix.
+# A requeued message goes to the back of the list it was taken from, as a new message.
+TAKE_DEAD = """
+for _, raw in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if redis.sha1hex(raw) == ARGV[1] then
+    if ARGV[2] == 'requeue' then
+      local ok, d = pcall(cjson.decode, raw)
+      if not ok or type(d) ~= 'table' or type(d.queue) ~= 'string'
+          or type(d.payload) ~= 'string' then
+        return -1
+      end
+      local list = d.queue
+      if string.sub(list, 1, #ARGV[3]) ~= ARGV[3] then list = ARGV[3] .. list end
+      redis.call('LPUSH', list, d.payload)
+    end
+    redis.call('LREM', KEYS[1], 1, raw)
+    return 1
+  end
+end
+return 0
+"""
+
+
 class _Process:
     """What a broker holds per process: the client, its scripts, the tag counter."""
 
@@ -374,6 +429,8 @@ class _Process:
         self.purge = client.register_script(PURGE)
         self.reserve_rate = client.register_script(RESERVE_RATE)
         self.bind_reply = client.register_script(BIND_REPLY)
+        self.queue_stats = client.register_script(QUEUE_STATS)
+        self.take_dead = client.register_script(TAKE_DEAD)
         self.next_tag = 1
         self.rotor = 0
         self.declared: set[str] = set()
@@ -686,9 +743,41 @@ class RedisBroker(FullBroker):
         for raw in self._p().client.lrange(self._dead, 0, limit - 1):
             try:
                 d = json.loads(raw)
-                out.append(DeadLetter(d["queue"], d["reason"], d["payload"], float(d["time"])))
+                out.append(DeadLetter(d["queue"], d["reason"], d["payload"], float(d["time"]),
+                                      hashlib.sha1(raw).hexdigest()))
             except (ValueError, KeyError, TypeError):
                 continue
+        return out
+
+    def requeue_dead_letter(self, id: str) -> bool:
+        return self._take_dead(id, "requeue")
+
+    def delete_dead_letter(self, id: str) -> bool:
+        return self._take_dead(id, "delete")
+
+    def _take_dead(self, id: str, mode: str) -> bool:
+        done = int(self._p().take_dead(keys=[self._dead], args=[id, mode, self.prefix]))
+        if done < 0:
+            raise ValueError(f"dead letter {id} names no queue and payload: it can only "
+                             "be deleted")
+        return done == 1
+
+    def queue_stats(self, queues: Sequence[str]) -> list[QueueCounts]:
+        if not queues:
+            return []
+        steps = self.priority_steps
+        keys = [self._delayed, self._consumers, self._landing_source,
+                *(k for q in queues for k in self._lists(q))]
+        reply = [int(n) for n in self._p().queue_stats(
+            keys=keys, args=[f"{self.prefix}celeriac.unacked.",
+                             f"{self.prefix}celeriac.landing.", len(steps)])]
+        out = []
+        width = len(steps) + 2
+        for i, queue in enumerate(queues):
+            row = reply[i * width:(i + 1) * width]
+            by_priority = {step: n for step, n in zip(steps, row) if n}
+            out.append(QueueCounts(queue, sum(row[:len(steps)]), by_priority,
+                                   row[-2], row[-1]))
         return out
 
     # -- fanout: events and remote control, where kombu puts them ---------------------

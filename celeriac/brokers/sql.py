@@ -26,9 +26,9 @@ from ..config import IgnoredSettingWarning
 from ..utils.pid import current_pid
 from ..utils.sqlbroker import (TABLES, Database, Ledger, broker_tables, drain_notifications,
                                wait_notification)
-from .base import (DeadLetter, Delivery, FullBroker, Listener, Notice, Outgoing, Released,
-                   new_consumer_id, nothing_to_wait_for, poison_reason, take_all,
-                   topic_matches)
+from .base import (DeadLetter, Delivery, FullBroker, Listener, Notice, Outgoing, QueueCounts,
+                   Released, counts_by_queue, new_consumer_id, nothing_to_wait_for,
+                   poison_reason, take_all, topic_matches)
 
 # ``due`` of a row whose task started with an early ack: the note that it runs.
 STARTED = -1
@@ -405,12 +405,58 @@ class SQLBroker(FullBroker):
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         def read(cur: Any) -> list[DeadLetter]:
             # the table is shared: this broker's dead-letter queue only
-            cur.execute(f"SELECT queue, reason, payload, time FROM {self.t['dead_letters']} "
-                        "WHERE dead_queue = %s ORDER BY id DESC LIMIT %s",
+            cur.execute("SELECT queue, reason, payload, time, id FROM "
+                        f"{self.t['dead_letters']} WHERE dead_queue = %s ORDER BY id DESC LIMIT %s",
                         [self.dead_letter_queue, limit])
-            return [DeadLetter(q, r, p, float(t)) for q, r, p, t in cur.fetchall()]
+            return [DeadLetter(q, r, p, float(t), str(i)) for q, r, p, t, i in cur.fetchall()]
 
         return self.db.run(read)
+
+    def requeue_dead_letter(self, id: str) -> bool:
+        row_id = _row_id(id)
+        dead = self.t["dead_letters"]
+
+        def move(cur: Any) -> bool:
+            # The DELETE's row lock makes two requeues of one dead letter take turns: the
+            # second finds nothing and puts nothing back.
+            cur.execute(f"SELECT queue, payload FROM {dead} WHERE id = %s AND dead_queue = %s "
+                        "FOR UPDATE", [row_id, self.dead_letter_queue])
+            row = cur.fetchone()
+            if row is None:
+                return False
+            cur.execute(f"DELETE FROM {dead} WHERE id = %s", [row_id])
+            self._with_notify(cur, f"INSERT INTO {self.t['messages']} (queue, priority, due, "
+                              "payload) VALUES (%s, 0, 0, %s)", [row[0], row[1]], [row[0]])
+            return True
+
+        return self.db.transaction(move)
+
+    def delete_dead_letter(self, id: str) -> bool:
+        def delete(cur: Any) -> bool:
+            cur.execute(f"DELETE FROM {self.t['dead_letters']} WHERE id = %s AND "
+                        "dead_queue = %s", [_row_id(id), self.dead_letter_queue])
+            return bool(cur.rowcount)
+
+        return self.db.run(delete)
+
+    def queue_stats(self, queues: Sequence[str]) -> list[QueueCounts]:
+        if not queues:
+            return []
+        qin, qparams = self._in(queues)
+        now = time.time()
+
+        def count(cur: Any) -> list[Any]:
+            # Early-acked rows (due = STARTED) are running, not waiting for an ack.
+            cur.execute(
+                "SELECT queue, priority, "
+                "SUM(CASE WHEN consumer IS NULL AND due <= %s THEN 1 ELSE 0 END), "
+                "SUM(CASE WHEN consumer IS NULL AND due > %s THEN 1 ELSE 0 END), "
+                f"SUM(CASE WHEN consumer IS NOT NULL AND due != {STARTED} THEN 1 ELSE 0 END) "
+                f"FROM {self.t['messages']} WHERE queue {qin} GROUP BY queue, priority",
+                [now, now, *qparams])
+            return list(cur.fetchall())
+
+        return counts_by_queue(queues, self.db.run(count))
 
     # -- liveness --------------------------------------------------------------------------
     def heartbeat(self, consumer_ids: Sequence[str] | None = None) -> Released:
@@ -672,6 +718,14 @@ class _SQLListener(Listener):
 
     def close(self) -> None:
         self._stop()
+
+
+def _row_id(id: str) -> int:
+    """A dead letter's id as its row's key (-1, which no row has, for a foreign one)."""
+    try:
+        return int(id)
+    except (TypeError, ValueError):
+        return -1
 
 
 def _headers(text: str) -> dict[str, Any]:

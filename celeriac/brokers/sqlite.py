@@ -14,8 +14,9 @@ from typing import Any, Callable, Sequence
 
 from ..utils.sqlite import SQLiteFile, placeholders
 from ..utils.urls import sqlite_path
-from .base import (DeadLetter, Delivery, FullBroker, Listener, Notice, Outgoing, Released,
-                   nothing_to_wait_for, poison_reason, take_all, topic_matches)
+from .base import (DeadLetter, Delivery, FullBroker, Listener, Notice, Outgoing, QueueCounts,
+                   Released, counts_by_queue, nothing_to_wait_for, poison_reason, take_all,
+                   topic_matches)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS celeriac_messages (
@@ -299,9 +300,37 @@ class SQLiteBroker(FullBroker):
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         rows = self.db.connection().execute(
-            "SELECT queue, reason, payload, time FROM celeriac_dead_letters "
+            "SELECT queue, reason, payload, time, id FROM celeriac_dead_letters "
             "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [DeadLetter(q, r, p, t) for q, r, p, t in rows]
+        return [DeadLetter(q, r, p, t, str(i)) for q, r, p, t, i in rows]
+
+    def requeue_dead_letter(self, id: str) -> bool:
+        def move(conn: Any) -> bool:
+            row = conn.execute("SELECT queue, payload FROM celeriac_dead_letters "
+                               "WHERE id = ?", (_row_id(id),)).fetchone()
+            if row is None:
+                return False
+            conn.execute(_INSERT, (row[0], 0, 0.0, row[1]))
+            conn.execute("DELETE FROM celeriac_dead_letters WHERE id = ?", (_row_id(id),))
+            return True
+
+        return self.db.write(move)
+
+    def delete_dead_letter(self, id: str) -> bool:
+        return self.db.connection().execute(
+            "DELETE FROM celeriac_dead_letters WHERE id = ?", (_row_id(id),)).rowcount > 0
+
+    def queue_stats(self, queues: Sequence[str]) -> list[QueueCounts]:
+        if not queues:
+            return []
+        # Early-acked rows (due = STARTED) are running, not waiting for an ack.
+        rows = self.db.connection().execute(
+            "SELECT queue, priority, "
+            "SUM(consumer IS NULL AND due <= ?), SUM(consumer IS NULL AND due > ?), "
+            f"SUM(consumer IS NOT NULL AND due != {STARTED}) FROM celeriac_messages "
+            f"WHERE queue IN ({placeholders(queues)}) GROUP BY queue, priority",
+            (time.time(), time.time(), *queues)).fetchall()
+        return counts_by_queue(queues, rows)
 
     # -- fanout: events and remote control ---------------------------------------------
     def broadcast(self, exchange: str, notices: Sequence[Notice]) -> None:
@@ -366,6 +395,14 @@ class _SQLiteListener(Listener):
 
     def close(self) -> None:
         pass
+
+
+def _row_id(id: str) -> int:
+    """A dead letter's id as its row's key (-1, which no row has, for a foreign one)."""
+    try:
+        return int(id)
+    except (TypeError, ValueError):
+        return -1
 
 
 def _headers(text: str) -> dict[str, Any]:
