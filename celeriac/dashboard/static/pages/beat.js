@@ -1,0 +1,36 @@
+// Beat: the periodic schedule, when each entry ran and runs next, who holds the lock.
+import {facts, fmtAgo, fmtTime, fmtValue, getJSON, h, section, table} from "../util.js";
+
+function when(value) {
+  if (value === null || value === undefined || value === "") return "";
+  if (typeof value === "number") return h("span", {title: fmtAgo(value)}, fmtTime(value));
+  return String(value);
+}
+
+export async function render(main, _params, ctx) {
+  const body = h("div");
+  main.replaceChildren(h("h1", {}, "Beat schedule"), body);
+  const load = async () => {
+    const d = await getJSON("api/dashboard/beat");
+    const leader = d.leader;
+    body.replaceChildren(
+      section("Scheduler", facts([
+        ["Source", d.source || ""],
+        ["Leader", leader ? h("span.mono", {}, leader.owner) : "no beat holds the lock"],
+        ["Lock expires", leader ? when(leader.expires) : ""],
+      ])),
+      section(`Entries (${(d.entries || []).length})`, table([
+        {label: "Name", cell: (e) => h("strong", {}, e.name)},
+        {label: "Task", cell: (e) => h("span.mono", {}, e.task)},
+        {label: "Schedule", cell: (e) => h("code", {}, fmtValue(e.schedule))},
+        {label: "Args", cell: (e) => h("code.clip", {}, fmtValue(e.args))},
+        {label: "Kwargs", cell: (e) => h("code.clip", {}, fmtValue(e.kwargs))},
+        {label: "Enabled", cell: (e) => e.enabled === false ? h("span.badge.offline", {}, "off") : h("span.badge.online", {}, "on")},
+        {label: "Last run", cell: (e) => when(e.last_run_at)},
+        {label: "Next run", cell: (e) => when(e.next_run_at)},
+        {label: "Runs", cls: "num", cell: (e) => e.total_run_count ?? ""},
+      ], d.entries || [], {empty: "No periodic task configured (beat_schedule)."})));
+  };
+  await load();
+  ctx.every(15, () => load().catch(() => {}));
+}
