@@ -626,3 +626,8 @@ def main() -> None:
 from . import events as _events  # noqa: E402 - registered after the commands above
 
 cli.add_command(_events.events)
+
+from . import dashboard as _dashboard  # noqa: E402
+
+cli.add_command(_dashboard.dashboard)
+cli.add_command(_dashboard.dashboard, name="flower")
