@@ -7,6 +7,8 @@ uvicorn; it stops them in reverse when uvicorn returns (SIGINT or SIGTERM).
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -135,11 +137,36 @@ def serve(app: Celery, options: DashboardOptions,
                                     log_level="warning", access_log=False,
                                     ssl_certfile=options.certfile,
                                     ssl_keyfile=options.keyfile, lifespan="on")
-            uvicorn.Server(config).run()
+            _run_until_signal(uvicorn.Server(config))
         finally:
             ingestor.stop()
     finally:
         store.close()
+
+
+class _Stopped(Exception):
+    """SIGTERM, raised where the main thread is so the stops below it run."""
+
+
+def _run_until_signal(server: Any) -> None:
+    """Run uvicorn; a SIGINT or SIGTERM stops it and returns here.
+
+    uvicorn shuts down on either signal and then raises it again for the handler that
+    was there before: a Python one (this) so that the process does not die before the
+    ingestor is stopped and the store closed.
+    """
+    def stop(signum: int, frame: Any) -> None:
+        raise _Stopped()
+
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, stop) if main else None
+    try:
+        server.run()
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, before)
 
 
 def start_lines(options: DashboardOptions, store_url: str) -> list[str]:
