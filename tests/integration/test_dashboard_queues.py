@@ -8,6 +8,7 @@ Each test has its own queue names, dead-letter queue and (SQL) schema; Redis is 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -263,3 +264,28 @@ def test_dead_letters_set_aside_by_a_worker_requeued_and_deleted(
         assert delete_dead_letter(app, broken["id"])
         assert not delete_dead_letter(app, broken["id"])
         assert listed(app, broken_id) is None
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mysql"])
+def test_beat_leader_held_in_the_sql_brokers_database(kind: str, tmp_path: Path) -> None:
+    from celeriac.beat.service import default_lock_name
+    from celeriac.beat.sql_lock import SQLLock
+    from celeriac.dashboard.beat import beat_schedule
+
+    made = Setup(kind, tmp_path)
+    app = made.app()
+    app.conf.beat_schedule = {"tick": {"task": "proj.add", "schedule": 30.0}}
+    app.conf.beat_schedule_filename = str(tmp_path / "beat-state")
+    lock = SQLLock(made.broker, default_lock_name(app), made.options)
+    try:
+        assert beat_schedule(app)["leader"] is None
+        assert lock.acquire("sql-leader", 60)
+        leader = beat_schedule(app)["leader"]
+        assert leader is not None and leader["owner"] == "sql-leader"
+        assert leader["expires"] > time.time()
+        lock.release("sql-leader")
+        assert beat_schedule(app)["leader"] is None
+    finally:
+        lock.close()
+        app.close()
+        made.clean()
