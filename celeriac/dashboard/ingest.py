@@ -139,6 +139,8 @@ class Ingestor:
         self._rate: deque[tuple[float, int]] = deque()
         self._backfill_after: float | None = None
         self._listening = threading.Event()
+        self._wake_chores = threading.Event()
+        self._joined: set[str] = set()  # workers come online since the last broadcast
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -159,6 +161,7 @@ class Ingestor:
         receiver = self._receiver
         if receiver is not None:
             receiver.should_stop = True
+        self._wake_chores.set()
         with self._cond:
             self._cond.notify_all()
         for thread in reversed(self._threads):
@@ -224,6 +227,10 @@ class Ingestor:
                         logger.debug("closing the event receiver failed", exc_info=True)
 
     def _take(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "worker-online" and self.enable_events:
+            # a worker started without -E sends task events from its first task on
+            self._joined.add(str(event.get("hostname")))
+            self._wake_chores.set()
         with self._cond:
             self._buffer.append(event)
             if len(self._buffer) > BUFFER_MAX:
@@ -333,7 +340,12 @@ class Ingestor:
                     else:
                         due[name] = time.monotonic() + interval
             wait = min(due.values(), default=now + CHORES_EVERY) - time.monotonic()
-            self._stopping.wait(max(0.05, min(wait, CHORES_EVERY)))
+            self._wake_chores.wait(max(0.05, min(wait, CHORES_EVERY)))
+            self._wake_chores.clear()
+            if self._joined:
+                joined, self._joined = self._joined, set()
+                self._safely("enable_events", lambda: self.app.control.enable_events(
+                    destination=sorted(joined)))
 
     def _safely(self, name: str, job: Callable[[], Any]) -> None:
         try:
