@@ -164,6 +164,8 @@ class Side:
     log_path: str = ""
     baseline: float = 0.0
     samples: list[dict[str, Any]] = field(default_factory=list)
+    #: how long each count request took: the harness's own load on the side
+    asked: list[float] = field(default_factory=list)
 
     @property
     def base(self) -> str:
@@ -200,11 +202,13 @@ class Side:
         ``ingest.events_total``; Flower: applied to its state, ``flower_events_total``);
         None when it did not answer."""
         if self.name == "celeriac":
-            status, body, _ = http_get(f"{self.base}/api/dashboard/overview", timeout=60)
+            status, body, seconds = http_get(f"{self.base}/api/dashboard/overview", timeout=60)
+            self.asked.append(seconds)
             if status != 200:
                 return None
             return float(json.loads(body)["ingest"]["events_total"])
-        status, body, _ = http_get(f"{self.base}/metrics", timeout=60)
+        status, body, seconds = http_get(f"{self.base}/metrics", timeout=60)
+        self.asked.append(seconds)
         if status != 200:
             return None
         return metric_sum(body.decode("utf-8", "replace"), "flower_events_total")
@@ -275,6 +279,7 @@ class Bench:
         self.url = f"redis://127.0.0.1:{self.redis_port}/0"
         self.redis: subprocess.Popen[bytes] | None = None
         self.sides: list[Side] = []
+        self.last_moved: dict[str, tuple[float, float]] = {}
         self.results: dict[str, Any] = {"phases": {}, "pages": {}, "rss": {}, "notes": []}
         self.notes: list[str] = self.results["notes"]
 
@@ -359,7 +364,8 @@ class Bench:
         with a backlog answers late, and must not hold back the other's readings),
         until the generator is done (``target`` None) or the side has taken in
         ``target`` events, stopped moving for 10 s, or ``timeout`` passed. Returns when
-        each side reached ``target``, seconds after ``t0`` (None: it did not)."""
+        each side reached ``target``, seconds after ``t0`` (None: it did not); the
+        last time its count moved is in ``self.last_moved``."""
         reached: dict[str, float | None] = {s.name: None for s in self.sides}
         deadline = time.perf_counter() + timeout
 
@@ -378,6 +384,7 @@ class Bench:
                     return
                 elif got != moved[0]:
                     moved = (got, row["t"])
+                    self.last_moved[side.name] = moved
                 elif row["t"] - moved[1] > 10:
                     return  # stalled: it lost events or stopped
                 time.sleep(every)
@@ -419,7 +426,7 @@ class Bench:
             mark(side, row)
             at_grace[side.name] = row["ingested"]
         target = final["task_events"]
-        reached = self._watch("offered", gen, t0, target=target, every=args.poll / 2,
+        reached = self._watch("offered", gen, t0, target=target, every=args.poll,
                               on_sample=mark, timeout=max(120.0, args.tasks / 500))
         for side in self.sides:
             row = side.sample("offered", t0, gen)
@@ -503,25 +510,47 @@ class Bench:
         for side in self.sides:
             side.baseline = before[side.name]
         cpu0 = {s.name: cpu_seconds(s.proc.pid) for s in self.sides if s.proc}
+        self.last_moved = {}
+        profilers = self._start_profilers() if args.profile else []
         t0 = time.perf_counter()
         gen = Generator(self.url, n, 0, args.workers)
         final = gen.wait(300)
         target = final["task_events"]
-        reached = self._watch("flat_out", gen, t0, target=target, every=args.poll / 4,
+        reached = self._watch("flat_out", gen, t0, target=target, every=args.poll / 2,
                               timeout=max(180.0, n / 100))
+        for proc, path in profilers:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+            self.notes.append(f"py-spy profile of the flat-out phase: {os.path.relpath(path)}")
         out = {"published": target, "generator_seconds": final["elapsed"],
                "offered_rate": target / final["elapsed"], "sides": {}}
         for side in self.sides:
             last = side.samples[-1]
             got = last["ingested"] or 0.0
-            done_at = reached[side.name]
+            # a side that never got them all (it dropped some) is timed to its last event
+            done_at = reached[side.name] or self.last_moved.get(side.name, (0.0, 0.0))[1]
             out["sides"][side.name] = {
                 "ingested": got, "seconds": done_at,
                 "rate": got / done_at if done_at else math.nan,
                 "cpu_seconds": last["cpu"] - cpu0[side.name],
                 "cpu_per_10k": (last["cpu"] - cpu0[side.name]) / got * 10_000 if got else math.nan,
-                "caught_up": done_at is not None, "own_stats": side.ingest_stats()}
+                "caught_up": reached[side.name] is not None,
+                "own_stats": side.ingest_stats()}
         self.results["phases"]["flat_out"] = out
+
+    def _start_profilers(self) -> list[tuple[subprocess.Popen[bytes], str]]:
+        """py-spy on each side (all threads, collapsed stacks), stopped by SIGINT."""
+        out = []
+        for side in self.sides:
+            assert side.proc is not None
+            path = os.path.join(common.RESULTS_DIR, f"dashboard-profile-{side.name}.txt")
+            proc = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(side.proc.pid), "--format", "raw",
+                 "--rate", "200", "--threads", "--idle", "-o", path],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            out.append((proc, path))
+        time.sleep(1.0)  # py-spy attaches
+        return out
 
     # -- the whole run ---------------------------------------------------------------------
     def run(self) -> None:
@@ -648,6 +677,12 @@ def build_report(bench: Bench, command: str, started: _dt.datetime, wall: float)
                 get(pages, "celeriac", f"Flower API, {label}", stat),
                 get(pages, "flower", label, stat), "lower", ".1f")
 
+    for side in bench.sides:
+        if side.asked:
+            bench.notes.append(
+                f"{side.name} answered {len(side.asked)} count requests of the harness "
+                f"({'/api/dashboard/overview' if side.name == 'celeriac' else '/metrics'}) in "
+                f"{sum(side.asked):.1f} s, median {statistics.median(side.asked) * 1000:.0f} ms")
     out = [f"# celeriac dashboard vs Flower on one event stream — {started:%Y-%m-%d %H:%M %Z}",
            ""]
     out.append(f"- Command: `{command}` (wall time {wall / 60:.1f} min)")
@@ -679,11 +714,15 @@ def _version(dist: str) -> str:
 
 
 def _source() -> str:
+    """The commit, and whether celeriac/ differed from it (others commit as we run)."""
     try:
-        return subprocess.run(["git", "log", "-1", "--format=%h %cd", "--date=iso"],
-                              cwd=HERE, capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(["git", "log", "-1", "--format=%h %cd", "--date=iso"],
+                              cwd=HERE, capture_output=True, text=True, check=True).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "../celeriac"],
+                               cwd=HERE, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "?"
+    return head.strip() + (" + uncommitted changes in celeriac/" if dirty.strip() else "")
 
 
 def _load(when: str) -> str:
@@ -702,11 +741,15 @@ def main() -> None:
     parser.add_argument("--max-tasks", type=int, default=100_000,
                         help="--max-tasks of both monitors")
     parser.add_argument("--requests", type=int, default=50, help="GETs per tasks-page query")
-    parser.add_argument("--poll", type=float, default=1.0,
-                        help="seconds between the harness's readings of both sides")
+    parser.add_argument("--poll", type=float, default=2.0,
+                        help="seconds between the harness's readings of both sides (each "
+                             "costs celeriac a store.counts(): do not read too often)")
     parser.add_argument("--grace", type=float, default=1.0,
                         help="seconds after the generator stops before lag is read")
     parser.add_argument("--only", choices=SIDES, help="one side only")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy each side in the flat-out phase (pip install py-spy); "
+                             "collapsed stacks in bench/results/dashboard-profile-*.txt")
     parser.add_argument("--out", default=os.path.join(common.RESULTS_DIR, "dashboard.md"))
     args = parser.parse_args()
     command = common.command_line()
