@@ -78,20 +78,22 @@ def _date(text: str) -> datetime:
 
 
 def apply_async(app: Celery, name: str, args: list[Any], kwargs: dict[str, Any],
-                options: dict[str, Any]) -> AsyncResult:
+                options: dict[str, Any]) -> AsyncResult[Any]:
     """Send a task this process knows (Flower's async-apply: 404 when unknown)."""
     if name not in app.tasks:
         raise ActionError(404, f"Unknown task '{name}'")
-    return app.tasks[name].apply_async(args=args, kwargs=kwargs, **task_options(options))
+    result: AsyncResult[Any] = app.tasks[name].apply_async(args=args, kwargs=kwargs,
+                                                           **task_options(options))
+    return result
 
 
 def send_task(app: Celery, name: str, args: list[Any], kwargs: dict[str, Any],
-              options: dict[str, Any]) -> AsyncResult:
+              options: dict[str, Any]) -> AsyncResult[Any]:
     """Send a task by name, known here or not (Flower's send-task)."""
     return app.send_task(name, args=args, kwargs=kwargs, **task_options(options))
 
 
-def result_answer(result: AsyncResult, wait: float | None = None) -> dict[str, Any]:
+def result_answer(result: AsyncResult[Any], wait: float | None = None) -> dict[str, Any]:
     """Flower's answer for a result: ``task-id``, ``state``, and ``result`` (plus
     ``traceback`` on failure) once ready; waits up to ``wait`` seconds first."""
     if wait:

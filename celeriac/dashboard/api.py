@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -45,6 +47,7 @@ KEEPALIVE = 15.0
 RECEIVED_FORMAT = "%Y-%m-%d %H:%M"  # Flower's received_start / received_end
 
 Params = dict[str, Any]
+logger = logging.getLogger("celeriac.dashboard")
 
 
 class BadRequest(Exception):
@@ -126,6 +129,13 @@ class Dashboard:
         """``{queue: messages}`` now, for the ingestor's queue-depth samples."""
         return {d["name"]: d["messages"] for d in self._queue_depths()}
 
+    def redact(self, text: str) -> str:
+        """``text`` without the app's credentials (a broker error names its URL)."""
+        from ..utils.urls import redact
+        from ..worker.main import app_secrets
+
+        return redact(text, app_secrets(self.app))
+
     def ingest_stats(self) -> dict[str, Any]:
         return dict(getattr(self.ingestor, "stats", None) or {})
 
@@ -169,7 +179,7 @@ class Dashboard:
             ("/api/queues/dead-letters/requeue/{id}", self.requeue_dead_letter, post),
             ("/api/queues/dead-letters/delete/{id}", self.delete_dead_letter, post),
         ]
-        routes = [Route(path, _endpoint(fn), methods=list(methods))
+        routes = [Route(path, _endpoint(fn, self.redact), methods=list(methods))
                   for path, fn, methods in table]
         routes.append(Route("/api/dashboard/stream", self.stream, methods=["GET"]))
         return routes
@@ -475,7 +485,8 @@ class Dashboard:
                 close()
 
 
-def _endpoint(fn: Callable[[Request, Params], Any]) -> Callable[[Request], Any]:
+def _endpoint(fn: Callable[[Request, Params], Any],
+              redact: Callable[[str], str]) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
         try:
             params = await _params(request)
@@ -486,6 +497,11 @@ def _endpoint(fn: Callable[[Request, Params], Any]) -> Callable[[Request], Any]:
             return error(400, str(exc))
         except ValueError as exc:  # the store's refusal of a filter or a sort
             return error(400, str(exc))
+        except Exception as exc:  # noqa: BLE001 - the broker or the store is away
+            message = redact(f"{type(exc).__name__}: {exc}")
+            logger.error("dashboard: %s %s failed: %s", request.method, request.url.path,
+                         message)
+            return error(503, f"{message} (is the broker or the history store down?)")
         return answer if isinstance(answer, Response) else JSON(answer)
 
     return endpoint
@@ -497,10 +513,14 @@ async def _params(request: Request) -> Params:
     if request.method not in ("POST", "PUT", "PATCH"):
         return params
     kind = request.headers.get("content-type", "")
-    if "application/x-www-form-urlencoded" in kind or "multipart/form-data" in kind:
-        params.update(dict(await request.form()))
-        return params
     body = await request.body()
+    if "application/x-www-form-urlencoded" in kind:
+        # Parsed here: Starlette's form parser needs python-multipart, for this alone.
+        params.update(parse_qsl(body.decode("utf-8", errors="replace"),
+                                keep_blank_values=True))
+        return params
+    if "multipart/form-data" in kind:
+        raise BadRequest("send arguments as a query string, a urlencoded form or JSON")
     if body.strip():
         try:
             found = json.loads(body)

@@ -219,10 +219,11 @@ def test_pool_grow_shrink_and_autoscale_change_the_worker(env: Env) -> None:
 
 
 def test_rate_limit_and_time_limits_reach_the_worker(env: Env) -> None:
-    limited = env.post("/api/task/rate-limit/proj.add", ratelimit="100/m",
-                       workername=env.node)
+    # As the pages send it: a urlencoded form.
+    limited = env.client.post("/api/task/rate-limit/proj.add", auth=AUTH,
+                              data={"ratelimit": "100/m", "workername": env.node})
     assert limited.json() == {"message": "new rate limit set successfully"}
-    assert f"proj.add [rate_limit=100/m]" in env.inspect().registered("rate_limit")[env.node]
+    assert "proj.add [rate_limit=100/m]" in env.inspect().registered("rate_limit")[env.node]
     timed = env.post("/api/task/timeout/proj.nap", soft=30, hard=40, workername=env.node)
     assert timed.status_code == 200, timed.text
     registered = env.inspect().registered("soft_time_limit", "time_limit")[env.node]

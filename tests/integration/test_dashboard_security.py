@@ -143,6 +143,21 @@ def test_read_only_refuses_every_action(client_for: Any) -> None:
     assert client.get("/api/tasks", headers=auth).status_code == 200
 
 
+def test_a_broker_away_is_a_json_error_without_its_password(tmp_path: Path) -> None:
+    app = Celery("away", broker=f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0",
+                 backend="memory://")
+    store = HistoryStore.open(str(tmp_path / "history.sqlite3"))
+    try:
+        with TestClient(build_app(app, DashboardOptions(), store=store)) as client:
+            answer = client.get("/api/queues/length")
+            assert answer.status_code == 503
+            assert "broker" in answer.json()["error"] and PASSWORD not in answer.text
+            assert client.get("/api/tasks").status_code == 200  # the store still answers
+    finally:
+        store.close()
+        app.close()
+
+
 def test_url_prefix_serves_everything_below_it(client_for: Any) -> None:
     client = client_for(url_prefix="flower/")
     assert client.get("/flower/healthcheck").text == "OK"
