@@ -44,6 +44,7 @@ PAGE_METHODS = ("stats", "active_queues", "active", "reserved")
 DETAIL_METHODS = ("stats", "active", "reserved", "scheduled", "active_queues", "registered")
 INSPECT_TTL = 5.0  # refreshing pages reuse answers this young instead of asking again
 KEEPALIVE = 15.0
+STREAM_POLL = 0.25  # seconds between looks at a page's live feed
 RECEIVED_FORMAT = "%Y-%m-%d %H:%M"  # Flower's received_start / received_end
 
 Params = dict[str, Any]
@@ -388,22 +389,13 @@ class Dashboard:
 
     def workers(self, request: Request, params: Params) -> Any:
         answers = self.inspector.get(PAGE_METHODS, refresh=_bool(params, "refresh"))
-        rows = []
-        for worker in self.store.workers():
-            node = worker["hostname"]
-            row = dict(worker)
-            stats = answers["stats"].get(node)
-            if isinstance(stats, dict):
-                pool = stats.get("pool") or {}
-                row["pool"] = pool.get("implementation")
-                row["concurrency"] = pool.get("max-concurrency")
-            if node in answers["active_queues"]:
-                row["queues"] = [q.get("name") for q in answers["active_queues"][node] or []]
-            if node in answers["active"]:
-                row["active_tasks"] = len(answers["active"][node] or [])
-            if node in answers["reserved"]:
-                row["reserved_tasks"] = len(answers["reserved"][node] or [])
-            rows.append(row)
+        rows = [dict(w, **_inspected(w["hostname"], answers)) for w in self.store.workers()]
+        known = {w["hostname"] for w in rows}
+        for node in sorted(set(answers["stats"]) - known):  # answers, but sends no events
+            stats = answers["stats"][node] or {}
+            rows.append({"hostname": node, "alive": True, "status": "ONLINE",
+                         "pid": stats.get("pid"), "sw_ident": stats.get("sw_ident"),
+                         "events": False, **_inspected(node, answers)})
         return {"workers": rows}
 
     def worker(self, request: Request, params: Params) -> Any:
@@ -465,11 +457,10 @@ class Dashboard:
         quiet_since = time.monotonic()
         try:
             while not await request.is_disconnected():
-                if subscription is None:
-                    await asyncio.sleep(1.0)
-                    updates: list[dict[str, Any]] = []
-                else:
-                    updates = await run_in_threadpool(subscription.get, 1.0) or []
+                # Polled, not waited on in a thread: open pages must not take the
+                # thread pool that the other routes run in.
+                await asyncio.sleep(STREAM_POLL)
+                updates = subscription.get(0) if subscription is not None else []
                 for update in updates:
                     kind = update.get("kind", "stats")
                     data = update.get(kind) if kind in ("task", "worker") else {
@@ -483,6 +474,23 @@ class Dashboard:
             close = getattr(subscription, "close", None)
             if callable(close):
                 close()
+
+
+def _inspected(node: str, answers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What the workers page shows of a node's inspect answers (those it gave)."""
+    found: dict[str, Any] = {}
+    stats = answers["stats"].get(node)
+    if isinstance(stats, dict):
+        pool = stats.get("pool") or {}
+        found["pool"] = pool.get("implementation")
+        found["concurrency"] = pool.get("max-concurrency")
+    if node in answers["active_queues"]:
+        found["queues"] = [q.get("name") for q in answers["active_queues"][node] or []]
+    if node in answers["active"]:
+        found["active_tasks"] = len(answers["active"][node] or [])
+    if node in answers["reserved"]:
+        found["reserved_tasks"] = len(answers["reserved"][node] or [])
+    return found
 
 
 def _endpoint(fn: Callable[[Request, Params], Any],
