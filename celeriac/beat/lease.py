@@ -31,5 +31,10 @@ class LeaderLock(ABC):
         """The last run times the previous leader saved, or None."""
         return None
 
+    def holder(self) -> tuple[str, float] | None:
+        """``(owner, lease end in epoch seconds)`` of a live lease; None when the lock is
+        free, run out, or cannot tell who holds it (a monitor's question, not a beat's)."""
+        return None
+
     def close(self) -> None:
         """Close connections."""

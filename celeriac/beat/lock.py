@@ -80,6 +80,14 @@ class MemoryLock(LeaderLock):
             state = self._states.get(self.name)
             return dict(state) if state is not None else None
 
+    def holder(self) -> tuple[str, float] | None:
+        with self._mutex:
+            held = self._locks.get(self.name)
+        if held is None:
+            return None
+        left = held[1] - time.monotonic()
+        return (held[0], time.time() + left) if left > 0 else None
+
 
 _SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS celeriac_beat_lock (
@@ -137,6 +145,13 @@ class SQLiteLock(LeaderLock):
         row = self.db.connection().execute(
             "SELECT state FROM celeriac_beat_lock WHERE name = ?", (self.name,)).fetchone()
         return json.loads(row[0]) if row and row[0] else None
+
+    def holder(self) -> tuple[str, float] | None:
+        row = self.db.connection().execute(
+            "SELECT owner, expires FROM celeriac_beat_lock WHERE name = ?",
+            (self.name,)).fetchone()
+        # a released lease has expiry 0
+        return (row[0], float(row[1])) if row and float(row[1]) > time.time() else None
 
     def close(self) -> None:
         self.db.close()
@@ -197,6 +212,14 @@ class RedisLock(LeaderLock):
         if not raw:
             return None
         return json.loads(raw)  # type: ignore[no-any-return]
+
+    def holder(self) -> tuple[str, float] | None:
+        pipe = self._client.pipeline(transaction=True)
+        owner, ttl_ms = pipe.get(self.key).pttl(self.key).execute()
+        if owner is None or ttl_ms < 0:
+            return None
+        return (owner.decode() if isinstance(owner, bytes) else owner,
+                time.time() + ttl_ms / 1000)
 
     def close(self) -> None:
         self.connector.close()

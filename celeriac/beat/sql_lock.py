@@ -9,6 +9,7 @@ agree on when a lease ran out.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from ..utils.sqlbroker import Database
@@ -82,6 +83,18 @@ class SQLLock(LeaderLock):
             return json.loads(row[0]) if row and row[0] else None
 
         return self.db.run(read)
+
+    def holder(self) -> tuple[str, float] | None:
+        def read(cur: Any) -> Any:
+            cur.execute(f"SELECT owner, expires, {self.db.now_sql} FROM {self.table} "
+                        "WHERE name = %s", [self.name])
+            return cur.fetchone()
+
+        row = self.db.run(read)
+        if row is None:
+            return None
+        left = float(row[1]) - float(row[2])  # on the database's clock, as the lease is
+        return (row[0], time.time() + left) if left > 0 else None
 
     def close(self) -> None:
         self.db.close()

@@ -21,6 +21,8 @@ from .base import (
     Liveness,
     Notice,
     Outgoing,
+    QueueCounts,
+    QueueStats,
     RateReservations,
     Redeliveries,
     Released,
@@ -100,6 +102,6 @@ def connect(url: str, options: dict[str, Any] | None = None) -> Broker:
 
 
 __all__ = ["Broker", "Delivery", "DeadLetter", "Outgoing", "Released", "DelayedDelivery",
-           "DeadLetters", "Liveness", "RevocationStore", "RateReservations", "Redeliveries", "Fanout", "Listener",
-           "Notice", "capability",
+           "DeadLetters", "Liveness", "RevocationStore", "RateReservations", "Redeliveries",
+           "QueueCounts", "QueueStats", "Fanout", "Listener", "Notice", "capability",
            "require", "TRANSPORTS", "connect", "broker_class"]

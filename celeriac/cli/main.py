@@ -467,12 +467,13 @@ def cleanup(obj: _Context) -> None:
 @click.option("--limit", default=20, show_default=True)
 @click.pass_obj
 def dead_letters(obj: _Context, limit: int) -> None:
-    """Show the messages set aside as unrunnable (newest first), with the reason."""
+    """Show the messages set aside as unrunnable (newest first): id, queue, reason and
+    the start of the message; the dashboard's queues page requeues or deletes by id."""
     from ..brokers import DeadLetters, require
 
     broker = require(obj.app.connect_broker(), DeadLetters, "keep messages set aside")
     for item in broker.dead_letters(limit):
-        click.echo(f"{item.queue}\t{item.reason}\t{item.payload[:200]}")
+        click.echo(f"{item.id}\t{item.queue}\t{item.reason}\t{item.payload[:200]}")
 
 
 @cli.command("help")

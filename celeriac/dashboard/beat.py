@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from datetime import datetime, timezone
 from typing import Any
 
 from ..beat.lease import LeaderLock
-from ..beat.lock import MemoryLock, RedisLock, SQLiteLock, lock_for_url
+from ..beat.lock import lock_for_url
 from ..beat.scheduler import (PersistentScheduler, ScheduleEntry, Scheduler,
                               entries_from_config, install_default_entries)
 from ..beat.service import default_lock_name, scheduler_class
-from ..beat.sql_lock import SQLLock
 from ..beat.store import SQLiteScheduler, schedule_from_json, schedule_to_json
 
 
@@ -191,47 +189,12 @@ def _leader(app: Any) -> tuple[LeaderLock | None, dict[str, Any] | None, dict[st
     except Exception:  # noqa: BLE001 - no lock for this broker: no leader to show
         return None, None, {}
     try:
-        holder = _holder(lock)
+        held = lock.holder()
+        holder = None if held is None else {"owner": held[0], "expires": held[1]}
         shared = lock.load_state() or {}
     except Exception:  # noqa: BLE001 - the store is away: show the schedule without it
         holder, shared = None, {}
     return lock, holder, shared
-
-
-def _holder(lock: LeaderLock) -> dict[str, Any] | None:
-    now = time.time()
-    if isinstance(lock, RedisLock):
-        client = lock.connector.client()
-        owner, ttl = client.get(lock.key), client.pttl(lock.key)
-        if owner is None or ttl < 0:
-            return None
-        return {"owner": owner.decode(), "expires": now + ttl / 1000}
-    if isinstance(lock, SQLiteLock):
-        row = lock.db.connection().execute(
-            "SELECT owner, expires FROM celeriac_beat_lock WHERE name = ?",
-            (lock.name,)).fetchone()
-        return _held(row, now)
-    if isinstance(lock, SQLLock):
-        def read(cur: Any) -> Any:
-            cur.execute(f"SELECT owner, expires, {lock.db.now_sql} FROM {lock.table} "
-                        "WHERE name = %s", [lock.name])
-            return cur.fetchone()
-
-        row = lock.db.run(read)
-        # the expiry is on the database's clock: shown on this machine's
-        return None if row is None else _held((row[0], now + float(row[1]) - float(row[2])),
-                                              now)
-    if isinstance(lock, MemoryLock):
-        held = MemoryLock._locks.get(lock.name)
-        return None if held is None else _held(
-            (held[0], now + held[1] - time.monotonic()), now)
-    return None
-
-
-def _held(row: Any, now: float) -> dict[str, Any] | None:
-    if row is None or float(row[1]) <= now:
-        return None  # released (expiry 0) or run out
-    return {"owner": row[0], "expires": float(row[1])}
 
 
 __all__ = ["beat_schedule"]

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..brokers.base import DeadLetter, DeadLetters, QueueStats, capability
+from ..brokers import DeadLetter, DeadLetters, QueueStats, capability
 from ..routing import Queue
 
 #: how much of a dead letter's envelope the page shows as it is
