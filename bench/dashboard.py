@@ -465,42 +465,39 @@ class Bench:
         self.results["rss"] = rss
 
     def pages(self) -> None:
-        """Time the tasks page on each side, requests alternating between the sides."""
-        state = "FAILURE"
-        queries = {
-            "celeriac": [("first 50", "/api/dashboard/tasks?limit=50"),
-                         (f"state={state}", f"/api/dashboard/tasks?limit=50&state={state}"),
-                         ("sort_by=-received", "/api/dashboard/tasks?limit=50&sort_by=-received"),
-                         ("Flower API, first 50", "/api/tasks?limit=50"),
-                         (f"Flower API, state={state}", f"/api/tasks?limit=50&state={state}"),
-                         ("Flower API, sort_by=-received", "/api/tasks?limit=50&sort_by=-received")],
-            "flower": [("first 50", "/api/tasks?limit=50"),
-                       (f"state={state}", f"/api/tasks?limit=50&state={state}"),
-                       ("sort_by=-received", "/api/tasks?limit=50&sort_by=-received")],
-        }
-        plan: list[tuple[Side, str, str]] = []
-        for i in range(max(len(q) for q in queries.values())):
-            for side in self.sides:
-                if i < len(queries[side.name]):
-                    plan.append((side, *queries[side.name][i]))
-        by_kind: dict[str, list[tuple[Side, str, str]]] = {}
-        for side, label, path in plan:
-            by_kind.setdefault(label, []).append((side, label, path))
+        """Time the tasks page on each side, requests alternating between the sides;
+        also the harness's own count read, with the CPU each of its answers costs."""
+        q = "/api/tasks?limit=50"
+        page = "/api/dashboard/tasks?limit=50"
+        queries: list[tuple[str, dict[str, str]]] = [
+            ("first 50", {"celeriac": page, "flower": q}),
+            ("state=FAILURE", {"celeriac": page + "&state=FAILURE", "flower": q + "&state=FAILURE"}),
+            ("sort_by=-received", {"celeriac": page + "&sort_by=-received",
+                                   "flower": q + "&sort_by=-received"}),
+            ("Flower API, first 50", {"celeriac": q}),
+            ("Flower API, state=FAILURE", {"celeriac": q + "&state=FAILURE"}),
+            ("Flower API, sort_by=-received", {"celeriac": q + "&sort_by=-received"}),
+            ("count read", {"celeriac": "/api/dashboard/overview", "flower": "/metrics"}),
+        ]
         out: dict[str, dict[str, Any]] = {s.name: {} for s in self.sides}
-        for label, items in by_kind.items():
-            times: dict[str, list[float]] = {s.name: [] for s, _, _ in items}
+        for label, paths in queries:
+            sides = [s for s in self.sides if s.name in paths and s.proc is not None]
+            times: dict[str, list[float]] = {s.name: [] for s in sides}
             checks: dict[str, str] = {}
+            cpu0 = {s.name: cpu_seconds(s.proc.pid) for s in sides}
             for _ in range(self.args.requests):
-                for side, _, path in items:
-                    status, body, seconds = http_get(side.base + path, timeout=60)
+                for side in sides:
+                    status, body, seconds = http_get(side.base + paths[side.name], timeout=60)
                     times[side.name].append(seconds)
-                    checks.setdefault(side.name, _check(status, body, label))
-            for side, _, path in items:
+                    if label != "count read":
+                        checks.setdefault(side.name, _check(status, body, label))
+            for side in sides:
                 ts = sorted(times[side.name])
                 out[side.name][label] = {
-                    "path": path, "median_ms": statistics.median(ts) * 1000,
-                    "p95_ms": ts[max(0, math.ceil(0.95 * len(ts)) - 1)] * 1000,
-                    "n": len(ts), "check": checks[side.name]}
+                    "path": paths[side.name], "median_ms": statistics.median(ts) * 1000,
+                    "p95_ms": ts[max(0, math.ceil(0.95 * len(ts)) - 1)] * 1000, "n": len(ts),
+                    "cpu_per_request": (cpu_seconds(side.proc.pid) - cpu0[side.name]) / len(ts),
+                    "check": checks.get(side.name, "")}
         self.results["pages"] = out
 
     def flat_out(self) -> None:
@@ -663,6 +660,16 @@ def build_report(bench: Bench, command: str, started: _dt.datetime, wall: float)
         "lower", ",.1f")
     row(f"CPU s per 10k events at {rate:,.0f}/s", get(s_off, "celeriac", "cpu_per_10k"),
         get(s_off, "flower", "cpu_per_10k"), "lower", ".2f")
+    net = []
+    for name in ("celeriac", "flower"):
+        side = next((x for x in bench.sides if x.name == name), None)
+        per = get(r.get("pages", {}), name, "count read", "cpu_per_request")
+        cpu, events = get(s_off, name, "cpu_seconds"), get(s_off, name, "ingested_total")
+        reads = sum(1 for x in (side.samples if side else []) if x["phase"] == "offered")
+        net.append((cpu - per * reads) / events * 10_000 if None not in (per, cpu) and events
+                   else None)
+    row(f"… less the harness's count reads (CPU of one, measured idle, × reads)", *net,
+        "lower", ".2f")
     row("CPU s per 10k events, flat out", get(s_flat, "celeriac", "cpu_per_10k"),
         get(s_flat, "flower", "cpu_per_10k"), "lower", ".2f")
     pages = r.get("pages", {})
@@ -671,6 +678,10 @@ def build_report(bench: Bench, command: str, started: _dt.datetime, wall: float)
             row(f"Tasks page, {label}, {stat[:-3]} ms (celeriac /api/dashboard/tasks, Flower "
                 f"/api/tasks)", get(pages, "celeriac", label, stat),
                 get(pages, "flower", label, stat), "lower", ".1f")
+    for stat in ("median_ms", "p95_ms"):
+        row(f"The harness's count read, {stat[:-3]} ms (celeriac /api/dashboard/overview, "
+            f"Flower /metrics)", get(pages, "celeriac", "count read", stat),
+            get(pages, "flower", "count read", stat), "lower", ".1f")
     for label in ("first 50", "state=FAILURE", "sort_by=-received"):
         for stat in ("median_ms", "p95_ms"):
             row(f"Flower's /api/tasks, {label}, {stat[:-3]} ms",
@@ -698,7 +709,7 @@ def build_report(bench: Bench, command: str, started: _dt.datetime, wall: float)
             "|---|---:|---:|---:|---|"]
     out += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
     checks = [f"{n} {label}: {v['check']}" for n, kinds in pages.items()
-              for label, v in kinds.items()]
+              for label, v in kinds.items() if v["check"]]
     if checks:
         out += ["", "Answers checked (first request of each): " + "; ".join(checks) + "."]
     return "\n".join(out) + "\n"
