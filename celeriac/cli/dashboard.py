@@ -107,13 +107,18 @@ def _persistent(ctx: click.Context, param: click.Parameter, value: Any) -> None:
               help="TLS certificate (PEM); with --keyfile the dashboard serves HTTPS.")
 @click.option("--keyfile", envvar=ENV + "KEYFILE", type=click.Path(dir_okay=False),
               help="TLS private key (PEM) for --certfile.")
+@click.option("-l", "--loglevel", "--logging", "loglevel", default="warning",
+              show_default=True, envvar=ENV + "LOGLEVEL",
+              type=click.Choice(["debug", "info", "warning", "error", "critical"],
+                                case_sensitive=False),
+              help="Log level (info also logs each request line; never a header).")
 @_with_refused
 @click.pass_obj
 def dashboard(obj: Any, port: int, address: str, url_prefix: str, basic_auth: str | None,
               token: str | None, max_tasks: int, max_age: str, db: str | None,
               purge_offline_workers: float | None, read_only: bool, inspect_timeout: float,
               enable_events: bool, metrics_public: bool, certfile: str | None,
-              keyfile: str | None) -> None:
+              keyfile: str | None, loglevel: str) -> None:
     """The web dashboard: workers, tasks, queues, beat; Flower's HTTP API and /metrics.
 
     The task history is always kept on disk (--db), bounded by --max-tasks and
@@ -136,7 +141,8 @@ def dashboard(obj: Any, port: int, address: str, url_prefix: str, basic_auth: st
             token=token or None, max_tasks=max_tasks, max_age=parse_duration(max_age),
             db=db, purge_offline_workers=purge_offline_workers, read_only=read_only,
             inspect_timeout=inspect_timeout / 1000.0, metrics_public=metrics_public,
-            enable_events=enable_events, certfile=certfile, keyfile=keyfile).check()
+            enable_events=enable_events, certfile=certfile, keyfile=keyfile,
+            log_level=loglevel).check()
     except OptionsError as exc:
         raise click.UsageError(str(exc)) from exc
     from ..dashboard.server import BrokerUnreachable, serve

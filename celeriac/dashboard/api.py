@@ -176,9 +176,9 @@ class Dashboard:
             ("/api/dashboard/plots", self.plots, get),
             ("/api/task/retry/{id}", self.retry, post),
             ("/api/task/terminate/{id}", self.terminate, post),
-            ("/api/queues/purge/{queue}", self.purge, post),
-            ("/api/queues/dead-letters/requeue/{id}", self.requeue_dead_letter, post),
-            ("/api/queues/dead-letters/delete/{id}", self.delete_dead_letter, post),
+            ("/api/queues/purge/{queue:path}", self.purge, post),
+            ("/api/queues/dead-letters/requeue/{id:path}", self.requeue_dead_letter, post),
+            ("/api/queues/dead-letters/delete/{id:path}", self.delete_dead_letter, post),
         ]
         routes = [Route(path, _endpoint(fn, self.redact), methods=list(methods))
                   for path, fn, methods in table]

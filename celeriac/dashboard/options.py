@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 DEFAULT_MAX_AGE = 7 * 86400.0
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
 
@@ -44,6 +45,7 @@ class DashboardOptions:
     enable_events: bool = True
     certfile: str | None = None
     keyfile: str | None = None
+    log_level: str = "warning"
 
     @property
     def auth_enabled(self) -> bool:
@@ -76,6 +78,10 @@ class DashboardOptions:
             raise OptionsError("--max-tasks must be at least 1")
         if self.inspect_timeout <= 0:
             raise OptionsError("--inspect-timeout must be positive")
+        self.log_level = self.log_level.lower()
+        if self.log_level not in LOG_LEVELS:
+            raise OptionsError(f"--loglevel {self.log_level!r} is not one of "
+                               f"{', '.join(LOG_LEVELS)}")
         if bool(self.certfile) != bool(self.keyfile):
             raise OptionsError("TLS needs both --certfile and --keyfile")
         if not self.auth_enabled and not is_loopback(self.address):

@@ -7,6 +7,7 @@ uvicorn; it stops them in reverse when uvicorn returns (SIGINT or SIGTERM).
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from pathlib import Path
@@ -120,6 +121,8 @@ def serve(app: Celery, options: DashboardOptions,
     from .store import HistoryStore
 
     options.check()
+    logging.basicConfig(level=options.log_level.upper(),
+                        format="[%(asctime)s: %(levelname)s/%(name)s] %(message)s")
     check_broker(app)
     store = HistoryStore.open(options.db, max_tasks=options.max_tasks,
                               max_age=options.max_age)
@@ -134,7 +137,9 @@ def serve(app: Celery, options: DashboardOptions,
             for line in start_lines(options, store.url):
                 say(line)
             config = uvicorn.Config(web, host=options.address, port=options.port,
-                                    log_level="warning", access_log=False,
+                                    log_level=options.log_level,
+                                    # request lines (never headers) from info down
+                                    access_log=options.log_level in ("debug", "info"),
                                     ssl_certfile=options.certfile,
                                     ssl_keyfile=options.keyfile, lifespan="on")
             _run_until_signal(uvicorn.Server(config))

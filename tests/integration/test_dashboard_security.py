@@ -9,6 +9,7 @@ real history store on tmp_path; the process tests use Redis db 4.
 from __future__ import annotations
 
 import base64
+import re
 import os
 import subprocess
 import sys
@@ -136,7 +137,7 @@ def test_read_only_refuses_every_action(client_for: Any) -> None:
     posts = [r.path for r in dashboard.routes() if "POST" in (r.methods or ())]
     assert len(posts) == 17  # Flower's 12 and the pages' 5
     for path in posts:
-        concrete = path.replace("{id}", "x").replace("{name}", "x").replace("{queue}", "x")
+        concrete = re.sub(r"{[^}]+}", "x", path)
         refused = client.post(concrete, headers=auth)
         assert refused.status_code == 403, path
         assert refused.json() == {"error": "the dashboard is read-only (--read-only)"}
@@ -226,7 +227,8 @@ def test_the_started_command_serves_and_never_prints_the_password(redis_project:
         proc = subprocess.Popen(
             command(redis_project, "dashboard", "--port", str(port), "--address", "127.0.0.1",
                     "--basic-auth", f"alice:{PASSWORD}", "--db",
-                    str(redis_project / "history.sqlite3"), "--inspect_timeout", "500"),
+                    str(redis_project / "history.sqlite3"), "--inspect_timeout", "500",
+                    "--logging", "info"),
             cwd=redis_project, stdout=out, stderr=subprocess.STDOUT,
             env=dict(os.environ, CELERIAC_DASHBOARD_TOKEN=TOKEN, PYTHONUNBUFFERED="1"))
     base = f"http://127.0.0.1:{port}"
@@ -254,4 +256,5 @@ def test_the_started_command_serves_and_never_prints_the_password(redis_project:
     assert code == 0, output
     assert f"celeriac dashboard on http://127.0.0.1:{port}/" in output
     assert "auth: basic auth and bearer token" in output
-    assert PASSWORD not in output and TOKEN not in output
+    assert '"GET /api/tasks HTTP/1.1" 401' in output  # request lines are logged...
+    assert PASSWORD not in output and TOKEN not in output  # ...never a credential

@@ -68,7 +68,7 @@ def test_no_credentials_means_loopback_only_and_read_only() -> None:
 
 def test_other_rules() -> None:
     for bad in (dict(port=70000), dict(max_tasks=0), dict(inspect_timeout=0),
-                dict(certfile="cert.pem")):
+                dict(certfile="cert.pem"), dict(log_level="loud")):
         with pytest.raises(OptionsError):
             DashboardOptions(**bad).check()
     options = DashboardOptions(url_prefix="flower/", port=8080).check()
