@@ -50,15 +50,13 @@ export async function getJSON(path, params) {
   return answer(response);
 }
 
-/** POST form fields (Flower's API reads them as form arguments), with the CSRF header. */
+/** POST fields as a JSON object (the API reads them as it reads Flower's form
+ * arguments), with the CSRF header. */
 export async function post(path, fields) {
-  const response = await fetch(path, {
-    method: "POST",
-    credentials: "same-origin",
-    headers: {"X-CSRF-Token": csrfToken(), Accept: "application/json",
-              "Content-Type": "application/x-www-form-urlencoded"},
-    body: new URLSearchParams(clean(fields || {})).toString(),
-  });
+  const body = fields && Object.keys(clean(fields)).length ? JSON.stringify(clean(fields)) : null;
+  const headers = {"X-CSRF-Token": csrfToken(), Accept: "application/json"};
+  if (body) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {method: "POST", credentials: "same-origin", headers, body});
   return answer(response);
 }
 

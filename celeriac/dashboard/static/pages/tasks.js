@@ -56,7 +56,7 @@ export async function render(main, _params, ctx) {
     labelled("From", h("input", {type: "datetime-local", name: "since", value: toLocal(filters.since)})),
     labelled("To", h("input", {type: "datetime-local", name: "until", value: toLocal(filters.until)})),
     labelled("Search id or args", h("input", {type: "search", name: "search", value: filters.search,
-                                              placeholder: "uuid prefix, argument, result"})),
+                                              placeholder: "id prefix, args text"})),
     h("div.field.buttons", {}, h("button.btn", {type: "submit"}, "Apply"),
       h("button.btn.quiet", {type: "reset"}, "Clear")));
   const summary = h("p.summary", {"aria-live": "polite"});

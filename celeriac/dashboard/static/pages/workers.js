@@ -7,7 +7,7 @@ const STATES = ["PENDING", "RECEIVED", "STARTED", "SUCCESS", "FAILURE", "RETRY",
 const COLUMNS = [
   {label: "Worker", cell: (w) => workerLink(w.hostname)},
   {label: "Status", cell: (w) => statusBadge(w)},
-  {label: "Pool", cell: (w) => w.pool || ""},
+  {label: "Pool", cell: (w) => w.pool ? h("span", {title: w.pool}, poolName(w.pool)) : ""},
   {label: "Concurrency", cls: "num", cell: (w) => w.concurrency ?? ""},
   {label: "Processed", cls: "num", cell: (w) => w.processed ?? ""},
   {label: "Load", cls: "num", cell: (w) => (w.loadavg || []).map((v) => Number(v).toFixed(2)).join(" ")},
@@ -62,13 +62,24 @@ export async function render(main, _params, ctx) {
   ctx.every(30, () => loadWorkers().catch(() => {}));
 }
 
+/** "celeriac.worker.pools:PreforkPool" -> "prefork"; a short name stays as it is. */
+export function poolName(pool) {
+  const last = String(pool).split(/[.:]/).pop();
+  return last.endsWith("Pool") && last.length > 4 ? last.slice(0, -4).toLowerCase() : last;
+}
+
 function card(title, value, note) {
   return h("div.stat", {}, h("div.stat-title", {}, title), h("div.stat-value", {}, String(value)),
     note ? h("div.stat-note", {}, note) : null);
 }
 
 /** The overview's and the plots page's throughput chart. */
-export function throughputChart(buckets, label, opts = {}) {
+export function throughputChart(all, label, opts = {}) {
+  // A quiet start of the range is left out (ten minutes kept), so a young history
+  // is not a spike at the right edge.
+  const firstBusy = all.findIndex((b) => b.succeeded || b.failed || b.retried || b.received);
+  const keepFrom = all.length ? Math.min(all[all.length - 1].t - 600, firstBusy >= 0 ? all[firstBusy].t : Infinity) : 0;
+  const buckets = all.filter((b) => b.t >= keepFrom);
   const pick = (field) => buckets.map((b) => [b.t, b[field] || 0]);
   return timeChart([
     {name: "succeeded", points: pick("succeeded"), color: "#2f6f4f"},
