@@ -164,6 +164,11 @@ class Dashboard:
             ("/api/worker/pool/autoscale/{name}", self.autoscale, post),
             ("/api/worker/queue/add-consumer/{name}", self.add_consumer, post),
             ("/api/worker/queue/cancel-consumer/{name}", self.cancel_consumer, post),
+            ("/api/worker/pool/restart/{name}", _not_here(
+                "celeriac workers have no pool_restart command: restart the worker"), post),
+            ("/api/task/abort/{id}", _not_here(
+                "celeriac has no abortable tasks: POST /api/task/revoke/<id>?terminate=true "
+                "stops a running task"), post),
             # the pages' own
             ("/api/dashboard/session", self.session, get),
             ("/api/dashboard/overview", self.overview, get),
@@ -474,6 +479,14 @@ class Dashboard:
             close = getattr(subscription, "close", None)
             if callable(close):
                 close()
+
+
+def _not_here(why: str) -> Callable[[Request, Params], Any]:
+    """A Flower route celeriac cannot serve: 501 with why, rather than a bare 404."""
+    def refuse(request: Request, params: Params) -> Any:
+        raise ActionError(501, why)
+
+    return refuse
 
 
 def _inspected(node: str, answers: dict[str, dict[str, Any]]) -> dict[str, Any]:

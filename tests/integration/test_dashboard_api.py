@@ -173,6 +173,9 @@ def test_apply_waits_for_the_result_and_send_task_needs_no_registered_task(
     assert bad.status_code == 400
     assert env.get("/api/task/result/never-sent").json() == {
         "task-id": "never-sent", "state": "PENDING"}
+    for path in ("/api/task/abort/x", f"/api/worker/pool/restart/{env.node}"):
+        refused = env.post(path)
+        assert refused.status_code == 501 and "celeriac" in refused.json()["error"]
 
 
 def test_workers_routes_show_the_worker_from_inspect_and_the_store(env: Env) -> None:

@@ -135,7 +135,7 @@ def test_read_only_refuses_every_action(client_for: Any) -> None:
     assert (session["can_act"], session["read_only"]) == (False, True)
     dashboard = client.app.state.dashboard  # type: ignore[attr-defined]
     posts = [r.path for r in dashboard.routes() if "POST" in (r.methods or ())]
-    assert len(posts) == 17  # Flower's 12 and the pages' 5
+    assert len(posts) == 19  # Flower's 14 and the pages' 5
     for path in posts:
         concrete = re.sub(r"{[^}]+}", "x", path)
         refused = client.post(concrete, headers=auth)
