@@ -17,8 +17,9 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
 
 HOW_TO_ADD_AUTH = ("add credentials: --basic-auth=user:password (several: "
-                   "user1:pw1,user2:pw2) or --token=<secret> (or the environment variable "
-                   "CELERIAC_DASHBOARD_TOKEN), or listen on loopback only (--address 127.0.0.1)")
+                   "user1:pw1,user2:pw2) or --token=<secret> (or the environment "
+                   "variable CELERIAC_DASHBOARD_TOKEN), or listen on loopback only "
+                   "(--address 127.0.0.1)")
 
 
 class OptionsError(ValueError):

@@ -107,7 +107,7 @@ def env(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def wait_state(env: Env, task_id: str, state: str, timeout: float = 60) -> bool:
-    return wait_until(lambda: env.state(task_id) == state, timeout)
+    return bool(wait_until(lambda: env.state(task_id) == state, timeout))
 
 
 def test_async_apply_runs_a_task_that_every_read_route_then_shows(env: Env) -> None:
@@ -145,7 +145,7 @@ def test_async_apply_runs_a_task_that_every_read_route_then_shows(env: Env) -> N
     assert sum(b["succeeded"] for b in plots["throughput"]) >= 1
 
     def metrics() -> str:
-        return env.get("/metrics").text
+        return str(env.get("/metrics").text)
 
     assert wait_until(lambda: 'celeriac_task_events_total{type="task-succeeded",'
                       f'name="proj.add",worker="{env.node}"}}' in metrics(), 30)
@@ -369,5 +369,6 @@ def test_shutdown_stops_the_worker(env: Env) -> None:
                                                    "-n", f"bye-{tag}@%h"]) as worker:
         answer = env.post(f"/api/worker/shutdown/{node}")
         assert answer.json() == {"message": "Shutting down!"}
-        assert wait_until(lambda: worker.proc.poll() is not None, 60)
+        proc = worker.proc
+        assert proc is not None and wait_until(lambda: proc.poll() is not None, 60)
     assert env.post("/api/worker/shutdown/nobody@nowhere").status_code == 404

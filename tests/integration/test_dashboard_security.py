@@ -133,7 +133,7 @@ def test_read_only_refuses_every_action(client_for: Any) -> None:
     auth = basic("alice", PASSWORD)
     session = client.get("/api/dashboard/session", headers=auth).json()
     assert (session["can_act"], session["read_only"]) == (False, True)
-    dashboard = client.app.state.dashboard  # type: ignore[attr-defined]
+    dashboard = client.app.state.dashboard
     posts = [r.path for r in dashboard.routes() if "POST" in (r.methods or ())]
     assert len(posts) == 19  # Flower's 14 and the pages' 5
     for path in posts:
@@ -187,8 +187,9 @@ def command(redis_project: Path, *args: str) -> list[str]:
 
 def run(redis_project: Path, *args: str, env: dict[str, str] | None = None
         ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command(redis_project, *args), cwd=redis_project, capture_output=True,
-                          text=True, timeout=60, env=dict(os.environ, **(env or {})))
+    return subprocess.run(command(redis_project, *args), cwd=redis_project,
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, **(env or {})))
 
 
 def test_the_command_refuses_an_open_address_without_credentials(redis_project: Path) -> None:
@@ -200,7 +201,7 @@ def test_the_command_refuses_an_open_address_without_credentials(redis_project: 
 
 
 def test_the_command_refuses_flower_options_it_does_not_take(redis_project: Path) -> None:
-    done = run(redis_project, "flower", "--broker_api", "http://guest:guest@localhost:15672/api/")
+    done = run(redis_project, "flower", "--broker_api", "http://localhost:15672/api/")
     assert done.returncode == 2 and "--broker-api is not supported" in done.stderr
     done = run(redis_project, "flower", "--persistent=False")
     assert done.returncode == 2 and "always kept on disk" in done.stderr
@@ -210,8 +211,8 @@ def test_the_command_refuses_flower_options_it_does_not_take(redis_project: Path
 
 
 def test_an_unreachable_broker_is_one_line_and_a_failure(redis_project: Path) -> None:
-    done = run(redis_project, "-b", f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0", "dashboard",
-               "--port", str(free_port()))
+    broker = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0"
+    done = run(redis_project, "-b", broker, "dashboard", "--port", str(free_port()))
     assert done.returncode == 1
     assert "cannot reach the broker" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
@@ -230,7 +231,8 @@ def test_the_started_command_serves_and_never_prints_the_password(redis_project:
                     str(redis_project / "history.sqlite3"), "--inspect_timeout", "500",
                     "--logging", "info"),
             cwd=redis_project, stdout=out, stderr=subprocess.STDOUT,
-            env=dict(os.environ, CELERIAC_DASHBOARD_TOKEN=TOKEN, PYTHONUNBUFFERED="1"))
+            env=dict(os.environ, CELERIAC_DASHBOARD_TOKEN=TOKEN, PYTHONUNBUFFERED="1",
+                     FLOWER_BASIC_AUTH=f"bob:{PASSWORD}"))
     base = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -256,5 +258,44 @@ def test_the_started_command_serves_and_never_prints_the_password(redis_project:
     assert code == 0, output
     assert f"celeriac dashboard on http://127.0.0.1:{port}/" in output
     assert "auth: basic auth and bearer token" in output
+    assert "FLOWER_BASIC_AUTH is not read (Flower's variable); set " \
+           "CELERIAC_DASHBOARD_BASIC_AUTH instead" in output
     assert '"GET /api/tasks HTTP/1.1" 401' in output  # request lines are logged...
     assert PASSWORD not in output and TOKEN not in output  # ...never a credential
+
+
+def test_tls_with_certfile_and_keyfile(redis_project: Path) -> None:
+    import shutil
+
+    import httpx
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: the test makes its certificate with it")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "cert.pem"],
+                   cwd=redis_project, check=True, capture_output=True, timeout=60)
+    port = free_port()
+    log = redis_project / "dashboard.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            command(redis_project, "dashboard", "--port", str(port), "--certfile",
+                    "cert.pem", "--keyfile", "key.pem", "--db", "history.sqlite3"),
+            cwd=redis_project, stdout=out, stderr=subprocess.STDOUT,
+            env=dict(os.environ, CELERIAC_DASHBOARD_TOKEN=TOKEN, PYTHONUNBUFFERED="1"))
+    base = f"https://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{base}/healthcheck", verify=False, timeout=2).text == "OK"
+        except httpx.HTTPError:
+            return proc.poll() is not None
+
+    try:
+        assert wait_until(healthy, 60) and proc.poll() is None, log.read_text()
+        page = httpx.get(f"{base}/", verify=False, timeout=10,
+                         headers={"Authorization": f"Bearer {TOKEN}"})
+        assert page.status_code == 200 and "secure" in page.headers["set-cookie"].lower()
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0, log.read_text()
+    assert f"celeriac dashboard on https://127.0.0.1:{port}/" in log.read_text()
