@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.dashboard")
 
 #: events waiting for the store at most; past it the oldest are dropped (and counted)
-BUFFER_MAX = 200_000
+BUFFER_MAX = 100_000
 #: updates a subscriber may have waiting; past it the oldest go (it reloads anyway)
 SUBSCRIPTION_MAX = 2_000
 #: seconds between prunes of the store

@@ -62,6 +62,8 @@ _EARLY_FIELDS = frozenset({"name", "args", "kwargs", "parent_id", "root_id", "re
 WORKER_FIELDS = ("hostname", "pid", "freq", "last_heartbeat", "processed", "active",
                  "loadavg", "sw_ident", "sw_ver", "sw_sys", "first_seen", "offline_at",
                  "clock")
+# Parameters of one statement at most (SQLite's limit is 32,766; PostgreSQL's 65,535).
+_MAX_PARAMS = 30_000
 _PREFIX_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
 
 
@@ -607,6 +609,13 @@ _ENVELOPE = frozenset({"type", "uuid", "hostname", "timestamp", "clock", "local_
                        "pid", "utcoffset", "state", "worker", "client"})
 
 
+# What the timeline's own columns hold, and utcoffset (the timestamp is localized).
+_TIMELINE_OMITS = frozenset({"type", "uuid", "hostname", "timestamp", "utcoffset"})
+# One encoder for every event (json.dumps with default= builds one per call); an odd
+# value of a custom event is kept as its text.
+_dumps = json.JSONEncoder(default=str, check_circular=False, separators=(",", ":")).encode
+
+
 def _field(key: str, value: Any) -> Any:
     """An event's value as its column keeps it: numbers for times and counts, text
     (as given, or JSON for anything else) for the rest."""
@@ -619,7 +628,7 @@ def _field(key: str, value: Any) -> Any:
             else None
     if isinstance(value, str):
         return value
-    return json.dumps(value, default=str)
+    return _dumps(value)
 
 
 def _number(value: Any) -> float | None:
@@ -630,11 +639,10 @@ def _number(value: Any) -> float | None:
 
 
 def _timeline_row(event: dict[str, Any]) -> tuple[Any, ...]:
-    fields = {k: v for k, v in event.items() if k not in ("type", "uuid", "hostname",
-                                                          "timestamp")}
+    fields = {k: v for k, v in event.items() if k not in _TIMELINE_OMITS}
     timestamp = _number(event.get("timestamp"))
     return (event["uuid"], event["type"], timestamp if timestamp is not None else 0.0,
-            event.get("hostname"), json.dumps(fields, default=str))
+            event.get("hostname"), _dumps(fields))
 
 
 def _worker_values(worker: dict[str, Any]) -> tuple[Any, ...]:
@@ -715,6 +723,8 @@ def _schema(prefix: str, real: str, serial: str) -> list[str]:
         "WHERE group_id IS NOT NULL",
         f"CREATE TABLE IF NOT EXISTS {p}task_events (id {serial}, uuid TEXT NOT NULL, "
         f"type TEXT NOT NULL, timestamp {real} NOT NULL, hostname TEXT, fields TEXT)",
+        # what makes an event itself: the same event ingested twice (two dashboards on
+        # one store) is kept once
         f"CREATE UNIQUE INDEX IF NOT EXISTS {p}task_events_once "
         f"ON {p}task_events (uuid, type, timestamp)",
         f"CREATE TABLE IF NOT EXISTS {p}workers (hostname TEXT PRIMARY KEY, pid BIGINT, "
@@ -750,14 +760,24 @@ class _Backend:
     def upsert(self, cur: Any, table: str, key: str, fields: tuple[str, ...],
                rows: list[tuple[Any, ...]]) -> None:
         updates = ", ".join(f"{f} = excluded.{f}" for f in fields if f != key)
-        self.executemany(cur, f"INSERT INTO {{p}}{table} ({', '.join(fields)}) VALUES "
-                              f"({', '.join('?' * len(fields))}) ON CONFLICT ({key}) "
-                              f"DO UPDATE SET {updates}", rows)
+        self._insert_rows(cur, table, fields, rows,
+                          f" ON CONFLICT ({key}) DO UPDATE SET {updates}")
 
     def insert_ignore(self, cur: Any, table: str, fields: tuple[str, ...],
                       rows: list[tuple[Any, ...]]) -> None:
-        self.executemany(cur, f"INSERT INTO {{p}}{table} ({', '.join(fields)}) VALUES "
-                              f"({', '.join('?' * len(fields))}) ON CONFLICT DO NOTHING", rows)
+        self._insert_rows(cur, table, fields, rows, " ON CONFLICT DO NOTHING")
+
+    def _insert_rows(self, cur: Any, table: str, fields: tuple[str, ...],
+                     rows: list[tuple[Any, ...]], tail: str) -> None:
+        """Many rows per statement: the driver releases the GIL once per statement
+        rather than once per row, and under a busy receiving thread each taking back
+        of the GIL can wait a whole switch interval."""
+        head = f"INSERT INTO {{p}}{table} ({', '.join(fields)}) VALUES "
+        one = "(" + ", ".join("?" * len(fields)) + ")"
+        per = max(1, _MAX_PARAMS // len(fields))
+        for chunk in _chunks(rows, per):
+            self.execute(cur, head + ", ".join([one] * len(chunk)) + tail,
+                         [value for row in chunk for value in row])
 
     def generation(self, cur: Any) -> int:
         rows = self.query(cur, "SELECT value FROM {p}meta WHERE key = 'generation'", ())
@@ -818,7 +838,7 @@ class _SQLite(_Backend):
 
     def create_schema(self) -> None:
         with self.transaction() as cur:
-            for statement in _schema(self.prefix, "REAL", "INTEGER PRIMARY KEY AUTOINCREMENT"):
+            for statement in _schema(self.prefix, "REAL", "INTEGER PRIMARY KEY"):
                 cur.execute(statement)
 
     def transaction(self) -> Any:
