@@ -178,9 +178,10 @@ class Ingestor:
         self.stop()
 
     # -- live feed ----------------------------------------------------------------------
-    def subscribe(self) -> Subscription:
-        """A new live feed (close it when the page goes)."""
-        sub = Subscription(self)
+    def subscribe(self, maxsize: int = SUBSCRIPTION_MAX) -> Subscription:
+        """A new live feed of at most ``maxsize`` waiting updates (close it when the
+        page goes)."""
+        sub = Subscription(self, maxsize)
         with self._subs_lock:
             self._subscribers.add(sub)
         return sub
@@ -226,8 +227,9 @@ class Ingestor:
                     except Exception:  # noqa: BLE001 - closing a broken connection
                         logger.debug("closing the event receiver failed", exc_info=True)
 
-    def _take(self, event: dict[str, Any]) -> None:
-        if event.get("type") == "worker-online" and self.enable_events:
+    def _take(self, event: Any) -> None:
+        if (self.enable_events and isinstance(event, dict)
+                and event.get("type") == "worker-online"):
             # a worker started without -E sends task events from its first task on
             self._joined.add(str(event.get("hostname")))
             self._wake_chores.set()
@@ -239,7 +241,7 @@ class Ingestor:
             if len(self._buffer) == 1 or len(self._buffer) >= self.batch:
                 self._cond.notify()
 
-    def feed(self, events: list[dict[str, Any]]) -> None:
+    def feed(self, events: list[Any]) -> None:
         """Hand events to the store thread as if they had been received (tests and
         benchmarks feed synthetic streams this way)."""
         for event in events:

@@ -315,3 +315,105 @@ def test_open_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         HistoryStore.open("redis://127.0.0.1:6379/0")
     with pytest.raises(ValueError, match="table_prefix"):
         HistoryStore.open("x.sqlite3", table_prefix="bad-name")
+
+
+# -- the Ingestor, on the in-process memory:// transport -------------------------------------
+
+@pytest.fixture
+def memory_app() -> Any:
+    from celeriac import Celery
+
+    app = Celery("hist", broker="memory://", backend="memory://")
+    yield app
+    app.close()
+
+
+def test_the_ingestor_stores_the_stream_and_tells_subscribers(
+        memory_app: Any, store: HistoryStore) -> None:
+    from support import wait_until
+
+    from celeriac.dashboard.ingest import Ingestor
+
+    sampled: list[int] = []
+
+    def sampler() -> dict[str, int]:
+        sampled.append(1)
+        return {"celery": 3}
+
+    with Ingestor(memory_app, store, flush_every=0.05, queue_sampler=sampler,
+                  sample_every=0.1) as ingestor:
+        live = ingestor.subscribe()
+        dispatcher = memory_app.events.Dispatcher(hostname="w9@host", buffer_group={"task"})
+        dispatcher.send("worker-online", freq=5.0, active=0, processed=0)
+        for n in range(5):
+            dispatcher.send("task-received", uuid=f"t{n}", name="proj.add", args=f"({n},)")
+            dispatcher.send("task-succeeded", uuid=f"t{n}", result=repr(n), runtime=0.01)
+        dispatcher.flush()
+        assert wait_until(lambda: store.counts()["by_state"].get("SUCCESS") == 5, 30)
+        assert wait_until(lambda: ingestor.stats["events_total"] >= 11, 30)
+        updates: list[dict] = []
+        assert wait_until(lambda: updates.extend(live.get(0.1)) or {
+            u["task"]["uuid"] for u in updates if u["kind"] == "task"} == {
+            f"t{n}" for n in range(5)}, 30)
+        # coalesced: the last row of each task, not one update per event
+        assert all(u["task"]["state"] == "SUCCESS" for u in updates if u["kind"] == "task")
+        assert any(u["kind"] == "worker" and u["worker"]["hostname"] == "w9@host"
+                   for u in updates)
+        assert wait_until(lambda: any(u["kind"] == "stats" for u in live.get(0.5)), 30)
+        assert store.workers()[0]["alive"]
+        # a broken event is skipped and counted; ingest goes on
+        ingestor.feed(["junk", {"type": "task-started"}, ev("task-started", "t9")])
+        assert wait_until(lambda: store.task("t9") is not None, 30)
+        assert ingestor.stats["events_skipped"] == 2
+        assert wait_until(lambda: store.queue_depth_series(0).get("celery"), 30)
+        assert ingestor.stats["last_event_at"] is not None
+        live.close()
+        dispatcher.close()
+    assert sampled
+
+
+def test_a_slow_subscriber_loses_the_oldest_updates_only() -> None:
+    from celeriac.dashboard.ingest import Subscription
+
+    sub = Subscription(maxsize=3)
+    for n in range(5):
+        sub.put(("task", f"t{n}"), {"kind": "task", "n": n})
+    sub.put(("task", "t3"), {"kind": "task", "n": 33})
+    assert [u["n"] for u in sub.get(0)] == [2, 4, 33] and sub.dropped == 2
+    assert sub.get(0) == []
+    sub.close()
+    assert sub.get(5) == []  # closed: no wait
+
+
+def test_backfill_completes_from_the_result_backend(
+        memory_app: Any, store: HistoryStore) -> None:
+    from celeriac.dashboard.ingest import Ingestor
+
+    t = time.time()
+    store.ingest([ev("task-received", "done", t, name="proj.add"),
+                  ev("task-started", "broke", t, name="proj.fail"),
+                  ev("task-received", "running", t, name="proj.add")])
+    memory_app.backend.store_result("done", 4, "SUCCESS")
+    memory_app.backend.store_result("broke", ValueError("boom"), "FAILURE",
+                                    traceback="Traceback: boom")
+    memory_app.backend.store_result("running", None, "STARTED")
+    ingestor = Ingestor(memory_app, store, enable_events=False)
+    assert ingestor.backfill() == 2
+    done, broke = store.task("done"), store.task("broke")
+    assert done is not None and done["state"] == "SUCCESS" and done["result"] == "4"
+    assert broke is not None and broke["state"] == "FAILURE"
+    assert broke["exception"] == "ValueError('boom')" and broke["traceback"] == "Traceback: boom"
+    assert store.task("running")["state"] == "RECEIVED"  # type: ignore[index]
+    assert ingestor.backfill() == 0 and ingestor.stats["backfilled"] == 2
+
+
+def test_offline_workers_are_purged(memory_app: Any, store: HistoryStore) -> None:
+    from support import wait_until
+
+    from celeriac.dashboard.ingest import Ingestor
+
+    t = time.time() - 100
+    store.ingest([ev("worker-online", None, t, "gone@h", freq=1.0),
+                  ev("worker-offline", None, t + 1, "gone@h")])
+    with Ingestor(memory_app, store, purge_offline_workers=10, enable_events=False):
+        assert wait_until(lambda: store.workers() == [], 30)
