@@ -3,6 +3,8 @@
 Every request is judged here before any route runs, in this order:
 
 1. ``/healthcheck`` (and ``/metrics`` with ``--metrics-public``) pass untouched.
+   Without credentials, only requests for a loopback ``Host`` are answered (a page
+   elsewhere cannot read the dashboard through DNS rebinding).
 2. With credentials configured, the request must carry them (``Authorization: Basic``
    or ``Bearer``), else 401. Secrets are compared with ``hmac.compare_digest``.
 3. A state-changing method (POST, PUT, PATCH, DELETE) is an action: refused with 403
@@ -26,7 +28,7 @@ import secrets
 from http.cookies import SimpleCookie
 from typing import Any, Awaitable, Callable
 
-from .options import DashboardOptions
+from .options import DashboardOptions, is_loopback
 
 CSRF_COOKIE = "celeriac_csrf"
 CSRF_HEADER = b"x-csrf-token"
@@ -36,6 +38,10 @@ READ_ONLY = "the dashboard is read-only (--read-only)"
 CSRF_FAILED = ("CSRF check failed: send the X-CSRF-Token header with the value of the "
                "celeriac_csrf cookie (GET /api/dashboard/session gives it), or use a "
                "bearer token")
+FOREIGN_HOST = ("without credentials the dashboard answers only requests for a loopback "
+                "host (127.0.0.1, localhost, [::1]): another Host may be a web page's DNS "
+                "rebinding trick; behind a proxy, send Host 127.0.0.1 or start the "
+                "dashboard with --basic-auth or --token")
 STATE_KEY = "celeriac"  # scope["state"]["celeriac"]: what routes learn of the caller
 
 Scope = dict[str, Any]
@@ -59,13 +65,16 @@ class SecurityMiddleware:
         self._token = options.token.encode() if options.token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] == "websocket":  # none are served: refused before any route
+            await send({"type": "websocket.close", "code": 1008})
             return
-        if scope["path"] in self.public:
+        if scope["type"] != "http" or scope["path"] in self.public:
             await self.app(scope, receive, send)
             return
         headers = _headers(scope)
+        if not self.options.auth_enabled and not is_loopback(_host(headers)):
+            await self._deny(send, 403, FOREIGN_HOST)
+            return
         user, bearer = self.authenticate(headers.get(b"authorization", b""))
         if self.options.auth_enabled and user is None:
             await self._deny(send, 401, "authentication needed: send HTTP basic auth "
@@ -157,6 +166,14 @@ def caller(scope_state: Any) -> dict[str, Any]:
     found = getattr(scope_state, STATE_KEY, None)
     return found if isinstance(found, dict) else {"user": None, "bearer": False,
                                                    "csrf_token": ""}
+
+
+def _host(headers: dict[bytes, bytes]) -> str:
+    """The Host header's name, without its port (``[::1]:5555`` -> ``::1``)."""
+    host = headers.get(b"host", b"").decode("latin-1").strip()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:

@@ -33,6 +33,7 @@ PASSWORD = "pw-" + uuid.uuid4().hex
 TOKEN = "tok-" + uuid.uuid4().hex
 BROWSER = {"Origin": "http://127.0.0.1:5555", "Sec-Fetch-Site": "same-origin"}
 REVOKE = "/api/task/revoke/some-task-id"
+LOCAL = "http://127.0.0.1:5555"
 
 
 @pytest.fixture
@@ -43,7 +44,8 @@ def client_for(tmp_path: Path) -> Iterator[Any]:
     opened: list[TestClient] = []
 
     def make(**options: Any) -> TestClient:
-        client = TestClient(build_app(app, DashboardOptions(**options), store=store))
+        client = TestClient(build_app(app, DashboardOptions(**options), store=store),
+                            base_url=LOCAL)
         opened.append(client.__enter__())
         return client
 
@@ -68,6 +70,21 @@ def test_without_credentials_pages_read_but_every_action_is_refused(client_for: 
     assert refused.status_code == 403
     assert refused.json() == {
         "error": "actions need a user: start the dashboard with --basic-auth or --token"}
+
+
+def test_without_credentials_only_a_loopback_host_is_answered(client_for: Any) -> None:
+    client = client_for()
+    for host in ("127.0.0.1:5555", "localhost", "[::1]:5555", "LOCALHOST:80"):
+        assert client.get("/api/tasks", headers={"Host": host}).status_code == 200, host
+    for host in ("evil.example", "evil.example:5555", "10.0.0.1", "127.0.0.1.evil.example"):
+        refused = client.get("/api/tasks", headers={"Host": host})
+        assert refused.status_code == 403, host
+        assert "DNS rebinding" in refused.json()["error"]
+    assert client.get("/healthcheck", headers={"Host": "evil.example"}).text == "OK"
+    with_auth = client_for(token=TOKEN)
+    assert with_auth.get("/api/tasks", headers={"Host": "dashboard.example",
+                                                "Authorization": f"Bearer {TOKEN}"}
+                         ).status_code == 200
 
 
 def test_basic_auth_is_needed_everywhere_but_the_healthcheck(client_for: Any) -> None:
@@ -149,7 +166,8 @@ def test_a_broker_away_is_a_json_error_without_its_password(tmp_path: Path) -> N
                  backend="memory://")
     store = HistoryStore.open(str(tmp_path / "history.sqlite3"))
     try:
-        with TestClient(build_app(app, DashboardOptions(), store=store)) as client:
+        with TestClient(build_app(app, DashboardOptions(), store=store),
+                        base_url=LOCAL) as client:
             answer = client.get("/api/queues/length")
             assert answer.status_code == 503
             assert "broker" in answer.json()["error"] and PASSWORD not in answer.text
