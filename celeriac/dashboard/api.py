@@ -258,6 +258,7 @@ class Dashboard:
 
     def apply(self, request: Request, params: Params) -> Any:
         args, kwargs, options = _task_body(params)
+        options.pop("timeout", None)  # how long this route waits, not a send option
         result = actions.apply_async(self.app, request.path_params["name"], args, kwargs,
                                      options)
         # Flower waits without a limit; a dashboard thread must come back some day.
