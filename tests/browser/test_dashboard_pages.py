@@ -298,6 +298,16 @@ def test_read_only_dashboard_disables_actions(cluster: dict[str, Any], browser: 
     assert all(not b.is_enabled() for b in _css(browser, "main button.btn[data-action]"))
 
 
+def test_pages_left_give_their_stream_back(cluster: dict[str, Any], browser: Any) -> None:
+    # Chromium keeps six connections to a server; a stream left open by each page would
+    # stall the seventh page's requests.
+    for _ in range(8):
+        _open(browser, cluster["url"] + "beat")
+    _open(browser, cluster["url"] + "tasks")
+    _wait(browser, lambda d: _css(d, "main table tbody tr[data-key]"), "the tasks list")
+    _wait(browser, lambda d: _text(d, "#live") == "live", "the live stream to open")
+
+
 @pytest.mark.skipif(not os.environ.get("CELERIAC_DASHBOARD_SCREENSHOTS"),
                     reason="screenshots only when CELERIAC_DASHBOARD_SCREENSHOTS names a folder")
 def test_screenshots(cluster: dict[str, Any], browser: Any) -> None:

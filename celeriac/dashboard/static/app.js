@@ -33,9 +33,15 @@ export const live = {
   },
 };
 
+// A browser opens at most six HTTP/1.1 connections to one server, and a stream holds
+// one for as long as it is open: a hidden tab (or a page left for the back-forward
+// cache) gives its stream back, and catches up by redrawing when it is shown again.
+let source = null;
+
 function connectLive() {
+  if (source) return;
   const badge = document.getElementById("live");
-  const source = new EventSource("api/dashboard/stream");
+  source = new EventSource("api/dashboard/stream");
   source.onopen = () => { badge.textContent = "live"; badge.className = "live on"; };
   source.onerror = () => { badge.textContent = "reconnecting…"; badge.className = "live off"; };
   for (const kind of ["task", "worker", "stats"]) {
@@ -46,6 +52,23 @@ function connectLive() {
     });
   }
 }
+
+function disconnectLive() {
+  if (!source) return;
+  source.close();
+  source = null;
+  const badge = document.getElementById("live");
+  badge.textContent = "paused";
+  badge.className = "live off";
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) { disconnectLive(); return; }
+  connectLive();
+  show();
+});
+window.addEventListener("pagehide", disconnectLive);
+window.addEventListener("pageshow", (event) => { if (event.persisted) { connectLive(); show(); } });
 
 let cleanups = [];
 

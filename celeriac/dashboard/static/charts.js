@@ -23,9 +23,10 @@ export function niceTicks(max, count = 4) {
   return ticks;
 }
 
-function clock(epoch) {
+function clock(epoch, seconds = false) {
   const d = new Date(epoch * 1000);
-  return `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
+  const two = (n) => String(n).padStart(2, "0");
+  return `${two(d.getHours())}:${two(d.getMinutes())}${seconds ? `:${two(d.getSeconds())}` : ""}`;
 }
 
 function shortNumber(v) {
@@ -79,7 +80,7 @@ function drawTime(series, {width, height = 220, label = "chart", area = false, u
   for (let i = 0; i <= timeTicks; i++) {
     const t = t0 + ((t1 - t0) * i) / timeTicks;
     axes.append(s("text", {x: x(t), y: height - 8, "text-anchor": i === 0 ? "start" : i === timeTicks ? "end" : "middle"},
-      document.createTextNode(clock(t))));
+      document.createTextNode(clock(t, t1 - t0 < 600))));
   }
   svg.append(axes);
 
@@ -113,7 +114,7 @@ function hover(svg, {pad, width, height, x, t0, t1, series, unit}) {
     const box = svg.getBoundingClientRect();
     const px = ((event.clientX - box.left) / box.width) * width;
     const t = t0 + ((px - pad.left) / (width - pad.left - pad.right)) * (t1 - t0);
-    const parts = [clock(t)];
+    const parts = [clock(t, true)];
     for (const line of series) {
       if (!line.points.length) continue;
       const near = line.points.reduce((a, b) => (Math.abs(b[0] - t) < Math.abs(a[0] - t) ? b : a));

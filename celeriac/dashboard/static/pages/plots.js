@@ -27,6 +27,8 @@ export async function render(main, _params, ctx) {
     const d = await getJSON("api/dashboard/plots", {name: name.value, since});
     const r = d.runtimes || {buckets: [], counts: []};
     const labels = (r.buckets || []).map((b) => (b === null || !isFinite(b) ? "more" : `≤${fmtBound(b)}`));
+    const counts = [...(r.counts || [])];
+    if (r.over) { labels.push(`>${fmtBound(r.buckets[r.buckets.length - 1])}`); counts.push(r.over); }
     const quantiles = r.n ? `n = ${r.n} · p50 ${fmtBound(r.p50)} · p90 ${fmtBound(r.p90)} · p99 ${fmtBound(r.p99)}` : "";
     const depth = Object.entries(d.queue_depth || {}).map(([queue, points]) => ({name: queue, points}));
     charts.replaceChildren(
@@ -34,14 +36,21 @@ export async function render(main, _params, ctx) {
         "Tasks succeeded, failed and retried per bucket", {height: 240})),
       section(`Runtime distribution${name.value ? ` of ${name.value}` : ""}`,
         quantiles ? h("p.muted", {}, quantiles) : null,
-        barChart(labels, r.counts || [], {label: "Tasks per runtime bucket", emptyText: "No finished task in this range."})),
+        barChart(labels, counts, {label: "Tasks per runtime bucket", emptyText: "No finished task in this range."})),
       section("Queue depth", timeChart(depth, {label: "Messages waiting per queue", emptyText: "No depth recorded yet."})));
   };
   name.addEventListener("change", () => load().catch(showError));
   range.addEventListener("change", () => load().catch(showError));
   const showError = (error) => charts.replaceChildren(h("p.error-text", {role: "alert"}, error.message));
   await load();
-  ctx.every(15, () => load().catch(() => {}));
+  // Finished tasks move the charts: redraw a moment after the last of a burst.
+  let pending = null;
+  ctx.listen("task", () => {
+    if (pending) return;
+    pending = setTimeout(() => { pending = null; load().catch(() => {}); }, 1000);
+  });
+  ctx.onLeave(() => clearTimeout(pending));
+  ctx.every(30, () => load().catch(() => {}));
 }
 
 function fmtBound(seconds) {
