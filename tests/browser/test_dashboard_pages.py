@@ -53,6 +53,20 @@ app.conf.task_routes = {{"proj.parked": {{"queue": "{queue}-parked"}}}}
 @app.task
 def parked(n):
     return n
+
+
+@app.task
+def resize(width, height):  # the screenshots' second kind of task, slower and varied
+    import random, time
+    time.sleep(random.uniform(0.005, 0.3))
+    return [width // 2, height // 2]
+
+
+@app.task
+def charge(order, cents):  # and a third, which sometimes fails
+    if order % 4 == 0:
+        raise ValueError(f"card declined for order {{order}}")
+    return {{"order": order, "charged": cents}}
 '''
 
 
@@ -276,6 +290,29 @@ def test_queues_page_shows_a_depth_and_purges(cluster: dict[str, Any], browser: 
     _no_errors_shown(browser)
 
 
+def _dead_letter_row(driver: Any, task_id: str) -> Any:
+    rows = [r for r in _css(driver, "tr[data-key]") if task_id in r.text]
+    return rows[0] if rows else None
+
+
+def test_queues_page_lists_a_dead_letter_and_deletes_it(cluster: dict[str, Any],
+                                                        browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    # A task no worker knows is set aside by the worker as a dead letter, with a reason.
+    task_id = cluster["proj"].app.send_task("proj.nobody_has_this", args=[1]).id
+    _open(browser, cluster["url"] + "queues")
+    # The page redraws every 10 s; a reload makes the wait shorter.
+    _wait(browser, lambda d: _dead_letter_row(d, task_id) or d.refresh(), "the dead letter")
+    row = _dead_letter_row(browser, task_id)
+    assert "nobody_has_this" in row.text
+    row.find_element(By.CSS_SELECTOR, 'button[data-action="delete"]').click()
+    _wait(browser, lambda d: d.switch_to.alert, "the delete confirmation")
+    browser.switch_to.alert.accept()
+    _wait(browser, lambda d: _dead_letter_row(d, task_id) is None, "the dead letter deleted")
+    _no_errors_shown(browser)
+
+
 def test_plots_page_draws_svg_charts(cluster: dict[str, Any], browser: Any) -> None:
     cluster["proj"].add.delay(1, 1).get(timeout=WAIT)
     _open(browser, cluster["url"] + "plots")
@@ -314,15 +351,24 @@ def test_screenshots(cluster: dict[str, Any], browser: Any) -> None:
     folder = ROOT / os.environ["CELERIAC_DASHBOARD_SCREENSHOTS"]
     folder.mkdir(parents=True, exist_ok=True)
     proj = cluster["proj"]
-    sent = [proj.add.delay(i, i * 3) for i in range(40)]
+    sent: list[Any] = []
+    # Rounds a few seconds apart, so that the throughput charts have a shape.
+    for round_ in range(8):
+        sent += [proj.add.delay(i, round_) for i in range(6 + 3 * (round_ % 3))]
+        sent += [proj.resize.delay(640 + i, 480) for i in range(4)]
+        sent += [proj.charge.delay(round_ * 3 + i, 1999) for i in range(3)]
+        time.sleep(4)  # not an assert: spreads the tasks over half a minute
     for result in sent:
-        result.get(timeout=WAIT)
-    task_id = sent[-1].id
+        result.get(timeout=WAIT, propagate=False)
+    for n in range(5):
+        proj.parked.apply_async((n,), priority=n % 3)
+    proj.app.send_task("proj.nobody_has_this", args=[42])
+    task_id = next(r.id for r in reversed(sent) if r.state == "FAILURE")
     for name, path, ready in [
-            ("workers", "", "svg.chart path.series"),
+            ("workers", "", "main table tbody tr[data-key]"),
             ("tasks", "tasks", "main table tbody tr[data-key]"),
             ("task", f"task/{task_id}", "#task-result"),
-            ("queues", "queues", "main table"),
+            ("queues", "queues", "main table tbody tr[data-key]"),
             ("plots", "plots", "svg.chart rect.bar")]:
         _open(browser, cluster["url"] + path)
         _wait(browser, lambda d: _css(d, ready), f"the {name} page")

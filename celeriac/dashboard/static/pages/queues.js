@@ -55,6 +55,6 @@ function view(d, reload) {
     section("Depth over the last hour", timeChart(series, {label: "Messages waiting per queue, last hour",
       emptyText: "No depth recorded yet."})),
     section(`Dead letters (${(d.dead_letters || []).length})`,
-      table(deadColumns, d.dead_letters || [], {empty: "No dead letters."})),
+      table(deadColumns, d.dead_letters || [], {empty: "No dead letters.", rowKey: (m) => m.id})),
   ];
 }

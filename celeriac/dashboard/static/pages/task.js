@@ -99,11 +99,22 @@ function family(t) {
       typeof canvas.chord_body === "string" ? taskLink(canvas.chord_body) : h("code", {}, fmtValue(canvas.chord_body)))] : null);
 }
 
+// What each event adds, without the bookkeeping every event carries.
+const ROUTINE = new Set(["clock", "pid", "local_received", "utcoffset", "timestamp", "hostname",
+                         "uuid", "type", "root_id", "parent_id"]);
+
+function eventFields(fields) {
+  if (!fields || typeof fields !== "object") return fmtValue(fields);
+  return Object.entries(fields).filter(([k, v]) => !ROUTINE.has(k) && v !== null && v !== "")
+    .map(([k, v]) => `${k}=${fmtValue(v)}`).join("  ");
+}
+
 function timeline(events) {
   return table([
     {label: "Event", cell: (e) => h("span.mono", {}, e.type)},
     {label: "Time", cell: (e) => fmtTime(e.timestamp)},
-    {label: "Worker", cell: (e) => workerLink(e.hostname)},
-    {label: "Fields", cell: (e) => h("code.clip", {title: fmtValue(e.fields)}, fmtValue(e.fields))},
+    // A task-sent event comes from the client that sent it, not from a worker.
+    {label: "Host", cell: (e) => (e.type === "task-sent" ? e.hostname || "" : workerLink(e.hostname))},
+    {label: "Fields", cell: (e) => h("code.clip.wide", {title: eventFields(e.fields)}, eventFields(e.fields))},
   ], events, {empty: "No events stored."});
 }

@@ -75,10 +75,10 @@ function card(title, value, note) {
 
 /** The overview's and the plots page's throughput chart. */
 export function throughputChart(all, label, opts = {}) {
-  // A quiet start of the range is left out (ten minutes kept), so a young history
+  // A quiet start of the range is left out (three minutes kept), so a young history
   // is not a spike at the right edge.
   const firstBusy = all.findIndex((b) => b.succeeded || b.failed || b.retried || b.received);
-  const keepFrom = all.length ? Math.min(all[all.length - 1].t - 600, firstBusy >= 0 ? all[firstBusy].t : Infinity) : 0;
+  const keepFrom = all.length ? Math.min(all[all.length - 1].t - 180, firstBusy >= 0 ? all[firstBusy].t : Infinity) : 0;
   const buckets = all.filter((b) => b.t >= keepFrom);
   const pick = (field) => buckets.map((b) => [b.t, b[field] || 0]);
   return timeChart([
