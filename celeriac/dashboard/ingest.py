@@ -44,6 +44,8 @@ BACKFILL_LIMIT = 500
 RATE_WINDOW = 5.0
 # Seconds a failed receiver waits before listening again (the broker is away).
 _RECONNECT_DELAY = 1.0
+# How many times ``batch`` one transaction may take when the buffer holds more.
+_CATCH_UP = 4
 # The seconds between stats updates sent to subscribers.
 _STATS_EVERY = 1.0
 
@@ -101,7 +103,7 @@ class Ingestor:
     Args:
         app: the app whose broker carries the events.
         store: where they go.
-        batch: events per store transaction at most.
+        batch: events per store transaction (up to 4 times more while catching up).
         flush_every: seconds an event waits at most before its batch is stored.
         purge_offline_workers: forget workers offline for this many seconds.
         enable_events: broadcast ``enable_events`` at start and every minute.
@@ -281,7 +283,9 @@ class Ingestor:
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            count = min(self.batch, len(self._buffer))
+            # behind: bigger transactions, as each one's commit costs about the same
+            count = min(self.batch * _CATCH_UP if len(self._buffer) > self.batch
+                        else self.batch, len(self._buffer))
             return [self._buffer.popleft() for _ in range(count)]
 
     def _store(self, batch: list[dict[str, Any]]) -> None:
