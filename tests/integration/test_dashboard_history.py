@@ -153,3 +153,55 @@ def test_backfill_completes_what_ended_while_nobody_listened(
         assert row is not None and row["state"] == "SUCCESS" and row["result"] == "'long'"
         assert row["events"][-1]["fields"].get("backfilled") is True
         assert later.backfill() == 0  # nothing unfinished has a result now
+
+
+_INGEST_ALL = """
+import os, random, sys, time
+from celeriac.dashboard.store import HistoryStore
+path, part, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+events = []
+for n in range(count):
+    t = 1_000_000.0 + n
+    events += [
+        {"type": "task-received", "uuid": f"t{n}", "hostname": "w@h", "timestamp": t,
+         "local_received": time.time(), "name": "proj.add", "args": f"({n},)"},
+        {"type": "task-started", "uuid": f"t{n}", "hostname": "w@h", "timestamp": t + 0.1,
+         "local_received": time.time()},
+        {"type": "task-succeeded", "uuid": f"t{n}", "hostname": "w@h", "timestamp": t + 0.2,
+         "local_received": time.time(), "result": repr(n), "runtime": 0.1}]
+random.Random(14).shuffle(events)
+# each process hears its half of the stream and a tenth of the other's
+events = [e for i, e in enumerate(events) if i % 2 == part or i % 20 == 1 - part]
+with HistoryStore.open(path, max_age=None) as store:
+    open(f"{path}.ready{part}", "w").close()
+    while not os.path.exists(f"{path}.go"):  # both at once, or they may not overlap
+        time.sleep(0.01)
+    for i in range(0, len(events), 50):
+        store.ingest(events[i:i + 50])
+"""
+
+
+def test_two_processes_ingest_one_sqlite_file(tmp_path: Path) -> None:
+    """Two dashboards ingesting into one file, each hearing part of the stream: the
+    history one would build from all of it, each event kept once."""
+    import subprocess
+
+    path = str(tmp_path / "shared.sqlite3")
+    HistoryStore.open(path).close()  # the schema first, so neither races to make it
+    script = tmp_path / "ingest_all.py"
+    script.write_text(_INGEST_ALL)
+    procs = [subprocess.Popen([sys.executable, str(script), path, str(part), "2000"],
+                              stderr=subprocess.PIPE) for part in (0, 1)]
+    assert wait_until(lambda: all(Path(f"{path}.ready{part}").exists() for part in (0, 1)),
+                      TIMEOUT)
+    Path(f"{path}.go").touch()
+    for proc in procs:
+        _, err = proc.communicate(timeout=TIMEOUT * 2)
+        assert proc.returncode == 0, err.decode()
+    with HistoryStore.open(path, max_age=None) as store:
+        assert store.counts() == {"by_state": {"SUCCESS": 2000},
+                                  "by_name": {"proj.add": {"SUCCESS": 2000}}, "total": 2000}
+        assert store.count_events() == 6000
+        row = store.task("t7")
+        assert row is not None and row["args"] == "(7,)" and row["result"] == "7"
+        assert row["started"] == 1_000_007.1
