@@ -158,7 +158,7 @@ def test_backfill_completes_what_ended_while_nobody_listened(
 _INGEST_ALL = """
 import os, random, sys, time
 from celeriac.dashboard.store import HistoryStore
-path, part, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+url, marks, part, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 events = []
 for n in range(count):
     t = 1_000_000.0 + n
@@ -172,33 +172,32 @@ for n in range(count):
 random.Random(14).shuffle(events)
 # each process hears its half of the stream and a tenth of the other's
 events = [e for i, e in enumerate(events) if i % 2 == part or i % 20 == 1 - part]
-with HistoryStore.open(path, max_age=None) as store:
-    open(f"{path}.ready{part}", "w").close()
-    while not os.path.exists(f"{path}.go"):  # both at once, or they may not overlap
+with HistoryStore.open(url, max_age=None) as store:
+    open(os.path.join(marks, f"ready{part}"), "w").close()
+    while not os.path.exists(os.path.join(marks, "go")):  # at once, or they may not overlap
         time.sleep(0.01)
     for i in range(0, len(events), 50):
         store.ingest(events[i:i + 50])
 """
 
 
-def test_two_processes_ingest_one_sqlite_file(tmp_path: Path) -> None:
-    """Two dashboards ingesting into one file, each hearing part of the stream: the
+def test_two_processes_ingest_one_store(tmp_path: Path, store_url: str) -> None:
+    """Two dashboards ingesting into one store, each hearing part of the stream: the
     history one would build from all of it, each event kept once."""
     import subprocess
 
-    path = str(tmp_path / "shared.sqlite3")
-    HistoryStore.open(path).close()  # the schema first, so neither races to make it
+    HistoryStore.open(store_url).close()  # the schema first, so neither races to make it
     script = tmp_path / "ingest_all.py"
     script.write_text(_INGEST_ALL)
-    procs = [subprocess.Popen([sys.executable, str(script), path, str(part), "2000"],
-                              stderr=subprocess.PIPE) for part in (0, 1)]
-    assert wait_until(lambda: all(Path(f"{path}.ready{part}").exists() for part in (0, 1)),
+    procs = [subprocess.Popen([sys.executable, str(script), store_url, str(tmp_path),
+                               str(part), "2000"], stderr=subprocess.PIPE) for part in (0, 1)]
+    assert wait_until(lambda: all((tmp_path / f"ready{part}").exists() for part in (0, 1)),
                       TIMEOUT)
-    Path(f"{path}.go").touch()
+    (tmp_path / "go").touch()
     for proc in procs:
         _, err = proc.communicate(timeout=TIMEOUT * 2)
         assert proc.returncode == 0, err.decode()
-    with HistoryStore.open(path, max_age=None) as store:
+    with HistoryStore.open(store_url, max_age=None) as store:
         assert store.counts() == {"by_state": {"SUCCESS": 2000},
                                   "by_name": {"proj.add": {"SUCCESS": 2000}}, "total": 2000}
         assert store.count_events() == 6000
