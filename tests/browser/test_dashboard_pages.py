@@ -367,9 +367,9 @@ def test_screenshots(cluster: dict[str, Any], browser: Any) -> None:
     for name, path, ready in [
             ("workers", "", "main table tbody tr[data-key]"),
             ("tasks", "tasks", "main table tbody tr[data-key]"),
-            ("task", f"task/{task_id}", "#task-result"),
+            ("task", f"task/{task_id}", "#task-uuid"),
             ("queues", "queues", "main table tbody tr[data-key]"),
-            ("plots", "plots", "svg.chart rect.bar")]:
+            ("plots", "plots?range=900", "svg.chart rect.bar")]:
         _open(browser, cluster["url"] + path)
         _wait(browser, lambda d: _css(d, ready), f"the {name} page")
         time.sleep(0.5)  # not an assert: lets the charts take their final width

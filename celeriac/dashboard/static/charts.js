@@ -12,12 +12,13 @@ function s(tag, attrs = {}, ...children) {
   return el;
 }
 
-/** Round steps (1, 2, 5 × 10^n) covering [0, max] in about `count` ticks. */
+/** Round whole steps (1, 2, 5 × 10^n) covering [0, max] in about `count` ticks. */
 export function niceTicks(max, count = 4) {
   if (!(max > 0)) return [0, 1];
   const raw = max / count;
   const power = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 5, 10].map((m) => m * power).find((v) => v >= raw);
+  // Charts count things: no tick between two whole numbers.
+  const step = Math.max(1, [1, 2, 5, 10].map((m) => m * power).find((v) => v >= raw));
   const ticks = [];
   for (let v = 0; v <= max + step * 0.999; v += step) ticks.push(+v.toPrecision(12));
   return ticks;

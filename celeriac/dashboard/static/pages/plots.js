@@ -56,6 +56,7 @@ export async function render(main, _params, ctx) {
 function fmtBound(seconds) {
   if (seconds === null || seconds === undefined) return "";
   const s = Number(seconds);
+  if (s < 0.001) return `${+(s * 1e6).toPrecision(3)} µs`;
   if (s < 1) return `${+(s * 1000).toPrecision(3)} ms`;
   return `${+s.toPrecision(3)} s`;
 }

@@ -33,10 +33,10 @@ function view(d, reload) {
       {confirm: `Delete every waiting message in ${q.name}? This cannot be undone.`}), {danger: true})},
   ];
   const deadColumns = [
-    {label: "Time", cell: (m) => fmtTime(m.time)},
-    {label: "Queue", cell: (m) => h("span.mono", {}, m.queue || "")},
+    {label: "Time", cls: "nowrap", cell: (m) => fmtTime(m.time)},
+    {label: "Queue", cls: "nowrap", cell: (m) => h("span.mono", {}, m.queue || "")},
     {label: "Reason", cell: (m) => m.reason || ""},
-    {label: "Task", cell: (m) => m.task_id ? taskLink(m.task_id) : ""},
+    {label: "Task", cell: (m) => m.task_id ? taskLink(m.task_id, h("span.mono.uuid", {title: m.task_id}, m.task_id)) : ""},
     {label: "Name", cell: (m) => m.task_name || ""},
     {label: "Args", cell: (m) => h("code.clip", {title: fmtValue(m.args)}, fmtValue(m.args))},
     {label: "Message", cell: (m) => h("code.clip", {title: m.payload_preview || ""}, m.payload_preview || "")},

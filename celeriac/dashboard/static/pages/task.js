@@ -1,6 +1,6 @@
 // One task: what it was called with, what came of it, its events, its family, actions.
 import {act, actionButton, facts, fill, fmtDuration, fmtTime, fmtValue, getJSON, go, h, notify, post,
-        pre, section, stateBadge, table, taskLink, whyNoActions, workerLink} from "../util.js";
+        section, stateBadge, table, taskLink, whyNoActions, workerLink} from "../util.js";
 
 const FINISHED = new Set(["SUCCESS", "FAILURE", "REVOKED", "REJECTED"]);
 
@@ -49,8 +49,9 @@ function view(t, enc, reload) {
   if (finished) { revoke.disabled = true; terminate.disabled = true; revoke.title = terminate.title = "The task has finished."; }
 
   const outcome = t.state === "FAILURE" || t.exception
-    ? section("Exception", pre(t.exception), t.traceback ? h("details", {open: true},
-        h("summary", {}, "Traceback"), h("pre.code.traceback", {}, t.traceback)) : null)
+    ? section("Exception", h("pre.code", {id: "task-exception"}, fmtValue(t.exception)),
+        t.traceback ? h("details", {open: true}, h("summary", {}, "Traceback"),
+                        h("pre.code.traceback", {}, t.traceback)) : null)
     : section("Result", h("pre.code", {id: "task-result"}, fmtValue(t.result)));
   return [
     h("div.title-row", {},
@@ -112,7 +113,7 @@ function eventFields(fields) {
 function timeline(events) {
   return table([
     {label: "Event", cell: (e) => h("span.mono", {}, e.type)},
-    {label: "Time", cell: (e) => fmtTime(e.timestamp)},
+    {label: "Time", cls: "nowrap", cell: (e) => fmtTime(e.timestamp)},
     // A task-sent event comes from the client that sent it, not from a worker.
     {label: "Host", cell: (e) => (e.type === "task-sent" ? e.hostname || "" : workerLink(e.hostname))},
     {label: "Fields", cell: (e) => h("code.clip.wide", {title: eventFields(e.fields)}, eventFields(e.fields))},

@@ -14,7 +14,7 @@ const COLUMNS = [
   {label: "Kwargs", cell: (t) => h("code.clip", {title: fmtValue(t.kwargs)}, fmtValue(t.kwargs))},
   {label: "Result", cell: (t) => h("code.clip", {title: fmtValue(t.result ?? t.exception)},
                                    fmtValue(t.state === "FAILURE" ? t.exception : t.result))},
-  {label: "Received", sort: "received", cell: (t) => fmtTime(t.received)},
+  {label: "Received", sort: "received", cls: "nowrap", cell: (t) => fmtTime(t.received)},
   {label: "Runtime", sort: "runtime", cls: "num", cell: (t) => fmtDuration(t.runtime)},
   {label: "Worker", sort: "worker", cell: (t) => workerLink(t.worker)},
 ];
