@@ -1,6 +1,7 @@
 """The dashboard's ingest: the event stream folded into the history store, in batches.
 
-Three daemon threads, started in this order and stopped in reverse:
+Three daemon threads, started in this order and stopped in the same order (receiving
+ends first, so that the store thread takes in all that was received):
 
 - ``receive``: an ``EventReceiver`` on the app's broker appends each event to a bounded
   buffer (it never waits for the database: a slow disk must not back up the broker);
@@ -109,6 +110,14 @@ class Ingestor:
         enable_events: broadcast ``enable_events`` at start and every minute.
         queue_sampler: returns ``{queue: messages}``; sampled every ``sample_every``.
         backfill_every: seconds between backfills (None: only at start).
+        prune_every: seconds between prunes of the store.
+
+    Attributes:
+        stats: ``events_total`` (events stored), ``events_per_second`` (over the last
+            5 s), ``lag_seconds`` (how long the last batch's first event waited),
+            ``last_event_at`` (when the newest stored event was received),
+            ``events_skipped`` (broken), ``events_dropped`` (the buffer was full),
+            ``batches``, ``pruned`` (task rows) and ``backfilled`` (task rows).
     """
 
     def __init__(self, app: Celery, store: HistoryStore, *, batch: int = 500,
@@ -134,6 +143,7 @@ class Ingestor:
         self._buffer: deque[dict[str, Any]] = deque()
         self._cond = threading.Condition()
         self._stopping = threading.Event()
+        self._received_all = threading.Event()  # the receive thread ended
         self._receiver: Any = None
         self._threads: list[threading.Thread] = []
         self._subscribers: set[Subscription] = set()
@@ -148,6 +158,7 @@ class Ingestor:
     def start(self) -> None:
         """Start listening (events from now on are kept) and the three threads."""
         self._stopping.clear()
+        self._received_all.clear()
         for name, target in (("receive", self._run_receive), ("store", self._run_store),
                              ("chores", self._run_chores)):
             thread = threading.Thread(target=target, name=f"celeriac-dashboard-{name}",
@@ -166,7 +177,8 @@ class Ingestor:
         self._wake_chores.set()
         with self._cond:
             self._cond.notify_all()
-        for thread in reversed(self._threads):
+        # receive ends first, then store takes what is left, then chores
+        for thread in self._threads:
             thread.join(15.0)
         self._threads = []
         for sub in list(self._subscribers):
@@ -207,6 +219,14 @@ class Ingestor:
 
     # -- receiving ----------------------------------------------------------------------
     def _run_receive(self) -> None:
+        try:
+            self._receive()
+        finally:
+            self._received_all.set()
+            with self._cond:
+                self._cond.notify_all()
+
+    def _receive(self) -> None:
         from ..events import EventReceiver
 
         while not self._stopping.is_set():
@@ -269,14 +289,15 @@ class Ingestor:
                 self._publish([], [], stats=True)
 
     def _next_batch(self) -> list[dict[str, Any]] | None:
-        """The next batch; [] when idle for a while; None once stopped and empty."""
+        """The next batch; [] when idle for a while; None once receiving ended and
+        everything received was taken."""
         with self._cond:
             if not self._buffer:
-                if self._stopping.is_set():
+                if self._received_all.is_set():
                     return None
                 self._cond.wait(_STATS_EVERY)
                 if not self._buffer:
-                    return None if self._stopping.is_set() else []
+                    return None if self._received_all.is_set() else []
             deadline = time.monotonic() + self.flush_every
             while len(self._buffer) < self.batch and not self._stopping.is_set():
                 left = deadline - time.monotonic()
@@ -297,7 +318,7 @@ class Ingestor:
             return
         now = time.time()
         stats = self.stats
-        stats["events_total"] += len(batch)
+        stats["events_total"] += len(batch) - skipped
         stats["events_skipped"] += skipped
         stats["batches"] += 1
         last = batch[-1].get("local_received") if isinstance(batch[-1], dict) else None
