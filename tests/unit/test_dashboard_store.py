@@ -1,11 +1,14 @@
-"""The dashboard's history store on SQLite: merge rules, queries, bounds, persistence."""
+"""The dashboard's history store: merge rules, queries, bounds, persistence; on SQLite
+and on the machine's PostgreSQL (tables of each test's own prefix)."""
 
 from __future__ import annotations
 
 import itertools
+import sys
 import time
+import uuid as uuidlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -37,10 +40,46 @@ def life(uuid: str, start: float, name: str = "proj.add", runtime: float = 0.5,
             ev(end, uuid, start + 0.1 + runtime, hostname, **outcome)]
 
 
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+TABLES = ("tasks", "task_events", "workers", "queue_depths", "meta")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_store(request: pytest.FixtureRequest,
+               tmp_path: Path) -> Iterator[Callable[..., HistoryStore]]:
+    """``make_store(**options)``: a store of the test's own, the same one each call."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    else:
+        sys.path.insert(0, str(Path(__file__).parents[1]))
+        from support import postgresql_answers, require
+
+        pytest.importorskip("psycopg")
+        require("PostgreSQL is not reachable on 127.0.0.1:5432", postgresql_answers())
+        prefix = f"u{uuidlib.uuid4().hex[:8]}_"
+        url = f"{PG_URL}?table_prefix={prefix}"
+    opened: list[HistoryStore] = []
+
+    def make(**options: Any) -> HistoryStore:
+        opened.append(HistoryStore.open(url, **options))
+        return opened[-1]
+
+    yield make
+    for store in opened:
+        store.close()
+    if request.param == "postgresql":
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(PG_URL.replace("postgresql:", "postgresql+psycopg:"))
+        with engine.begin() as conn:
+            for table in TABLES:
+                conn.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {prefix}{table}"))
+        engine.dispose()
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Any:
-    with HistoryStore.open(str(tmp_path / "history.sqlite3")) as opened:
-        yield opened
+def store(make_store: Callable[..., HistoryStore]) -> HistoryStore:
+    return make_store()
 
 
 # -- merge rules ---------------------------------------------------------------------------
@@ -249,9 +288,9 @@ def test_queue_depths(store: HistoryStore) -> None:
 
 # -- bounds ---------------------------------------------------------------------------------
 
-def test_prune_keeps_max_tasks_newest(tmp_path: Path) -> None:
+def test_prune_keeps_max_tasks_newest(make_store: Callable[..., HistoryStore]) -> None:
     t = time.time()
-    with HistoryStore.open(str(tmp_path / "h.sqlite3"), max_tasks=10) as store:
+    with make_store(max_tasks=10) as store:
         store.ingest([e for i in range(25) for e in life(f"t{i:02d}", t + i)])
         assert store.prune() == 15
         rows, total = store.tasks(limit=100, sort_by="timestamp")
@@ -263,9 +302,9 @@ def test_prune_keeps_max_tasks_newest(tmp_path: Path) -> None:
         assert store.task("t00")["state"] == "STARTED"  # type: ignore[index]
 
 
-def test_prune_by_age(tmp_path: Path) -> None:
+def test_prune_by_age(make_store: Callable[..., HistoryStore]) -> None:
     t = time.time()
-    with HistoryStore.open(str(tmp_path / "h.sqlite3"), max_age=60) as store:
+    with make_store(max_age=60) as store:
         store.ingest(life("old", t - 3600) + life("new", t))
         store.record_queue_depths(t - 3600, {"q": 1})
         assert store.prune() == 1
@@ -275,12 +314,11 @@ def test_prune_by_age(tmp_path: Path) -> None:
 
 # -- where it lives --------------------------------------------------------------------------
 
-def test_history_survives_a_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "h.sqlite3"
+def test_history_survives_a_reopen(make_store: Callable[..., HistoryStore]) -> None:
     t = time.time()
-    with HistoryStore.open(f"sqlite:///{path}") as store:
+    with make_store() as store:
         store.ingest(life("a", t)[:2])
-    with HistoryStore.open(str(path)) as store:
+    with make_store() as store:
         assert store.task("a")["state"] == "STARTED"  # type: ignore[index]
         # the row comes back from disk for the merge: the task goes on where it was
         store.ingest(life("a", t)[2:])
@@ -288,10 +326,9 @@ def test_history_survives_a_reopen(tmp_path: Path) -> None:
         assert task is not None and task["state"] == "SUCCESS" and task["name"] == "proj.add"
 
 
-def test_two_stores_on_one_file_both_ingest(tmp_path: Path) -> None:
-    path = str(tmp_path / "shared.sqlite3")
+def test_two_stores_on_one_file_both_ingest(make_store: Callable[..., HistoryStore]) -> None:
     t = time.time()
-    with HistoryStore.open(path) as one, HistoryStore.open(path) as two:
+    with make_store() as one, make_store() as two:
         received, started, succeeded = life("a", t)
         one.ingest([received])
         two.ingest([started])     # two reads the row one wrote
