@@ -189,6 +189,10 @@ class Side:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
+    def cpu(self) -> float:
+        assert self.proc is not None
+        return cpu_seconds(self.proc.pid)
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -246,7 +250,6 @@ class Generator:
     def __init__(self, url: str, tasks: int, rate: float, workers: int) -> None:
         self.last: dict[str, Any] = {"tasks": 0, "task_events": 0, "worker_events": 0,
                                      "elapsed": 0.0}
-        self.started = time.perf_counter()
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(HERE, "event_stream.py"), url, "--tasks",
              str(tasks), "--rate", str(rate), "--workers", str(workers)],
@@ -321,6 +324,8 @@ class Bench:
                 command = [sys.executable, "-m", "celeriac", "-A", "benchproj", "dashboard",
                            "--port", str(port), "--db", os.path.join(cwd, "history.sqlite3"),
                            "--max-tasks", max_tasks]
+                if self.args.celeriac_loglevel:
+                    command += ["-l", self.args.celeriac_loglevel]
                 side_env = env
             else:
                 command = [sys.executable, "-m", "celery", "-A", "benchproj", "flower",
@@ -375,10 +380,12 @@ class Bench:
                 row = side.sample(phase, t0, gen)
                 if on_sample is not None:
                     on_sample(side, row)
-                got = row["ingested"] or 0.0
+                got = row["ingested"]
                 if target is None:
                     if gen.done or gen.proc.poll() is not None:
                         return
+                elif got is None:
+                    pass  # no answer in time: busy, not stalled
                 elif got >= target:
                     reached[side.name] = row["t"]
                     return
@@ -427,7 +434,7 @@ class Bench:
             at_grace[side.name] = row["ingested"]
         target = final["task_events"]
         reached = self._watch("offered", gen, t0, target=target, every=args.poll,
-                              on_sample=mark, timeout=max(120.0, args.tasks / 500))
+                              on_sample=mark, timeout=args.catch_up)
         for side in self.sides:
             row = side.sample("offered", t0, gen)
             mark(side, row)
@@ -439,21 +446,24 @@ class Bench:
                "generator_seconds": final["elapsed"],
                "offered_rate": target / final["elapsed"], "grace": args.grace, "sides": {}}
         for side in self.sides:
-            got = at_grace[side.name] or 0.0
+            got = at_grace[side.name]
             count, cpu0, _ = start[side.name]
             last = side.samples[-1]
-            events = (last["ingested"] or 0.0) - count
+            events = last["ingested"] if last["ingested"] is not None else math.nan
+            if last["ingested"] is None:
+                self.notes.append(f"{side.name} did not answer its count within 60 s at the "
+                                  f"end of the offered-rate phase (busy with a backlog)")
             out["sides"][side.name] = {
                 "ingested_at_grace": got,
                 # what came in while the stream lasted (and the grace second after)
-                "rate_at_grace": got / final["elapsed"],
-                "lag_events": target - got,
-                "lag_seconds": (target - got) / (target / final["elapsed"]),
-                "caught_up_after": (None if reached[side.name] is None
-                                    else reached[side.name] - stopped),
+                "rate_at_grace": None if got is None else got / final["elapsed"],
+                "lag_events": None if got is None else target - got,
+                "lag_seconds": None if got is None else (target - got) / (target / final["elapsed"]),
+                "caught_up_after": _minus(reached[side.name], stopped),
                 "ingested_total": last["ingested"],
                 "cpu_seconds": last["cpu"] - cpu0,
-                "cpu_per_10k": (last["cpu"] - cpu0) / events * 10_000 if events else math.nan,
+                "cpu_per_10k": (last["cpu"] - cpu0) / (events - count) * 10_000
+                if events - count > 0 else math.nan,
                 "own_stats": side.ingest_stats(),
             }
         loads = [row["load1"] for side in self.sides for row in side.samples
@@ -481,22 +491,32 @@ class Bench:
         ]
         out: dict[str, dict[str, Any]] = {s.name: {} for s in self.sides}
         for label, paths in queries:
-            sides = [s for s in self.sides if s.name in paths and s.proc is not None]
+            sides = [s for s in self.sides if s.name in paths]
             times: dict[str, list[float]] = {s.name: [] for s in sides}
             checks: dict[str, str] = {}
-            cpu0 = {s.name: cpu_seconds(s.proc.pid) for s in sides}
+            cpu0 = {s.name: s.cpu() for s in sides}
+            given_up: set[str] = set()
             for _ in range(self.args.requests):
                 for side in sides:
-                    status, body, seconds = http_get(side.base + paths[side.name], timeout=60)
+                    if side.name in given_up:
+                        continue
+                    status, body, seconds = http_get(side.base + paths[side.name], timeout=30)
+                    if status == 0:
+                        given_up.add(side.name)
+                        checks[side.name] = "no answer within 30 s: given up"
+                        continue
                     times[side.name].append(seconds)
                     if label != "count read":
                         checks.setdefault(side.name, _check(status, body, label))
             for side in sides:
                 ts = sorted(times[side.name])
+                if not ts:
+                    out[side.name][label] = {"path": paths[side.name], "check": checks[side.name]}
+                    continue
                 out[side.name][label] = {
                     "path": paths[side.name], "median_ms": statistics.median(ts) * 1000,
                     "p95_ms": ts[max(0, math.ceil(0.95 * len(ts)) - 1)] * 1000, "n": len(ts),
-                    "cpu_per_request": (cpu_seconds(side.proc.pid) - cpu0[side.name]) / len(ts),
+                    "cpu_per_request": (side.cpu() - cpu0[side.name]) / len(ts),
                     "check": checks.get(side.name, "")}
         self.results["pages"] = out
 
@@ -514,7 +534,7 @@ class Bench:
         final = gen.wait(300)
         target = final["task_events"]
         reached = self._watch("flat_out", gen, t0, target=target, every=args.poll / 2,
-                              timeout=max(180.0, n / 100))
+                              timeout=max(args.catch_up, n / 1000))
         for proc, path in profilers:
             proc.send_signal(signal.SIGINT)
             proc.wait(60)
@@ -583,6 +603,10 @@ def _hwm_kb(pid: int) -> int:
     return total
 
 
+def _minus(a: float | None, b: float) -> float | None:
+    return None if a is None else a - b
+
+
 def _check(status: int, body: bytes, label: str) -> str:
     """What one answer held: 'ok 50 rows', or what was wrong with it."""
     if status != 200:
@@ -638,11 +662,9 @@ def build_report(bench: Bench, command: str, started: _dt.datetime, wall: float)
         get(s_off, "flower", "lag_events"), "lower")
     row("Lag at stop + grace, seconds of stream", get(s_off, "celeriac", "lag_seconds"),
         get(s_off, "flower", "lag_seconds"), "lower", ".2f")
-    caught = [get(s_off, n, "caught_up_after") for n in ("celeriac", "flower")]
-    lags = [get(s_off, n, "lag_events") for n in ("celeriac", "flower")]
-    rows.append(("Caught up, s after the generator stopped",
-                 *[f"≤ {bench.args.grace:g}" if lag == 0 else _f(c, ".1f")
-                   for c, lag in zip(caught, lags)], "—", "lower"))
+    caught = [f"≤ {bench.args.grace:g}" if get(s_off, n, "lag_events") == 0
+              else _f(get(s_off, n, "caught_up_after"), ".1f") for n in ("celeriac", "flower")]
+    rows.append(("Caught up, s after the generator stopped", caught[0], caught[1], "—", "lower"))
     row(f"Task events/s taken in, flat out (offered {_f(flat.get('offered_rate'))}/s, "
         f"N {flat.get('published', 0):,})", get(s_flat, "celeriac", "rate"),
         get(s_flat, "flower", "rate"), "higher")
@@ -655,6 +677,9 @@ def build_report(bench: Bench, command: str, started: _dt.datetime, wall: float)
         if m <= bench.args.tasks:
             a, b = (get(r["rss"], n, str(m), "rss_kb") for n in ("celeriac", "flower"))
             row(f"RSS after {m:,} tasks, MB", a and a / 1024, b and b / 1024, "lower", ",.1f")
+    a, b = (get(r["rss"], n, "end", "rss_kb") for n in ("celeriac", "flower"))
+    row(f"RSS at the end of the offered-rate phase ({bench.args.tasks:,} tasks published), MB",
+        a and a / 1024, b and b / 1024, "lower", ",.1f")
     a, b = (get(r["rss"], n, "hwm_kb") for n in ("celeriac", "flower"))
     row("Peak RSS (VmHWM) in the offered-rate phase, MB", a and a / 1024, b and b / 1024,
         "lower", ",.1f")
@@ -668,8 +693,8 @@ def build_report(bench: Bench, command: str, started: _dt.datetime, wall: float)
         reads = sum(1 for x in (side.samples if side else []) if x["phase"] == "offered")
         net.append((cpu - per * reads) / events * 10_000 if None not in (per, cpu) and events
                    else None)
-    row(f"… less the harness's count reads (CPU of one, measured idle, × reads)", *net,
-        "lower", ".2f")
+    row("… less the harness's count reads (CPU of one, measured idle, × reads)", net[0],
+        net[1], "lower", ".2f")
     row("CPU s per 10k events, flat out", get(s_flat, "celeriac", "cpu_per_10k"),
         get(s_flat, "flower", "cpu_per_10k"), "lower", ".2f")
     pages = r.get("pages", {})
@@ -709,7 +734,7 @@ def build_report(bench: Bench, command: str, started: _dt.datetime, wall: float)
             "|---|---:|---:|---:|---|"]
     out += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
     checks = [f"{n} {label}: {v['check']}" for n, kinds in pages.items()
-              for label, v in kinds.items() if v["check"]]
+              for label, v in kinds.items() if v.get("check")]
     if checks:
         out += ["", "Answers checked (first request of each): " + "; ".join(checks) + "."]
     return "\n".join(out) + "\n"
@@ -757,7 +782,11 @@ def main() -> None:
                              "costs celeriac a store.counts(): do not read too often)")
     parser.add_argument("--grace", type=float, default=1.0,
                         help="seconds after the generator stops before lag is read")
+    parser.add_argument("--catch-up", type=float, default=120.0,
+                        help="seconds a side may take to catch up after the stream stops")
     parser.add_argument("--only", choices=SIDES, help="one side only")
+    parser.add_argument("--celeriac-loglevel", help="the dashboard's -l (its log is in "
+                        "bench/results/logs/dashboard-celeriac.log)")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy each side in the flat-out phase (pip install py-spy); "
                              "collapsed stacks in bench/results/dashboard-profile-*.txt")
@@ -767,6 +796,8 @@ def main() -> None:
     started = _dt.datetime.now().astimezone()
     t0 = time.perf_counter()
     bench = Bench(args)
+    # `timeout` and CI stop with SIGTERM: still stop the sides and write what was measured
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     bench.notes.append(_load("before"))
     try:
         bench.run()
