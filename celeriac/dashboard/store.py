@@ -109,6 +109,8 @@ class HistoryStore:
             url = DEFAULT_FILE
         scheme = url.split("://", 1)[0].lower() if "://" in url else ""
         if scheme.startswith("postgres"):
+            if scheme == "postgres":  # Heroku's spelling, which SQLAlchemy refuses
+                url = "postgresql" + url[len("postgres"):]
             pg_url, prefix = _split_prefix(url)
             backend: _Backend = _Postgres(pg_url, _check_prefix(table_prefix or prefix))
         elif scheme in ("", "sqlite", "sqlite3"):
