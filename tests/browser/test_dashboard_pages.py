@@ -48,6 +48,7 @@ app.conf.event_exchange = "ev-{tag}"
 app.conf.control_exchange = "ctl-{tag}"
 app.conf.worker_heartbeat_interval = 0.5
 app.conf.task_routes = {{"proj.parked": {{"queue": "{queue}-parked"}}}}
+app.conf.beat_schedule = {{"tidy-up": {{"task": "proj.add", "schedule": 30.0, "args": (1, 2)}}}}
 
 
 @app.task
@@ -321,6 +322,13 @@ def test_plots_page_draws_svg_charts(cluster: dict[str, Any], browser: Any) -> N
     _no_errors_shown(browser)
 
 
+def test_beat_page_lists_the_schedule(cluster: dict[str, Any], browser: Any) -> None:
+    _open(browser, cluster["url"] + "beat")
+    _wait(browser, lambda d: "tidy-up" in _text(d, "main table"), "the beat entry")
+    assert "proj.add" in _text(browser, "main table")
+    _no_errors_shown(browser)
+
+
 def test_read_only_dashboard_disables_actions(cluster: dict[str, Any], browser: Any) -> None:
     task_id = cluster["proj"].add.delay(7, 8).id
     cluster["proj"].app.AsyncResult(task_id).get(timeout=WAIT)
@@ -369,7 +377,9 @@ def test_screenshots(cluster: dict[str, Any], browser: Any) -> None:
             ("tasks", "tasks", "main table tbody tr[data-key]"),
             ("task", f"task/{task_id}", "#task-uuid"),
             ("queues", "queues", "main table tbody tr[data-key]"),
-            ("plots", "plots?range=900", "svg.chart rect.bar")]:
+            ("plots", "plots?range=900", "svg.chart rect.bar"),
+            ("worker", f"worker/{cluster['node']}", "main ul.columns li"),
+            ("beat", "beat", "main table tbody tr")]:
         _open(browser, cluster["url"] + path)
         _wait(browser, lambda d: _css(d, ready), f"the {name} page")
         time.sleep(0.5)  # not an assert: lets the charts take their final width

@@ -1,6 +1,7 @@
 // One worker: what inspect says about it, and the remote-control actions.
 import {act, actionButton, facts, fill, fmtAgo, fmtValue, getJSON, h, post, section, statusBadge,
         table, taskLink, whyNoActions, fmtTime} from "../util.js";
+import {poolName} from "./workers.js";
 
 export async function render(main, [name], ctx) {
   const enc = encodeURIComponent(name);
@@ -45,7 +46,8 @@ function view(d, name, enc, reload) {
     section("Overview", facts([
       ["Status", statusBadge(w)],
       ["Last heartbeat", fmtAgo(w.last_heartbeat)],
-      ["Pool", pool.implementation || w.pool || ""],
+      ["Pool", pool.implementation || w.pool ? h("span", {title: pool.implementation || w.pool},
+        poolName(pool.implementation || w.pool)) : ""],
       ["Concurrency", pool["max-concurrency"] ?? w.concurrency ?? ""],
       ["Processes", (pool.processes || []).join(", ")],
       ["Processed", w.processed ?? ""],
