@@ -402,12 +402,16 @@ class HistoryStore:
             raise ValueError(f"cannot sort tasks by {sort_by!r}: sort_by is one of "
                              f"{', '.join(TASK_FIELDS)}, with '-' first for descending")
         order = "DESC" if sort_by.startswith("-") else "ASC"
+        if field not in _NEVER_NULL:
+            # empty values last both ways (and on PostgreSQL, whose default puts them
+            # first when descending); a column never empty keeps its index usable
+            order += " NULLS LAST"
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         with self._db.cursor() as cur:
             total = self._db.query(cur, f"SELECT COUNT(*) FROM {{p}}tasks{clause}", params)[0][0]
             rows = self._db.query(
                 cur, f"SELECT {_COLUMNS} FROM {{p}}tasks{clause} "
-                     f"ORDER BY {field} {order} NULLS LAST LIMIT ? OFFSET ?",
+                     f"ORDER BY {field} {order} LIMIT ? OFFSET ?",
                 [*params, max(0, int(limit)), max(0, int(offset))])
         return [dict(zip(TASK_FIELDS, r)) for r in rows], int(total)
 
@@ -606,6 +610,8 @@ class HistoryStore:
 # -- rows -----------------------------------------------------------------------------------
 
 _COLUMNS = ", ".join(TASK_FIELDS)
+# Columns every row has a value in (the first event sets them).
+_NEVER_NULL = frozenset({"uuid", "state", "timestamp"})
 # What every event carries about its sender, not about the task.
 _ENVELOPE = frozenset({"type", "uuid", "hostname", "timestamp", "clock", "local_received",
                        "pid", "utcoffset", "state", "worker", "client"})
