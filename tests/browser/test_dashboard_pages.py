@@ -25,7 +25,7 @@ from typing import Any, Iterator
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/support.py
-from support import free_port, load_proj, require, wait_until  # noqa: E402
+from support import answers, free_port, load_proj, require, wait_until  # noqa: E402
 
 from celeriac.contrib.testing import WorkerProcess  # noqa: E402
 
@@ -58,7 +58,9 @@ def parked(n):
 
 @app.task
 def resize(width, height):  # the screenshots' second kind of task, slower and varied
-    import random, time
+    import random
+    import time
+
     time.sleep(random.uniform(0.005, 0.3))
     return [width // 2, height // 2]
 
@@ -101,7 +103,7 @@ class Dashboard:
             try:
                 url = f"http://127.0.0.1:{self.port}{prefix}/healthcheck"
                 with urllib.request.urlopen(url, timeout=2) as answer:
-                    return answer.status == 200
+                    return bool(answer.status == 200)
             except OSError:
                 return False
 
@@ -122,8 +124,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     """The docs' project with a worker, a dashboard with a user, a read-only one."""
     _require_browser()
     pytest.importorskip("redis") if not REQUIRE_SERVICES else None
-    from support import answers
-
     require("Redis is not reachable on its standard loopback port",
             answers(6379, b"PING\r\n", b"+PONG"))
     where = tmp_path_factory.mktemp("dashboard-pages")
@@ -136,12 +136,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     worker = WorkerProcess("proj", cwd=where, args=["-c", "2", "-n", node, "-P", "threads"],
                            ready_timeout=WAIT)
     db = where / "history.sqlite3"
-    main = Dashboard(where, "--basic-auth", f"{USER}:{PASSWORD}", "--db", str(db))
-    readonly = Dashboard(where, "--basic-auth", f"{USER}:{PASSWORD}", "--db", str(db),
-                         "--read-only", "--url-prefix", "/ro")
+    servers: list[Dashboard] = []
     proj = None
     try:
         worker.start()
+        main = Dashboard(where, "--basic-auth", f"{USER}:{PASSWORD}", "--db", str(db))
+        servers.append(main)
+        readonly = Dashboard(where, "--basic-auth", f"{USER}:{PASSWORD}", "--db", str(db),
+                             "--read-only", "--url-prefix", "/ro")
+        servers.append(readonly)
         main.wait_ready()
         readonly.wait_ready("/ro")
         sys.modules.pop("proj", None)
@@ -154,8 +157,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         if proj is not None:
             proj.app.close()
         sys.modules.pop("proj", None)
-        readonly.stop()
-        main.stop()
+        for server in reversed(servers):
+            server.stop()
         if worker.proc is not None:
             worker.stop()
 
@@ -201,7 +204,7 @@ def _wait(driver: Any, predicate: Any, what: str) -> Any:
 def _css(driver: Any, selector: str) -> list[Any]:
     from selenium.webdriver.common.by import By
 
-    return driver.find_elements(By.CSS_SELECTOR, selector)
+    return list(driver.find_elements(By.CSS_SELECTOR, selector))
 
 
 def _text(driver: Any, selector: str) -> str:
