@@ -41,6 +41,8 @@ PRUNE_EVERY = 5.0
 CHORES_EVERY = 60.0
 #: tasks looked up in the result backend per backfill
 BACKFILL_LIMIT = 500
+#: seconds without an event before a backfill looks a task up
+BACKFILL_QUIET = 10.0
 #: seconds the ``events_per_second`` figure averages over
 RATE_WINDOW = 5.0
 # Seconds a failed receiver waits before listening again (the broker is away).
@@ -391,11 +393,17 @@ class Ingestor:
         assert self.purge_offline_workers is not None
         self.store.forget_offline_workers(self.purge_offline_workers)
 
-    def backfill(self) -> int:
+    def backfill(self, quiet: float = BACKFILL_QUIET) -> int:
         """Complete unfinished tasks of the store from the result backend (those that
         finished while nobody listened), ``BACKFILL_LIMIT`` per run, going round the
-        unfinished ones run after run. Returns the rows completed."""
-        uuids = self.store.unfinished(limit=BACKFILL_LIMIT, after=self._backfill_after)
+        unfinished ones run after run. Returns the rows completed.
+
+        Args:
+            quiet: only tasks with no event for this many seconds (the end event of
+                a task that just ended is on its way: it tells more).
+        """
+        uuids = self.store.unfinished(limit=BACKFILL_LIMIT, after=self._backfill_after,
+                                      before=time.time() - quiet)
         self._backfill_after = None if len(uuids) < BACKFILL_LIMIT else uuids[-1][1]
         if not uuids:
             return 0

@@ -579,16 +579,20 @@ class HistoryStore:
         with self._db.cursor() as cur:
             return int(self._db.query(cur, "SELECT COUNT(*) FROM {p}task_events", ())[0][0])
 
-    def unfinished(self, limit: int = 500,
-                   after: float | None = None) -> list[tuple[str, float]]:
-        """``(uuid, timestamp)`` of tasks not in a ready state, oldest first, from
-        after ``after`` (a backfill goes round them in slices)."""
+    def unfinished(self, limit: int = 500, after: float | None = None,
+                   before: float | None = None) -> list[tuple[str, float]]:
+        """``(uuid, timestamp)`` of tasks not in a ready state whose last event came
+        after ``after`` and before ``before``, oldest first (a backfill goes round
+        them in slices)."""
         sql = ("SELECT uuid, timestamp FROM {p}tasks "
                "WHERE state NOT IN ('SUCCESS', 'FAILURE', 'REVOKED')")
         params: list[Any] = []
         if after is not None:
             sql += " AND timestamp > ?"
             params.append(float(after))
+        if before is not None:
+            sql += " AND timestamp < ?"
+            params.append(float(before))
         with self._db.cursor() as cur:
             return [(r[0], r[1]) for r in self._db.query(
                 cur, sql + " ORDER BY timestamp LIMIT ?", [*params, int(limit)])]

@@ -148,11 +148,11 @@ def test_backfill_completes_what_ended_while_nobody_listened(
     with HistoryStore.open(store_url) as reopened:
         assert state_of(reopened, result.id) == "STARTED"
         later = Ingestor(proj.app, reopened, enable_events=False)
-        assert later.backfill() >= 1
+        assert later.backfill(quiet=0) >= 1
         row = reopened.task(result.id)
         assert row is not None and row["state"] == "SUCCESS" and row["result"] == "'long'"
         assert row["events"][-1]["fields"].get("backfilled") is True
-        assert later.backfill() == 0  # nothing unfinished has a result now
+        assert later.backfill(quiet=0) == 0  # nothing unfinished has a result now
 
 
 _INGEST_ALL = """
