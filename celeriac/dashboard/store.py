@@ -123,9 +123,9 @@ class HistoryStore:
             backend = _SQLite(path, _check_prefix(table_prefix or ""))
         else:
             raise ValueError(
-                f"the dashboard's history store cannot be {scheme}:// ({url.split('://')[0]}"
-                "): it is an SQLite file (a path or sqlite:///path, the default "
-                f"{DEFAULT_FILE}) or PostgreSQL (postgresql://user@host/db)")
+                f"the dashboard's history store cannot be a {scheme}:// URL: it is an "
+                f"SQLite file (a path or sqlite:///path; the default is {DEFAULT_FILE}) "
+                "or PostgreSQL (postgresql://user@host/db)")
         return cls(backend, max_tasks=max_tasks, max_age=max_age)
 
     @property
