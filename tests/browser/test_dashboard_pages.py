@@ -247,6 +247,39 @@ def test_a_task_sent_after_the_page_loaded_appears_live(cluster: dict[str, Any],
     cluster["sent"] = result.id
 
 
+def test_tasks_filter_search_and_sort(cluster: dict[str, Any], browser: Any) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    proj = cluster["proj"]
+    failed = proj.charge.delay(8, 250)  # order 8: declined
+    found = proj.add.delay(31337, 1)
+    failed.get(timeout=WAIT, propagate=False)
+    found.get(timeout=WAIT)
+    _open(browser, cluster["url"] + "tasks")
+    _wait(browser, lambda d: _css(d, f'tr[data-key="{found.id}"]') or d.refresh(), "the task")
+
+    Select(_css(browser, "#filter-state")[0]).select_by_value("FAILURE")
+    _wait(browser, lambda d: "state=FAILURE" in d.current_url, "the filter in the address")
+    _wait(browser, lambda d: _css(d, f'tr[data-key="{failed.id}"]'), "the failed task listed")
+    states = [r.text for r in _css(browser, "tbody tr[data-key] td:nth-child(3)")]
+    assert states and set(states) == {"FAILURE"}, states
+
+    Select(_css(browser, "#filter-state")[0]).select_by_value("")
+    search = _css(browser, "#filter-search")[0]
+    search.send_keys("31337")
+    search.submit()
+    _wait(browser, lambda d: [r.get_attribute("data-key") for r in _css(d, "tbody tr[data-key]")]
+          == [found.id], "only the task whose args hold 31337")
+
+    search.clear()
+    search.submit()
+    _css(browser, 'button[data-sort="runtime"]')[0].click()
+    header = 'th[aria-sort="ascending"] button[data-sort="runtime"]'
+    _wait(browser, lambda d: _css(d, header), "the list sorted by runtime")
+    assert "sort_by=runtime" in browser.current_url
+    _no_errors_shown(browser)
+
+
 def test_task_page_shows_args_result_and_retry_runs_it_again(cluster: dict[str, Any],
                                                              browser: Any) -> None:
     task_id = cluster.get("sent") or cluster["proj"].add.delay(4100, 5).id

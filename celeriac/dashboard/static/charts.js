@@ -1,7 +1,7 @@
 // Hand-drawn SVG charts: lines/areas over time and bars, with axes and a hover readout.
 
 const SVG = "http://www.w3.org/2000/svg";
-export const COLORS = ["#2f6f4f", "#b5443b", "#c28a1e", "#3c6aa8", "#7a4fa0", "#4a8c8c", "#8a6d3b"];
+const COLORS = ["#2f6f4f", "#b5443b", "#c28a1e", "#3c6aa8", "#7a4fa0", "#4a8c8c", "#8a6d3b"];
 
 function s(tag, attrs = {}, ...children) {
   const el = document.createElementNS(SVG, tag);
@@ -13,7 +13,7 @@ function s(tag, attrs = {}, ...children) {
 }
 
 /** Round whole steps (1, 2, 5 × 10^n) covering [0, max] in about `count` ticks. */
-export function niceTicks(max, count = 4) {
+function niceTicks(max, count = 4) {
   if (!(max > 0)) return [0, 1];
   const raw = max / count;
   const power = 10 ** Math.floor(Math.log10(raw));
@@ -198,16 +198,5 @@ function drawBars(labels, values, {width, height = 220, label = "bar chart", col
         document.createTextNode(labels[i])));
     }
   });
-  return svg;
-}
-
-/** A tiny line without axes, for table cells and cards. */
-export function sparkline(values, {width = 120, height = 28, color = COLORS[0], label = "trend"} = {}) {
-  const svg = s("svg", {viewBox: `0 0 ${width} ${height}`, class: "sparkline", role: "img", "aria-label": label});
-  if (values.length < 2) return svg;
-  const max = Math.max(...values, 1);
-  const step = width / (values.length - 1);
-  const d = values.map((v, i) => `${i ? "L" : "M"}${(i * step).toFixed(1)},${(height - 2 - (v / max) * (height - 4)).toFixed(1)}`).join("");
-  svg.append(s("path", {d, fill: "none", stroke: color, "stroke-width": 1.5}));
   return svg;
 }

@@ -23,7 +23,7 @@ function append(el, children) {
   }
 }
 
-export class ApiError extends Error {
+class ApiError extends Error {
   constructor(status, message) {
     super(message);
     this.status = status;
@@ -205,9 +205,6 @@ export function section(title, ...children) {
   return h("section.card", {}, h("h2", {}, title), ...children);
 }
 
-export function pre(value) {
-  return h("pre.code", {}, fmtValue(value));
-}
 
 /** Show another page of the app (a base-relative path) without reloading. */
 export function go(path) {
