@@ -42,8 +42,19 @@ function connectLive() {
   if (source) return;
   const badge = document.getElementById("live");
   source = new EventSource("api/dashboard/stream");
-  source.onopen = () => { badge.textContent = "live"; badge.className = "live on"; };
-  source.onerror = () => { badge.textContent = "reconnecting…"; badge.className = "live off"; };
+  let lost = false;
+  source.onopen = () => {
+    badge.textContent = "live";
+    badge.className = "live on";
+    // What moved while the stream was down came in no event: redraw the page.
+    if (lost) show();
+    lost = false;
+  };
+  source.onerror = () => {
+    lost = true;
+    badge.textContent = "reconnecting…";
+    badge.className = "live off";
+  };
   for (const kind of ["task", "worker", "stats"]) {
     source.addEventListener(kind, (event) => {
       let data;
@@ -72,6 +83,21 @@ window.addEventListener("pageshow", (event) => { if (event.persisted) { connectL
 
 let cleanups = [];
 
+// A page redrawn in the background that fails says so once, in one notice that stays
+// until a redraw works again (a notice per failed poll would bury the page).
+let staleNotice = null;
+
+async function refresh(load) {
+  try {
+    await load();
+    if (staleNotice) { staleNotice.remove(); staleNotice = null; }
+  } catch (error) {
+    const text = `Could not refresh this page: ${error.message}`;
+    if (staleNotice && staleNotice.isConnected) staleNotice.querySelector("span").textContent = text;
+    else staleNotice = notify(text);
+  }
+}
+
 /** The route of a base-relative path ("task/abc"). */
 function routePath() {
   const base = new URL(document.baseURI).pathname;
@@ -99,7 +125,11 @@ async function show() {
     live,
     onLeave: (fn) => cleanups.push(fn),
     listen: (kind, fn) => cleanups.push(live.on(kind, fn)),
-    every: (seconds, fn) => { const id = setInterval(fn, seconds * 1000); cleanups.push(() => clearInterval(id)); },
+    refresh,
+    every: (seconds, load) => {
+      const id = setInterval(() => refresh(load), seconds * 1000);
+      cleanups.push(() => clearInterval(id));
+    },
   };
   try {
     await page.render(main, params, ctx);

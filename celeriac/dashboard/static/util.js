@@ -81,6 +81,7 @@ export function notify(message, kind = "error") {
     h("button.close", {type: "button", "aria-label": "Dismiss", onclick: () => note.remove()}, "×"));
   box.append(note);
   if (kind !== "error") setTimeout(() => note.remove(), 5000);
+  return note;
 }
 
 /** Run an action from a button: confirm when destructive, report what came back. */

@@ -45,5 +45,5 @@ export async function render(main, _params, ctx) {
       ], d.entries || [], {empty: "No periodic task configured (beat_schedule)."})));
   };
   await load();
-  ctx.every(15, () => load().catch(() => {}));
+  ctx.every(15, load);
 }

@@ -47,10 +47,10 @@ export async function render(main, _params, ctx) {
   let pending = null;
   ctx.listen("task", () => {
     if (pending) return;
-    pending = setTimeout(() => { pending = null; load().catch(() => {}); }, 1000);
+    pending = setTimeout(() => { pending = null; ctx.refresh(load); }, 1000);
   });
   ctx.onLeave(() => clearTimeout(pending));
-  ctx.every(30, () => load().catch(() => {}));
+  ctx.every(30, load);
 }
 
 function fmtBound(seconds) {

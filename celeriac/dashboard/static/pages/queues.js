@@ -13,7 +13,7 @@ export async function render(main, _params, ctx) {
     fill(body, view(d, load));
   };
   await load();
-  ctx.every(10, () => load().catch(() => {}));
+  ctx.every(10, load);
 }
 
 function view(d, reload) {

@@ -26,7 +26,7 @@ export async function render(main, [uuid], ctx) {
     if (t.uuid !== uuid && t.parent_id !== uuid) return;
     // Several events of one task often come together: redraw once for them.
     clearTimeout(pending);
-    pending = setTimeout(() => load().catch((e) => notify(e.message)), 150);
+    pending = setTimeout(() => ctx.refresh(load), 150);
   });
   ctx.onLeave(() => clearTimeout(pending));
 }

@@ -1,5 +1,5 @@
 // One worker: what inspect says about it, and the remote-control actions.
-import {act, actionButton, facts, fill, fmtAgo, fmtValue, getJSON, h, post, section, statusBadge,
+import {act, actionButton, facts, fill, fmtAgo, fmtValue, getJSON, h, notify, post, section, statusBadge,
         table, taskLink, whyNoActions, fmtTime} from "../util.js";
 import {poolName} from "./workers.js";
 
@@ -13,7 +13,7 @@ export async function render(main, [name], ctx) {
     fill(body, view(d, name, enc, load));
   };
   await load();
-  ctx.every(15, () => load().catch(() => {}));
+  ctx.every(15, load);
 }
 
 function view(d, name, enc, reload) {
@@ -100,9 +100,11 @@ function controls(name, enc, reload) {
         actionButton("Add consumer", run("Add consumer", `api/worker/queue/add-consumer/${enc}`,
           () => ({queue: queue.value})))),
       h("div.control", {}, tLabel, taskName, rLabel, rate,
-        actionButton("Rate limit", (b) => act(b, "Rate limit",
-          () => post(`api/task/rate-limit/${encodeURIComponent(taskName.value)}`,
-                     {workername: name, ratelimit: rate.value})))),
+        actionButton("Rate limit", (b) => {
+          if (!taskName.value.trim()) { notify("Rate limit: name the task first."); taskName.focus(); return null; }
+          return act(b, "Rate limit", () => post(`api/task/rate-limit/${encodeURIComponent(taskName.value.trim())}`,
+                                                 {workername: name, ratelimit: rate.value}));
+        })),
       h("div.control", {},
         actionButton("Shut down", run("Shutdown", `api/worker/shutdown/${enc}`, {},
           {confirm: `Shut down ${name}? It stops taking tasks and exits.`}), {danger: true}))));

@@ -58,8 +58,8 @@ export async function render(main, _params, ctx) {
     rows.set(w.hostname, {...(rows.get(w.hostname) || {}), ...w});
     drawWorkers();
   });
-  ctx.every(10, () => loadOverview().catch(() => {}));
-  ctx.every(30, () => loadWorkers().catch(() => {}));
+  ctx.every(10, loadOverview);
+  ctx.every(30, loadWorkers);
 }
 
 /** "celeriac.worker.pools:PreforkPool" -> "prefork"; a short name stays as it is. */
