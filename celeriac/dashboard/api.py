@@ -123,7 +123,6 @@ class Dashboard:
             self.counters.follow(self.ingestor)
 
     def stop(self) -> None:
-        self.counters.stop()
         self.inspector.close()
 
     def sample_queues(self) -> dict[str, int]:

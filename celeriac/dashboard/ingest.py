@@ -52,6 +52,9 @@ _CATCH_UP = 4
 # The seconds between stats updates sent to subscribers.
 _STATS_EVERY = 1.0
 
+#: ``listener(raw events, {uuid: changed task row})``, see ``Ingestor.add_listener``
+BatchListener = Callable[[list[dict[str, Any]], dict[str, dict[str, Any]]], Any]
+
 
 class Subscription:
     """A live feed of updates for one page: ``get(timeout)`` returns what moved since
@@ -155,6 +158,7 @@ class Ingestor:
         self._listening = threading.Event()
         self._wake_chores = threading.Event()
         self._joined: set[str] = set()  # workers come online since the last broadcast
+        self._listeners: list[BatchListener] = []
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -201,6 +205,14 @@ class Ingestor:
         with self._subs_lock:
             self._subscribers.add(sub)
         return sub
+
+    def add_listener(self, listener: BatchListener) -> None:
+        """Call ``listener(events, rows)`` on the store thread after each stored batch:
+        the raw events, and ``{uuid: row}`` of the tasks they changed (where a
+        ``task-succeeded`` event, which has no name, finds its task's). Unlike a
+        subscription it misses nothing, so exact counters are built on it; it must
+        be quick, as ingest waits for it."""
+        self._listeners.append(listener)
 
     def _unsubscribe(self, sub: Subscription) -> None:
         with self._subs_lock:
@@ -330,6 +342,10 @@ class Ingestor:
         if isinstance(first, (int, float)):
             stats["lag_seconds"] = max(0.0, now - first)
         self._rate.append((now, len(batch)))
+        if self._listeners:
+            rows = {row["uuid"]: row for row in tasks}
+            for listener in self._listeners:
+                self._safely("a batch listener", lambda: listener(batch, rows))
         self._publish(tasks, workers, stats=False)
 
     def _update_rate(self) -> None:

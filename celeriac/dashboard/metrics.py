@@ -5,7 +5,7 @@ The text format is written by hand: it is a dozen lines of code, where
 
 Gauges (stored tasks, workers, queue depths) are read from the history store when
 scraped; counters and histograms (events, runtimes) are kept by ``EventCounters`` from
-the task rows the ingestor publishes as they change, since the dashboard started.
+every batch of events the ingestor stores, since the dashboard started.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
@@ -22,13 +22,6 @@ if TYPE_CHECKING:
 # Prometheus' own default buckets, in seconds.
 RUNTIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
                    7.5, 10.0, 30.0, 60.0, 300.0, math.inf)
-# The row fields whose every new value stands for one task event of that type.
-EVENT_FIELDS = (("sent", "task-sent"), ("received", "task-received"),
-                ("started", "task-started"), ("succeeded", "task-succeeded"),
-                ("failed", "task-failed"), ("retried", "task-retried"),
-                ("revoked", "task-revoked"), ("rejected", "task-rejected"))
-# Rows remembered to tell what changed; the oldest are forgotten first.
-_ROWS_KEPT = 100_000
 
 
 class _Histogram:
@@ -54,60 +47,33 @@ class _Histogram:
 
 
 class EventCounters:
-    """Counters of task events since the dashboard started, told from the task rows
-    the ingestor publishes as they change: each new value of a row's ``received``,
-    ``started``, ``succeeded``... time is one event of that type (a retried task
-    counts each run). ``follow(ingestor)`` feeds it from a live subscription."""
+    """Counters of task events since the dashboard started, and runtime histograms of
+    succeeded tasks, by task name and worker. ``follow(ingestor)`` feeds it every
+    stored batch (``Ingestor.add_listener``), so no event is missed or counted twice;
+    the task's name comes from its row, as a ``task-succeeded`` event carries none."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._seen: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
         self.events: dict[tuple[str, str, str], int] = defaultdict(int)
         self.runtimes: dict[tuple[str, str], _Histogram] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def observe(self, rows: list[dict[str, Any]]) -> None:
-        """Count what changed in these task rows since they were last seen."""
+    def observe(self, events: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) -> None:
+        """Count these raw events; ``rows`` are the task rows they changed."""
         with self._lock:
-            for row in rows:
-                self._one(row)
-
-    def _one(self, row: dict[str, Any]) -> None:
-        uuid = str(row.get("uuid", ""))
-        now = tuple(row.get(f) for f, _ in EVENT_FIELDS)
-        before = self._seen.pop(uuid, (None,) * len(EVENT_FIELDS))
-        self._seen[uuid] = now
-        if len(self._seen) > _ROWS_KEPT:
-            self._seen.popitem(last=False)
-        name, worker = str(row.get("name") or ""), str(row.get("worker") or "")
-        for (_field, kind), old, new in zip(EVENT_FIELDS, before, now):
-            if new is None or new == old:
-                continue
-            self.events[(kind, name, worker)] += 1
-            runtime = row.get("runtime")
-            if kind == "task-succeeded" and isinstance(runtime, (int, float)):
-                self.runtimes.setdefault((name, worker), _Histogram()).observe(runtime)
+            for event in events:
+                kind = event.get("type") if isinstance(event, dict) else None
+                if not isinstance(kind, str) or not kind.startswith("task-"):
+                    continue
+                row = rows.get(str(event.get("uuid")), {})
+                name = str(row.get("name") or event.get("name") or "")
+                worker = str(event.get("hostname") or "")
+                self.events[(kind, name, worker)] += 1
+                runtime = event.get("runtime")
+                if kind == "task-succeeded" and isinstance(runtime, (int, float)):
+                    self.runtimes.setdefault((name, worker), _Histogram()).observe(runtime)
 
     def follow(self, ingestor: Any) -> None:
-        """Count from ``ingestor``'s live feed, on a daemon thread, until ``stop()``."""
-        subscription = ingestor.subscribe()
-
-        def run() -> None:
-            try:
-                while not self._stop.is_set():
-                    updates = subscription.get(0.5)
-                    self.observe([u["task"] for u in updates if u.get("kind") == "task"])
-            finally:
-                subscription.close()
-
-        self._thread = threading.Thread(target=run, name="dashboard-metrics", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        ingestor.add_listener(self.observe)
 
     def snapshot(self) -> tuple[dict[tuple[str, str, str], int],
                                 dict[tuple[str, str], _Histogram]]:

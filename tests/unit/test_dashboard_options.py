@@ -88,18 +88,20 @@ def test_secrets_stay_out_of_repr_and_start_lines() -> None:
     assert "loopback only" in plain and "read-only (no credentials)" in plain
 
 
-def row(uuid: str, **fields: object) -> dict[str, object]:
-    return {"uuid": uuid, "name": "proj.add", "worker": "w1@h", **fields}
+def event(type_: str, uuid: str, **fields: object) -> dict[str, object]:
+    return {"type": type_, "uuid": uuid, "hostname": "w1@h", **fields}
 
 
-def test_event_counters_count_each_new_time_once() -> None:
+def test_event_counters_count_every_event_once_under_its_tasks_name() -> None:
     counters = EventCounters()
-    counters.observe([row("a", received=1.0)])
-    counters.observe([row("a", received=1.0, started=2.0)])
-    counters.observe([row("a", received=1.0, started=2.0, succeeded=2.5, runtime=0.5)])
-    counters.observe([row("a", received=1.0, started=2.0, succeeded=2.5, runtime=0.5)])
-    counters.observe([row("b", received=3.0, retried=4.0), row("b", received=5.0,
-                                                                retried=6.0)])
+    rows = {"a": {"uuid": "a", "name": "proj.add"}, "b": {"uuid": "b", "name": "proj.add"}}
+    counters.observe([event("task-received", "a", name="proj.add"),
+                      event("task-started", "a")], rows)
+    # task-succeeded carries no name: the task's row gives it
+    counters.observe([event("task-succeeded", "a", runtime=0.5),
+                      {"type": "worker-heartbeat", "hostname": "w1@h"}, "not an event"], rows)
+    counters.observe([event("task-received", "b"), event("task-retried", "b"),
+                      event("task-received", "b"), event("task-retried", "b")], rows)
     events, runtimes = counters.snapshot()
     assert events == {("task-received", "proj.add", "w1@h"): 3,
                       ("task-started", "proj.add", "w1@h"): 1,
@@ -125,8 +127,9 @@ def test_metrics_text_is_prometheus_format(tmp_path: Path) -> None:
              "timestamp": now, "local_received": now, "clock": 3}])
         store.record_queue_depths(now, {"celery": 4})
         counters = EventCounters()
-        counters.observe([row("u1", name='odd"name\\', received=now, succeeded=now,
-                              runtime=0.2)])
+        counters.observe([event("task-received", "u1", name='odd"name\\'),
+                          event("task-succeeded", "u1", runtime=0.2)],
+                         {"u1": {"uuid": "u1", "name": 'odd"name\\'}})
         text = render(store, counters, {"events_total": 3, "lag_seconds": 0.0})
     finally:
         store.close()

@@ -377,8 +377,11 @@ def test_the_ingestor_stores_the_stream_and_tells_subscribers(
         sampled.append(1)
         return {"celery": 3}
 
+    heard: list[tuple[str, str | None]] = []  # (type, the changed row's name) per event
     with Ingestor(memory_app, store, flush_every=0.05, queue_sampler=sampler,
                   sample_every=0.1) as ingestor:
+        ingestor.add_listener(lambda events, rows: heard.extend(
+            (e["type"], rows.get(e.get("uuid"), {}).get("name")) for e in events))
         live = ingestor.subscribe()
         dispatcher = memory_app.events.Dispatcher(hostname="w9@host", buffer_group={"task"})
         dispatcher.send("worker-online", freq=5.0, active=0, processed=0)
@@ -388,6 +391,9 @@ def test_the_ingestor_stores_the_stream_and_tells_subscribers(
         dispatcher.flush()
         assert wait_until(lambda: store.counts()["by_state"].get("SUCCESS") == 5, 30)
         assert wait_until(lambda: ingestor.stats["events_total"] >= 11, 30)
+        # a listener hears every stored event once, a succeeded one with its task's name
+        assert wait_until(lambda: len(heard) == 11, 30)
+        assert heard.count(("task-succeeded", "proj.add")) == 5
         updates: list[dict] = []
         assert wait_until(lambda: updates.extend(live.get(0.1)) or {
             u["task"]["uuid"] for u in updates if u["kind"] == "task"} == {
