@@ -20,7 +20,7 @@ modules, a test must respect these rules to run beside the others:
   (``support.private_redis_server``, tests/rabbit_node.py, tests/pg_node.py).
 - Timeouts sized for a loaded machine (several workers start at once on 2 cores):
   wait with ``support.wait_until`` and generous limits, never assert speed.
-- What must share a server-wide thing (the interop tests: Redis dbs 7-12, the
+- What must share a server-wide thing (the interop tests: Redis dbs 7-9, 11 and 12, the
   ``celery`` queue on Redis and RabbitMQ, flushed per test) is one group in
   ``SHARED_GROUPS``: its modules run on one xdist worker.
 """
@@ -53,7 +53,7 @@ from support import (  # noqa: E402
 REQUIRE_SERVICES = os.environ.get("CELERIAC_REQUIRE_SERVICES") == "1"
 TESTS = Path(__file__).parent
 # Folders whose modules share a server-wide thing, so they run on one xdist worker: the
-# interop apps have fixed Redis dbs (7-12) and Celery's ``celery`` queue, which their
+# interop apps have fixed Redis dbs (7-9, 11, 12) and Celery's ``celery`` queue, which their
 # fixtures flush and empty before each test.
 SHARED_GROUPS = {TESTS / "interop": "interop"}
 
