@@ -442,6 +442,7 @@ class Bench:
                                      "tasks_in": (row["ingested"] or 0) / 3}
             rss[side.name]["hwm_kb"] = _hwm_kb(side.proc.pid) if side.proc else None
             rss[side.name]["start_kb"] = start[side.name][2]
+        self._delivery("offered", final)
         out = {"published": target, "published_worker_events": final["worker_events"],
                "generator_seconds": final["elapsed"],
                "offered_rate": target / final["elapsed"], "grace": args.grace, "sides": {}}
@@ -539,6 +540,7 @@ class Bench:
             proc.send_signal(signal.SIGINT)
             proc.wait(60)
             self.notes.append(f"py-spy profile of the flat-out phase: {os.path.relpath(path)}")
+        self._delivery("flat-out", final)
         out = {"published": target, "generator_seconds": final["elapsed"],
                "offered_rate": target / final["elapsed"], "sides": {}}
         for side in self.sides:
@@ -554,6 +556,14 @@ class Bench:
                 "caught_up": reached[side.name] is not None,
                 "own_stats": side.ingest_stats()}
         self.results["phases"]["flat_out"] = out
+
+    def _delivery(self, phase: str, final: dict[str, Any]) -> None:
+        """Say when Redis handed a batch to fewer monitors than run: one was not
+        subscribed then (its connection was being made again), so it never had it."""
+        missing = final["task_events"] * len(self.sides) - final["delivered"]
+        if missing:
+            self.notes.append(f"{phase} phase: {missing:,} task events were published while "
+                              f"a monitor was not subscribed (PUBLISH receiver counts)")
 
     def _start_profilers(self) -> list[tuple[subprocess.Popen[bytes], str]]:
         """py-spy on each side (all threads, collapsed stacks), stopped by SIGINT."""

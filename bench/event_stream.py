@@ -12,7 +12,8 @@ also sends worker-online at start and worker-heartbeat every 2 s. ``--rate`` cou
 events per second; 0 publishes flat out.
 
 Progress goes to stdout as one JSON line each 0.5 s and a last one with ``"done": true``:
-``tasks``, ``task_events`` and ``worker_events`` published so far and ``elapsed`` seconds.
+``tasks``, ``task_events`` and ``worker_events`` published so far, ``delivered`` (task
+events times the subscribers each PUBLISH reached) and ``elapsed`` seconds.
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ class Fleet:
         host = f"bench-{uuid.uuid4().hex[:6]}"
         self.workers = [FakeWorker(f"w{i}@{host}", 10_000 + i) for i in range(workers)]
         self.tasks = self.task_events = self.worker_events = 0
+        #: task events times the subscribers PUBLISH said got them: a monitor that was
+        #: not subscribed when a batch went out never had it
+        self.delivered = 0
+        self._pending: list[int] = []  # task events of each publish in the pipeline
         self.next_heartbeat = 0.0
         self.pipe = self.client.pipeline(transaction=False)
         self.random = random.Random(14)
@@ -117,6 +122,7 @@ class Fleet:
         if worker.buffer:
             self.pipe.publish(f"{self.base}/task.multi", envelope(
                 self.exchange, "task.multi", worker.hostname, worker.buffer))
+            self._pending.append(len(worker.buffer))
             worker.buffer = []
 
     def worker_group(self, type: str) -> None:
@@ -124,6 +130,7 @@ class Fleet:
         for worker in self.workers:
             self.pipe.publish(f"{self.base}/{key}", envelope(
                 self.exchange, key, worker.hostname, worker.worker_event(type)))
+            self._pending.append(0)
             self.worker_events += 1
 
     def tick(self, now: float) -> None:
@@ -133,7 +140,9 @@ class Fleet:
         if now >= self.next_heartbeat:
             self.worker_group("worker-heartbeat" if self.next_heartbeat else "worker-online")
             self.next_heartbeat = now + HEARTBEAT
-        self.pipe.execute()
+        receivers = self.pipe.execute()
+        self.delivered += sum(n * r for n, r in zip(self._pending, receivers))
+        self._pending = []
 
 
 def publish(url: str, tasks: int, rate: float, workers: int = 8, exchange: str = "celeryev",
@@ -145,7 +154,7 @@ def publish(url: str, tasks: int, rate: float, workers: int = 8, exchange: str =
 
     def progress(done: bool = False) -> dict[str, Any]:
         out = {"tasks": fleet.tasks, "task_events": fleet.task_events,
-               "worker_events": fleet.worker_events,
+               "worker_events": fleet.worker_events, "delivered": fleet.delivered,
                "elapsed": time.perf_counter() - started}
         if done:
             out["done"] = True
