@@ -465,6 +465,24 @@ class Backend(ABC):
     def forget(self, task_id: str) -> None:
         self._retrying(self._delete, task_id)
 
+    def recent_results(self, since: float, limit: int = 1000, cursor: str | None = None
+                       ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a pass over the results of tasks done (in a ready state) at or
+        after ``since`` (epoch seconds): ``(metas, cursor)``.
+
+        A meta is the one ``get_task_meta`` gives, with ``task_id``, and ``name``,
+        ``args``, ``kwargs``, ``worker``, ``queue``, ``retries`` when
+        ``result_extended`` stored them. Give the cursor to the next call to go on;
+        None ends the pass: every result done since ``since`` and stored before the
+        pass began was in one of its pages. A page holds about ``limit`` metas, in
+        the store's order (not time order); a meta may come twice.
+
+        Raises:
+            NotImplementedError: the store cannot list its results without reading
+                all of them (the default; the Redis, SQLite and database backends can).
+        """
+        raise NotImplementedError(f"the {type(self).__name__} cannot list its results")
+
     # -- groups and chords ----------------------------------------------------------
     def _group_key(self, group_id: str) -> str:
         return f"{GROUP_KEY_PREFIX}{group_id}"
@@ -565,6 +583,22 @@ class Backend(ABC):
             return cls(*args)
         except Exception:
             return RemoteError(exc_type, module, message)
+
+
+def done_at(meta: Any) -> float | None:
+    """A meta's ``date_done`` as epoch seconds (a naive time is UTC, as Celery writes
+    it); None when it has none or it cannot be read."""
+    done = meta.get("date_done") if isinstance(meta, dict) else None
+    if isinstance(done, str):
+        try:
+            done = datetime.fromisoformat(done)
+        except ValueError:
+            return None
+    if not isinstance(done, datetime):
+        return None
+    if done.tzinfo is None:
+        done = done.replace(tzinfo=timezone.utc)
+    return done.timestamp()
 
 
 def _safe_args(exc: BaseException) -> list[Any]:

@@ -21,7 +21,7 @@ from .. import states
 from ..exceptions import ImproperlyConfigured
 from ..utils.pid import current_pid
 from ..utils.redis import RedisConnector, is_sentinel_url, process_lock
-from .base import GROUP_KEY_PREFIX, Backend, BackendOptions, ChordPart
+from .base import GROUP_KEY_PREFIX, Backend, BackendOptions, ChordPart, done_at
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,11 @@ if size > 0 and count >= size + extra then
 end
 return nil
 """
+
+#: keys one SCAN of ``recent_results`` asks Redis to look at
+RECENT_SCAN_COUNT = 1000
+#: SCANs one ``recent_results`` call makes at most
+RECENT_SCAN_ROUNDS = 20
 
 # How long the reader waits for a message before checking whether it should stop.
 READ_INTERVAL = 1.0
@@ -344,6 +349,12 @@ def with_ssl_options(url: str, options: dict[str, Any]) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob pattern (a ``global_keyprefix`` may
+    hold ``*``, ``?`` or ``[``)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 def _quiet(fn: Any) -> None:
     with contextlib.suppress(Exception):
         fn()
@@ -422,6 +433,54 @@ class RedisBackend(Backend):
                     "status": states.PENDING, "result": None, "traceback": None,
                     "children": [], "task_id": task_id})
         return metas
+
+    def recent_results(self, since: float, limit: int = 1000, cursor: str | None = None
+                       ) -> tuple[list[dict[str, Any]], str | None]:
+        """See ``Backend.recent_results``; here a page may hold up to one SCAN's worth
+        more than ``limit``.
+
+        Cost: Redis keeps no index by time, so a pass is a SCAN of the whole db: MATCH
+        filters keys after Redis walked them, so every key of the db (results, queues,
+        anything else) is visited once per pass, ``RECENT_SCAN_COUNT`` per round trip,
+        plus an MGET of the result keys found. One call makes at most
+        ``RECENT_SCAN_ROUNDS`` SCANs (20,000 keys walked, each SCAN a short O(count)
+        step for the server), so a db of N keys takes about N / 20,000 calls; the pass
+        goes on from the cursor, whose meaning is Redis's own SCAN cursor. A key
+        written while a pass runs may be missed by it (SCAN promises only the keys that
+        were there throughout).
+        """
+        client = self._redis.client()
+        pattern = _glob_escape(self.prefix) + KEY_PREFIX + "*"
+        skip = len(self.prefix.encode()) + len(KEY_PREFIX)
+        position = int(cursor or 0)
+        metas: list[dict[str, Any]] = []
+        for _ in range(RECENT_SCAN_ROUNDS):
+            position, keys = self._retrying(client.scan, position, pattern,
+                                            RECENT_SCAN_COUNT)
+            if keys:
+                for key, data in zip(keys, self._retrying(client.mget, keys)):
+                    meta = self._recent_meta(data, since)
+                    if meta is not None:
+                        meta.setdefault("task_id", bytes(key)[skip:].decode())
+                        metas.append(meta)
+            if not int(position):
+                return metas, None
+            if len(metas) >= limit:
+                break
+        return metas, str(int(position))
+
+    def _recent_meta(self, data: bytes | None, since: float) -> dict[str, Any] | None:
+        if data is None:  # expired between SCAN and MGET
+            return None
+        try:
+            meta = self._decode(data)
+        except Exception:  # noqa: BLE001 - one unreadable result does not end the pass
+            logger.debug("recent_results: an undecodable result is skipped", exc_info=True)
+            return None
+        if not isinstance(meta, dict) or meta.get("status") not in states.READY_STATES:
+            return None
+        done = done_at(meta)
+        return meta if done is not None and done >= since else None
 
     # -- groups and chords ----------------------------------------------------------
     def group_key(self, group_id: str) -> bytes:

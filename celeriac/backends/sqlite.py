@@ -12,7 +12,8 @@ from typing import Any
 
 from ..utils.sqlite import SQLiteFile
 from ..utils.urls import sqlite_path
-from .base import Backend, BackendOptions, ChordPart
+from .. import states
+from .base import Backend, BackendOptions, ChordPart, done_at
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS celeriac_results (
@@ -33,6 +34,10 @@ CREATE TABLE IF NOT EXISTS celeriac_chord_parts (
     PRIMARY KEY (group_id, idx)
 );
 """
+
+#: ``recent_results`` ends its walk at a result done this many seconds before
+#: ``since``: writers' clocks differ, and a write may land a little after its date
+RECENT_SKEW = 60.0
 
 
 class SQLiteBackend(Backend):
@@ -60,6 +65,42 @@ class SQLiteBackend(Backend):
 
     def _delete(self, task_id: str) -> None:
         self.db.connection().execute("DELETE FROM celeriac_results WHERE task_id = ?", (task_id,))
+
+    def recent_results(self, since: float, limit: int = 1000, cursor: str | None = None
+                       ) -> tuple[list[dict[str, Any]], str | None]:
+        """See ``Backend.recent_results``; the cursor is a rowid.
+
+        Cost: the table has no column for the done time, but every write (an INSERT
+        OR REPLACE) gives its row a rowid above all others, so walking rowids down
+        reads the latest writes first, ``limit`` rows per call on the table's own
+        b-tree, and the pass ends at the first result done ``RECENT_SKEW`` seconds
+        before ``since``: it reads the rows written since then, not the whole file.
+        """
+        before = int(cursor) if cursor else None
+        rows = self.db.connection().execute(
+            "SELECT rowid, task_id, meta, expires FROM celeriac_results"
+            + ("" if before is None else " WHERE rowid < ?") + " ORDER BY rowid DESC LIMIT ?",
+            (() if before is None else (before,)) + (max(1, int(limit)),)).fetchall()
+        now = time.time()
+        metas: list[dict[str, Any]] = []
+        for _, task_id, data, expires in rows:
+            if expires is not None and expires < now:
+                continue
+            try:
+                meta = self._decode(bytes(data))
+            except Exception:  # noqa: BLE001 - one unreadable result does not end the pass
+                continue
+            done = done_at(meta)
+            if done is None:
+                continue
+            if done < since - RECENT_SKEW:
+                return metas, None  # written before ``since``, as all below it
+            if done >= since and meta.get("status") in states.READY_STATES:
+                meta.setdefault("task_id", task_id)
+                metas.append(meta)
+        if len(rows) < max(1, int(limit)):
+            return metas, None
+        return metas, str(rows[-1][0])
 
     def set_chord_size(self, group_id: str, size: int) -> None:
         ttl = self.options.chord_ttl
