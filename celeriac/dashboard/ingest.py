@@ -11,6 +11,13 @@ ends first, so that the store thread takes in all that was received):
 - ``chores``: on timers, asks the workers to send task events (``enable_events``, as
   Flower's ``--enable-events``), completes unfinished tasks from the result backend
   (``backfill``), samples queue depths and forgets long-offline workers.
+
+A gap is a time nobody listened: before ``start`` (since the newest event the store
+holds, or ``max_age`` ago in a new store), and while the receiver was disconnected.
+Tasks sent and finished within it left no event, only a result; while a gap is open
+each backfill also takes a page of the results done since it began
+(``Backend.recent_results``) and adds the tasks the store does not know, every
+``GAP_EVERY`` seconds until a whole pass over the backend's results was made.
 """
 
 from __future__ import annotations
@@ -43,6 +50,12 @@ CHORES_EVERY = 60.0
 BACKFILL_LIMIT = 500
 #: seconds without an event before a backfill looks a task up
 BACKFILL_QUIET = 10.0
+#: results read from the result backend per backfill while a gap is open
+GAP_LIMIT = 1_000
+#: seconds between backfills while a gap is open
+GAP_EVERY = 1.0
+#: a gap begins this much before the newest event: clocks of hosts differ
+GAP_MARGIN = 60.0
 #: seconds the ``events_per_second`` figure averages over
 RATE_WINDOW = 5.0
 # Seconds a failed receiver waits before listening again (the broker is away).
@@ -122,7 +135,9 @@ class Ingestor:
             5 s), ``lag_seconds`` (how long the last batch's first event waited),
             ``last_event_at`` (when the newest stored event was received),
             ``events_skipped`` (broken), ``events_dropped`` (the buffer was full),
-            ``batches``, ``pruned`` (task rows) and ``backfilled`` (task rows).
+            ``batches``, ``pruned`` (task rows), ``backfilled`` (task rows) and
+            ``gap_since`` (where the open gap begins, see the module docstring; None
+            when none is open).
     """
 
     def __init__(self, app: Celery, store: HistoryStore, *, batch: int = 500,
@@ -144,7 +159,7 @@ class Ingestor:
         self.stats: dict[str, Any] = {
             "events_total": 0, "events_per_second": 0.0, "lag_seconds": 0.0,
             "last_event_at": None, "events_skipped": 0, "events_dropped": 0,
-            "batches": 0, "pruned": 0, "backfilled": 0}
+            "batches": 0, "pruned": 0, "backfilled": 0, "gap_since": None}
         self._buffer: deque[dict[str, Any]] = deque()
         self._cond = threading.Condition()
         self._stopping = threading.Event()
@@ -159,12 +174,17 @@ class Ingestor:
         self._wake_chores = threading.Event()
         self._joined: set[str] = set()  # workers come online since the last broadcast
         self._listeners: list[BatchListener] = []
+        # the open gap: (results done since, where its pass over them is)
+        self._gap: tuple[float, str | None] | None = None
+        self._gap_lock = threading.Lock()
+        self._lists_results = True  # the result backend has recent_results
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         """Start listening (events from now on are kept) and the three threads."""
         self._stopping.clear()
         self._received_all.clear()
+        self._open_gap(self._newest_stored())
         for name, target in (("receive", self._run_receive), ("store", self._run_store),
                              ("chores", self._run_chores)):
             thread = threading.Thread(target=target, name=f"celeriac-dashboard-{name}",
@@ -243,6 +263,7 @@ class Ingestor:
     def _receive(self) -> None:
         from ..events import EventReceiver
 
+        deaf_since: float | None = None  # the receiver failed: events since are lost
         while not self._stopping.is_set():
             try:
                 self._receiver = EventReceiver(self.app.connection(), app=self.app,
@@ -250,9 +271,16 @@ class Ingestor:
                 self._listening.set()
                 if self._stopping.is_set():
                     return
+                if deaf_since is not None:
+                    # listening again: what ended meanwhile is in the result backend
+                    self._open_gap(deaf_since)
+                    deaf_since = None
                 self._receiver.capture(wakeup=True)
             except Exception as exc:  # noqa: BLE001 - the broker went away: listen again
                 self._listening.set()
+                if deaf_since is None:
+                    last = self.stats["last_event_at"]
+                    deaf_since = (last if isinstance(last, (int, float)) else time.time())
                 logger.warning("dashboard: receiving events failed (%r); retrying", exc)
                 self._stopping.wait(_RECONNECT_DELAY)
             finally:
@@ -376,10 +404,15 @@ class Ingestor:
             del due["events"]
         while not self._stopping.is_set():
             now = time.monotonic()
+            if self._gap is not None and self._lists_results:
+                # a gap opened (a reconnect): fill it soon, whatever backfill_every says
+                due["backfill"] = min(due.get("backfill", now), now + GAP_EVERY)
             for name, when in list(due.items()):
                 if when <= now:
                     self._safely(name, jobs[name])
                     interval = every[name]
+                    if name == "backfill" and self._gap is not None and self._lists_results:
+                        interval = GAP_EVERY
                     if interval is None:
                         del due[name]
                     else:
@@ -412,7 +445,9 @@ class Ingestor:
     def backfill(self, quiet: float = BACKFILL_QUIET) -> int:
         """Complete unfinished tasks of the store from the result backend (those that
         finished while nobody listened), ``BACKFILL_LIMIT`` per run, going round the
-        unfinished ones run after run. Returns the rows completed.
+        unfinished ones run after run; and while a gap is open (see the module
+        docstring) add the tasks done within it that the store does not know,
+        from ``GAP_LIMIT`` results read per run. Returns the rows completed or added.
 
         Args:
             quiet: only tasks with no event for this many seconds (the end event of
@@ -421,21 +456,80 @@ class Ingestor:
         uuids = self.store.unfinished(limit=BACKFILL_LIMIT, after=self._backfill_after,
                                       before=time.time() - quiet)
         self._backfill_after = None if len(uuids) < BACKFILL_LIMIT else uuids[-1][1]
-        if not uuids:
-            return 0
         backend = self.app.backend
-        metas = backend.get_many_metas([u for u, _ in uuids])
         events = []
-        for (uuid, _), meta in zip(uuids, metas):
-            event = _event_from_meta(backend, uuid, meta)
-            if event is not None:
-                events.append(event)
-        if not events:
+        if uuids:
+            metas = backend.get_many_metas([u for u, _ in uuids])
+            for (uuid, _), meta in zip(uuids, metas):
+                event = _event_from_meta(backend, uuid, meta)
+                if event is not None:
+                    events.append(event)
+        gap_events, gap_moved = self._fill_gap(backend)
+        events += gap_events
+        tasks = self.store.ingest_batch(events)[0] if events else []
+        gap_moved()  # only once stored: a failed batch is read again next time
+        if not tasks:
             return 0
-        tasks, _, _ = self.store.ingest_batch(events)
         self.stats["backfilled"] += len(tasks)
         self._publish(tasks, [], stats=False)
         return len(tasks)
+
+    def _open_gap(self, since: float) -> None:
+        """Results done since ``since`` may belong to tasks the store never heard of."""
+        with self._gap_lock:
+            if self._gap is not None:
+                since = min(since, self._gap[0])
+            self._gap = (since, None)  # a pass from the start
+            self.stats["gap_since"] = since
+        self._wake_chores.set()
+
+    def _newest_stored(self) -> float:
+        """Where the gap before ``start`` begins."""
+        rows, _ = self.store.tasks(limit=1, sort_by="-timestamp")
+        newest = rows[0]["timestamp"] if rows else None
+        if isinstance(newest, (int, float)):
+            return float(newest) - GAP_MARGIN
+        max_age = self.store.max_age
+        return time.time() - float(max_age) if max_age is not None else 0.0
+
+    def _fill_gap(self, backend: Any) -> tuple[list[dict[str, Any]], Callable[[], None]]:
+        """Events for the tasks of one page of the open gap's results that the store
+        does not know, and what moves the gap on past them once they are stored (it
+        closes when its pass is over)."""
+        with self._gap_lock:
+            gap = self._gap
+        if gap is None:
+            return [], lambda: None
+        since, cursor = gap
+        metas: list[dict[str, Any]] = []
+        try:
+            if self._lists_results:
+                metas, cursor = backend.recent_results(since, GAP_LIMIT, cursor)
+            else:
+                cursor = None  # nothing to read: the gap stays unfilled, and closes
+        except NotImplementedError:
+            self._lists_results = False
+            cursor = None
+            logger.info("dashboard: the result backend cannot list its results; tasks "
+                        "sent and finished while nobody listened are not shown")
+        events: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for meta in metas:
+            uuid = meta.get("task_id")
+            if not isinstance(uuid, str) or uuid in seen or self.store.task(uuid) is not None:
+                continue
+            seen.add(uuid)
+            event = _event_from_meta(backend, uuid, meta)
+            if event is not None:
+                events.append(_with_request(event, meta))
+
+        def move_on() -> None:
+            with self._gap_lock:
+                if self._gap is gap:  # else a new gap opened meanwhile: a new pass
+                    self._gap = None if cursor is None else (since, cursor)
+                    self.stats["gap_since"] = None if cursor is None else since
+
+        return events, move_on
 
 
 #: the event a task in each ready state of the result backend would have sent
@@ -462,6 +556,21 @@ def _event_from_meta(backend: Any, uuid: str, meta: Any) -> dict[str, Any] | Non
     for key in ("name", "group_id", "parent_id"):
         if meta.get(key):
             event[key] = meta[key]
+    return event
+
+
+def _with_request(event: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """``event`` with what an extended meta tells of the task's request, in the form
+    the worker's events give it (reprs)."""
+    if meta.get("args") is not None:
+        args = meta["args"]
+        event["args"] = short_repr(tuple(args) if isinstance(args, list) else args)
+    if meta.get("kwargs") is not None:
+        event["kwargs"] = short_repr(meta["kwargs"])
+    if isinstance(meta.get("retries"), int):
+        event["retries"] = meta["retries"]
+    if meta.get("queue"):
+        event["routing_key"] = meta["queue"]
     return event
 
 
