@@ -12,12 +12,12 @@ ends first, so that the store thread takes in all that was received):
   Flower's ``--enable-events``), completes unfinished tasks from the result backend
   (``backfill``), samples queue depths and forgets long-offline workers.
 
-A gap is a time nobody listened: before ``start`` (since the newest event the store
-holds, or ``max_age`` ago in a new store), and while the receiver was disconnected.
-Tasks sent and finished within it left no event, only a result; while a gap is open
-each backfill also takes a page of the results done since it began
-(``Backend.recent_results``) and adds the tasks the store does not know, every
-``GAP_EVERY`` seconds until a whole pass over the backend's results was made.
+A gap is a time nobody listened: before ``start``, since the newest event the store
+holds (or ``max_age`` ago in a new store). Tasks sent and finished within it left no
+event, only a result; while the gap is open each backfill also takes a page of the
+results done since it began (``Backend.recent_results``) and adds the tasks the store
+does not know, every ``GAP_EVERY`` seconds until a whole pass over the backend's
+results was made.
 """
 
 from __future__ import annotations
@@ -263,7 +263,6 @@ class Ingestor:
     def _receive(self) -> None:
         from ..events import EventReceiver
 
-        deaf_since: float | None = None  # the receiver failed: events since are lost
         while not self._stopping.is_set():
             try:
                 self._receiver = EventReceiver(self.app.connection(), app=self.app,
@@ -271,16 +270,9 @@ class Ingestor:
                 self._listening.set()
                 if self._stopping.is_set():
                     return
-                if deaf_since is not None:
-                    # listening again: what ended meanwhile is in the result backend
-                    self._open_gap(deaf_since)
-                    deaf_since = None
                 self._receiver.capture(wakeup=True)
             except Exception as exc:  # noqa: BLE001 - the broker went away: listen again
                 self._listening.set()
-                if deaf_since is None:
-                    last = self.stats["last_event_at"]
-                    deaf_since = (last if isinstance(last, (int, float)) else time.time())
                 logger.warning("dashboard: receiving events failed (%r); retrying", exc)
                 self._stopping.wait(_RECONNECT_DELAY)
             finally:
@@ -404,9 +396,6 @@ class Ingestor:
             del due["events"]
         while not self._stopping.is_set():
             now = time.monotonic()
-            if self._gap is not None and self._lists_results:
-                # a gap opened (a reconnect): fill it soon, whatever backfill_every says
-                due["backfill"] = min(due.get("backfill", now), now + GAP_EVERY)
             for name, when in list(due.items()):
                 if when <= now:
                     self._safely(name, jobs[name])
@@ -481,7 +470,6 @@ class Ingestor:
                 since = min(since, self._gap[0])
             self._gap = (since, None)  # a pass from the start
             self.stats["gap_since"] = since
-        self._wake_chores.set()
 
     def _newest_stored(self) -> float:
         """Where the gap before ``start`` begins."""

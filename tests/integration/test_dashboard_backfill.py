@@ -191,3 +191,4 @@ def test_recent_results_pages_cover_every_result(env: SimpleNamespace) -> None:
         more, cursor = backend.recent_results(time.time() + 3600, limit=5, cursor=cursor)
         metas += more
     assert metas == []
+
