@@ -14,12 +14,15 @@ at the same time:
 
 1. warm-up: 200 tasks, until both have counted their events (so both are subscribed);
 2. offered rate: ``--tasks`` tasks (3 events each) at ``--rate`` task events/s. Every
-   ``--poll`` s the harness reads each side's count of task events taken in (celeriac:
-   ``/metrics`` ``celeriac_dashboard_events_ingested_total``, Flower: the sum of
-   ``flower_events_total``), its RSS (VmRSS of its process tree) and CPU (utime + stime).
-   RSS is taken when a side has taken in 10k, 100k and 1M tasks. Lag: events published
-   minus taken in, one ``--grace`` second after the generator stopped; then how long
-   until each has caught up;
+   ``--poll`` s, each side in a thread of its own, the harness reads its count of
+   task events taken in (celeriac: ``ingest.events_total`` of ``/api/dashboard/overview``,
+   events stored, less the heartbeats published; Flower: the sum of its
+   ``flower_events_total``, events applied to its state), its RSS (VmRSS of its process
+   tree) and CPU (utime + stime). RSS is taken when a side has taken in 10k, 100k and 1M
+   tasks. Lag: events published minus taken in, ``--grace`` s after the generator
+   stopped; then how long until each has caught up (at most ``--catch-up`` s). The
+   generator counts the subscribers each PUBLISH reached, so an event a monitor never
+   had (it was not subscribed) is told from one it lost after Redis sent it;
 3. tasks page with what is stored (100,000 with the defaults): ``--requests`` GETs of
    each query, alternating the two sides, median and p95 (celeriac's page JSON
    ``/api/dashboard/tasks`` and its Flower-compatible ``/api/tasks``; Flower's
