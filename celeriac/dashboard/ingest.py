@@ -16,8 +16,10 @@ A gap is a time nobody listened: before ``start``, since the newest event the st
 holds (or ``max_age`` ago in a new store). Tasks sent and finished within it left no
 event, only a result; while the gap is open each backfill also takes a page of the
 results done since it began (``Backend.recent_results``) and adds the tasks the store
-does not know, every ``GAP_EVERY`` seconds until a whole pass over the backend's
-results was made.
+does not know that were done before ``start``, every ``GAP_EVERY`` seconds until a
+whole pass over the backend's results was made. (A task done later is told by its
+events; one whose worker sends none stays out, rather than show as a nameless row
+before its events come.)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
 from .. import states
+from ..backends.base import done_at
 from ..events.event import short_repr
 from .store import HistoryStore
 
@@ -174,8 +177,8 @@ class Ingestor:
         self._wake_chores = threading.Event()
         self._joined: set[str] = set()  # workers come online since the last broadcast
         self._listeners: list[BatchListener] = []
-        # the open gap: (results done since, where its pass over them is)
-        self._gap: tuple[float, str | None] | None = None
+        # the open gap: (results done since, and until, where its pass over them is)
+        self._gap: tuple[float, float, str | None] | None = None
         self._gap_lock = threading.Lock()
         self._lists_results = True  # the result backend has recent_results
 
@@ -184,7 +187,8 @@ class Ingestor:
         """Start listening (events from now on are kept) and the three threads."""
         self._stopping.clear()
         self._received_all.clear()
-        self._open_gap(self._newest_stored())
+        # listening starts now: what ends from now on is told by its events
+        self._open_gap(self._newest_stored(), time.time())
         for name, target in (("receive", self._run_receive), ("store", self._run_store),
                              ("chores", self._run_chores)):
             thread = threading.Thread(target=target, name=f"celeriac-dashboard-{name}",
@@ -463,12 +467,13 @@ class Ingestor:
         self._publish(tasks, [], stats=False)
         return len(tasks)
 
-    def _open_gap(self, since: float) -> None:
-        """Results done since ``since`` may belong to tasks the store never heard of."""
+    def _open_gap(self, since: float, until: float) -> None:
+        """Results done from ``since`` to ``until`` may belong to tasks the store never
+        heard of."""
         with self._gap_lock:
             if self._gap is not None:
-                since = min(since, self._gap[0])
-            self._gap = (since, None)  # a pass from the start
+                since, until = min(since, self._gap[0]), max(until, self._gap[1])
+            self._gap = (since, until, None)  # a pass from the start
             self.stats["gap_since"] = since
 
     def _newest_stored(self) -> float:
@@ -488,7 +493,7 @@ class Ingestor:
             gap = self._gap
         if gap is None:
             return [], lambda: None
-        since, cursor = gap
+        since, until, cursor = gap
         metas: list[dict[str, Any]] = []
         try:
             if self._lists_results:
@@ -504,7 +509,9 @@ class Ingestor:
         seen: set[str] = set()
         for meta in metas:
             uuid = meta.get("task_id")
-            if not isinstance(uuid, str) or uuid in seen or self.store.task(uuid) is not None:
+            done = done_at(meta)
+            if (not isinstance(uuid, str) or uuid in seen or done is None or done > until
+                    or self.store.task(uuid) is not None):
                 continue
             seen.add(uuid)
             event = _event_from_meta(backend, uuid, meta)
@@ -514,7 +521,7 @@ class Ingestor:
         def move_on() -> None:
             with self._gap_lock:
                 if self._gap is gap:  # else a new gap opened meanwhile: a new pass
-                    self._gap = None if cursor is None else (since, cursor)
+                    self._gap = None if cursor is None else (since, until, cursor)
                     self.stats["gap_since"] = None if cursor is None else since
 
         return events, move_on
