@@ -47,6 +47,9 @@ app.conf.broker_dead_letter_queue = "{queue}.dead"
 app.conf.event_exchange = "ev-{tag}"
 app.conf.control_exchange = "ctl-{tag}"
 app.conf.worker_heartbeat_interval = 0.5
+# results of its own: a fresh history store backfills a week of results from the backend,
+# and earlier runs' tasks on this db must not show up in this run's searches
+app.conf.result_backend_transport_options = {{"global_keyprefix": "pages-{tag}:"}}
 app.conf.task_routes = {{"proj.parked": {{"queue": "{queue}-parked"}}}}
 app.conf.beat_schedule = {{"tidy-up": {{"task": "proj.add", "schedule": 30.0, "args": (1, 2)}}}}
 
