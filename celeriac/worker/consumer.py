@@ -477,6 +477,9 @@ class Consumer:
             return
         if self.counters is not None:
             self.counters.started(self.index)
+        # Counted as it starts, as Celery counts an accepted task: one whose result a
+        # client has seen is in ``inspect stats`` already
+        self.totals[msg.name] += 1
         hard, soft = limits_for(task, msg.timelimit, self.app.conf)
         if is_async(task):
             if not acks_late:
@@ -507,7 +510,6 @@ class Consumer:
                 self.broker.finished([delivery])
         if slot is not None:
             slot.clear()
-        self.totals[msg.name] += 1
         self._settle(delivery, outcome, acks_late,
                      self._acks_on_failure(task))
 
@@ -650,7 +652,6 @@ class Consumer:
             if not acks_late:
                 self.broker.finished([delivery])
             self.running.pop(request.id, None)
-            self.totals[task.name] += 1
             try:
                 self._settle(delivery, outcome, acks_late, self._acks_on_failure(task))
             except Exception as exc:  # kept in _unsettled, said again by the consumer
