@@ -192,7 +192,10 @@ def test_killed_worker_messages_go_to_the_other_worker(make_project: Any,
     victim = project.worker("victim", *POOLS[pool])
     survivor = project.worker("survivor", *POOLS[pool])
     with victim, survivor:
-        project.send_many(count, 0.02)
+        # A solo worker runs one task at a time: its tasks last longer, so that the kill,
+        # which lands a moment after a run was seen (long on a loaded machine), still
+        # finds that run going
+        project.send_many(count, 0.02 if pool == "prefork" else 0.06)
         assert wait_until(lambda: len([r for r in tally(project.runs).runs
                                        if r.kind == "end" and r.host == "victim"]) >= 30)
         # the kill must find a task running: wait for a moment when the victim has one
