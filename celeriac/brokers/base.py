@@ -396,6 +396,10 @@ class Notice:
 class Listener(ABC):
     """What ``Fanout.listen`` and ``Fanout.replies`` return: one subscription."""
 
+    #: times this listener lost its connection and listened again (what was sent
+    #: meanwhile was missed): a monitor shows it, since a fanout cannot replay
+    reconnects: int = 0
+
     @abstractmethod
     def get(self, timeout: float) -> list[Notice]:
         """The notices that arrived, waiting up to ``timeout`` seconds for the first.

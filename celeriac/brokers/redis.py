@@ -890,7 +890,16 @@ class _PubSubListener(Listener):
             message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
             if message is not None and message.get("type") == "psubscribe":
                 confirmed += 1
+        connection = getattr(pubsub, "connection", None)
+        if connection is not None:
+            # redis-py re-makes a dropped pub/sub connection inside get_message, by its
+            # retry, and subscribes again: without this callback nothing would tell
+            connection.register_connect_callback(self._connected_again)
         self.pubsub = pubsub
+
+    def _connected_again(self, connection: Any) -> None:
+        self.reconnects += 1
+        logger.debug("pub/sub listener on %s made its connection again", self.exchange)
 
     def get(self, timeout: float) -> list[Notice]:
         found: list[Notice] = []
@@ -916,7 +925,11 @@ class _PubSubListener(Listener):
                 if len(found) >= 1000:
                     return found
         except Exception as exc:  # noqa: BLE001 - a listener outlives its connection
-            logger.debug("notice listener lost its connection: %r", exc)
+            # What was published until the new subscription stands is missed, and what
+            # the socket held unread is gone: counted for monitors, which say so; logged
+            # quietly, as an outage is reported once by whoever meets it first
+            self.reconnects += 1
+            logger.debug("pub/sub listener on %s lost its connection: %r", self.exchange, exc)
             self._drop()
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
             return found

@@ -140,7 +140,8 @@ class Ingestor:
             ``events_skipped`` (broken), ``events_dropped`` (the buffer was full),
             ``batches``, ``pruned`` (task rows), ``backfilled`` (task rows) and
             ``gap_since`` (where the open gap begins, see the module docstring; None
-            when none is open).
+            when none is open), ``listener_reconnects`` (times the event listener lost
+            its connection: events sent meanwhile were missed).
     """
 
     def __init__(self, app: Celery, store: HistoryStore, *, batch: int = 500,
@@ -162,7 +163,8 @@ class Ingestor:
         self.stats: dict[str, Any] = {
             "events_total": 0, "events_per_second": 0.0, "lag_seconds": 0.0,
             "last_event_at": None, "events_skipped": 0, "events_dropped": 0,
-            "batches": 0, "pruned": 0, "backfilled": 0, "gap_since": None}
+            "batches": 0, "pruned": 0, "backfilled": 0, "gap_since": None,
+            "listener_reconnects": 0}
         self._buffer: deque[dict[str, Any]] = deque()
         self._cond = threading.Condition()
         self._stopping = threading.Event()
@@ -177,6 +179,7 @@ class Ingestor:
         self._wake_chores = threading.Event()
         self._joined: set[str] = set()  # workers come online since the last broadcast
         self._listeners: list[BatchListener] = []
+        self._reconnects_before = 0  # of the receivers closed so far
         # the open gap: (results done since, and until, where its pass over them is)
         self._gap: tuple[float, float, str | None] | None = None
         self._gap_lock = threading.Lock()
@@ -277,6 +280,7 @@ class Ingestor:
                 self._receiver.capture(wakeup=True)
             except Exception as exc:  # noqa: BLE001 - the broker went away: listen again
                 self._listening.set()
+                self._reconnects_before += 1
                 logger.warning("dashboard: receiving events failed (%r); retrying", exc)
                 self._stopping.wait(_RECONNECT_DELAY)
             finally:
@@ -286,6 +290,7 @@ class Ingestor:
                         receiver.close()
                     except Exception:  # noqa: BLE001 - closing a broken connection
                         logger.debug("closing the event receiver failed", exc_info=True)
+                    self._reconnects_before += receiver.reconnects
 
     def _take(self, event: Any) -> None:
         if (self.enable_events and isinstance(event, dict)
@@ -374,6 +379,14 @@ class Ingestor:
 
     def _update_rate(self) -> None:
         now = time.time()
+        receiver = self._receiver
+        reconnects = self._reconnects_before + (
+            receiver.reconnects if receiver is not None else 0)
+        if reconnects > self.stats["listener_reconnects"]:
+            logger.warning("dashboard: the event listener lost its connection (%d time(s) "
+                           "so far) and listens again; events sent meanwhile were missed",
+                           reconnects)
+        self.stats["listener_reconnects"] = reconnects
         while self._rate and self._rate[0][0] < now - RATE_WINDOW:
             self._rate.popleft()
         self.stats["events_per_second"] = round(sum(n for _, n in self._rate) / RATE_WINDOW, 1)

@@ -68,6 +68,7 @@ class EventReceiver:
         fanout = require(broker, Fanout, "receive events")
         self._listener: Listener | None = fanout.listen(self.exchange, [self.routing_key])
         self._pending: deque[dict[str, Any]] = deque()
+        self._reconnects = 0
 
     # -- the Celery API ---------------------------------------------------------------------
     def process(self, type: str, event: dict[str, Any]) -> None:
@@ -146,9 +147,16 @@ class EventReceiver:
         body["local_received"] = now()
         return type, body
 
+    @property
+    def reconnects(self) -> int:
+        """Times the listener lost its connection and listened again: events sent
+        meanwhile were missed (a fanout keeps nothing)."""
+        return self._reconnects + (self._listener.reconnects if self._listener else 0)
+
     def close(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
+            self._reconnects += listener.reconnects
             listener.close()
         if self._owns_broker:
             self.broker.close()
