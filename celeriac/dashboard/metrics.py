@@ -82,10 +82,11 @@ class EventCounters:
 
 
 def render(store: HistoryStore, counters: EventCounters | None,
-           ingest_stats: dict[str, Any] | None) -> str:
-    """The whole ``/metrics`` page, text format 0.0.4."""
+           ingest_stats: dict[str, Any] | None, counts: dict[str, Any] | None = None) -> str:
+    """The whole ``/metrics`` page, text format 0.0.4 (``counts``: ``store.counts()``
+    when the caller has it already)."""
     out: list[str] = []
-    counts = store.counts()
+    counts = store.counts() if counts is None else counts
     _family(out, "celeriac_tasks", "gauge", "Tasks in the history store, by state and name.",
             (({"state": state, "name": name}, n)
              for name, by_state in sorted(counts.get("by_name", {}).items())

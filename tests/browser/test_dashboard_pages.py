@@ -200,7 +200,10 @@ def _wait(driver: Any, predicate: Any, what: str) -> Any:
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT, ignored_exceptions=[StaleElementReferenceException]) \
+    # a redraw may replace an element between finding and reading it, or remove it for
+    # a moment: looked for again
+    return WebDriverWait(driver, WAIT, ignored_exceptions=[StaleElementReferenceException,
+                                                           IndexError]) \
         .until(predicate, message=what)
 
 
@@ -208,6 +211,12 @@ def _css(driver: Any, selector: str) -> list[Any]:
     from selenium.webdriver.common.by import By
 
     return list(driver.find_elements(By.CSS_SELECTOR, selector))
+
+
+def _click(driver: Any, selector: str) -> None:
+    """Click the first match, finding it again if a redraw replaced it meanwhile (a
+    stale element is retried by ``_wait``)."""
+    _wait(driver, lambda d: _css(d, selector)[0].click() or True, f"a click on {selector}")
 
 
 def _text(driver: Any, selector: str) -> str:
@@ -276,7 +285,7 @@ def test_tasks_filter_search_and_sort(cluster: dict[str, Any], browser: Any) -> 
 
     search.clear()
     search.submit()
-    _css(browser, 'button[data-sort="runtime"]')[0].click()
+    _click(browser, 'button[data-sort="runtime"]')
     header = 'th[aria-sort="ascending"] button[data-sort="runtime"]'
     _wait(browser, lambda d: _css(d, header), "the list sorted by runtime")
     assert "sort_by=runtime" in browser.current_url
@@ -293,7 +302,7 @@ def test_task_page_shows_args_result_and_retry_runs_it_again(cluster: dict[str, 
     assert _text(browser, "#task-uuid") == task_id
     assert "task-succeeded" in _text(browser, "main")
     browser.execute_script("window.loadedOnce = true")
-    _css(browser, 'button[data-action="retry"]')[0].click()
+    _click(browser, 'button[data-action="retry"]')
     _wait(browser, lambda d: task_id not in d.current_url, "the page of the new run")
     new_id = browser.current_url.rstrip("/").rsplit("/", 1)[1]
     _wait(browser, lambda d: _text(d, "#task-uuid") == new_id, "the new run's page")
@@ -311,8 +320,10 @@ def test_worker_page_shows_inspect_and_reports_a_refused_action(cluster: dict[st
     _wait(browser, lambda d: "proj.add" in _text(d, "main"), "the registered tasks")
     assert cluster["queue"] in _text(browser, "main")
     # No queue named: the API refuses, and the page says why instead of swallowing it.
-    _css(browser, 'button[data-action="add consumer"]')[0].click()
-    _wait(browser, lambda d: "queue" in _text(d, ".notice.error"), "the API's error shown")
+    # clicked again until the notice shows: a redraw (inspect's answers arriving) may
+    # replace the button as it is clicked; a refused action changes nothing
+    _wait(browser, lambda d: "queue" in _text(d, ".notice.error")
+          or _css(d, 'button[data-action="add consumer"]')[0].click(), "the API's error shown")
 
 
 def test_queues_page_shows_a_depth_and_purges(cluster: dict[str, Any], browser: Any) -> None:
@@ -323,7 +334,7 @@ def test_queues_page_shows_a_depth_and_purges(cluster: dict[str, Any], browser: 
     cell = f'[data-depth="{parked}"]'
     _wait(browser, lambda d: _text(d, cell) == "3", "three messages waiting in the queue")
     row = f'tr[data-key="{parked}"] button[data-action="purge"]'
-    _css(browser, row)[0].click()
+    _click(browser, row)
     _wait(browser, lambda d: d.switch_to.alert, "the purge confirmation")
     browser.switch_to.alert.accept()
     _wait(browser, lambda d: _text(d, cell) == "0", "the queue purged")
