@@ -861,6 +861,8 @@ def read_notice(raw: bytes | str, routing_key: str) -> Notice | None:
 
 #: seconds a new listener waits for Redis to confirm its subscriptions
 SUBSCRIBE_TIMEOUT = 2.0
+#: seconds the rest of a pub/sub message may take to arrive once its first byte has
+MESSAGE_READ_TIMEOUT = 2.0
 
 
 class _PubSubListener(Listener):
@@ -909,10 +911,17 @@ class _PubSubListener(Listener):
                 self._subscribe()
             while True:
                 wait = 0.0 if found else max(0.0, deadline - time.monotonic())
-                message = self.pubsub.get_message(timeout=wait)
-                if message is None:
+                # redis-py reads a message with the timeout it waited for its first
+                # byte: a message still arriving in pieces (a task.multi list is tens of
+                # KB) times out at 0 s, and its retry re-makes the connection, losing
+                # what the socket held. So the wait for data is ours, and the read that
+                # follows has time to take the whole message.
+                if not self.pubsub.connection.can_read(timeout=wait):
                     if found or time.monotonic() >= deadline:
                         return found
+                    continue
+                message = self.pubsub.get_message(timeout=MESSAGE_READ_TIMEOUT)
+                if message is None:
                     continue
                 if message.get("type") != "pmessage":
                     continue
