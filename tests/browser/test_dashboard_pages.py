@@ -273,8 +273,11 @@ def test_tasks_filter_search_and_sort(cluster: dict[str, Any], browser: Any) -> 
     Select(_css(browser, "#filter-state")[0]).select_by_value("FAILURE")
     _wait(browser, lambda d: "state=FAILURE" in d.current_url, "the filter in the address")
     _wait(browser, lambda d: _css(d, f'tr[data-key="{failed.id}"]'), "the failed task listed")
-    states = [r.text for r in _css(browser, "tbody tr[data-key] td:nth-child(3)")]
-    assert states and set(states) == {"FAILURE"}, states
+
+    def states(d: Any) -> set[str]:  # read again if a live redraw is under way
+        return {r.text for r in _css(d, "tbody tr[data-key] td:nth-child(3)")}
+
+    _wait(browser, lambda d: states(d) == {"FAILURE"}, "only failed tasks listed")
 
     Select(_css(browser, "#filter-state")[0]).select_by_value("")
     search = _css(browser, "#filter-search")[0]
