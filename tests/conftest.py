@@ -196,6 +196,24 @@ DURABLE = ["--appendonly", "yes", "--appendfsync", "always"]
 
 
 @pytest.fixture
+def private_redis(redis_server: str, tmp_path: Path) -> Iterator[str]:
+    """The URL of a redis-server of the test's own: for tests that kill its clients'
+    connections (the shared one's clients are other tests' workers and monitors)."""
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not on PATH")
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    workdir = tmp_path / "redis-data"
+    workdir.mkdir()
+    with private_redis_server(binary, workdir, ["--port", str(port), "--bind", "127.0.0.1"],
+                              lambda: redis.Redis.from_url(url, socket_timeout=1)):
+        yield url
+
+
+@pytest.fixture
 def durable_redis(redis_server: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A private redis-server: ``url``, its process ``proc``, and ``restart()``, a
     context manager that starts it again on the same port and files."""

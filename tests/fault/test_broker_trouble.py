@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from support import free_port, private_redis_server, wait_until
+from support import wait_until
 
 from celeriac.contrib.testing import WorkerProcess
 
 
 @pytest.fixture
-def broker_url(redis_server: str, tmp_path: Path) -> Iterator[str]:
-    """A redis-server of the test's own: connections to drop exist on Redis only (SQLite
-    has no server), and killing every client of the shared one would cut other tests'."""
-    import redis
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not on PATH")
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    workdir = tmp_path / "redis-data"
-    workdir.mkdir()
-    with private_redis_server(binary, workdir, ["--port", str(port), "--bind", "127.0.0.1"],
-                              lambda: redis.Redis.from_url(url, socket_timeout=1)):
-        yield url
+def broker_url(private_redis: str) -> str:
+    """Connections to drop exist on Redis only (SQLite has no server), and killing every
+    client of the shared one would cut other tests'."""
+    return private_redis
 
 
 @pytest.mark.parametrize("pool", ["solo", "prefork"])

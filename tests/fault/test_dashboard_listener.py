@@ -4,36 +4,17 @@ what it had, and says that events were missed (a fanout cannot replay them)."""
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from support import free_port, private_redis_server, wait_until
+from support import wait_until
 
 from celeriac import Celery
 from celeriac.dashboard.ingest import Ingestor
 from celeriac.dashboard.store import HistoryStore
 
 TIMEOUT = 60
-
-
-@pytest.fixture
-def private_redis(redis_server: str, tmp_path: Path) -> Iterator[str]:
-    """A redis-server of the test's own: the shared one's pub/sub clients are other
-    tests' workers and monitors."""
-    import redis
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not on PATH")
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    workdir = tmp_path / "redis-data"
-    workdir.mkdir()
-    with private_redis_server(binary, workdir, ["--port", str(port), "--bind", "127.0.0.1"],
-                              lambda: redis.Redis.from_url(url, socket_timeout=1)):
-        yield url
 
 
 def test_a_killed_event_connection_is_counted_logged_and_listened_to_again(
