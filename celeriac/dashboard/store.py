@@ -327,6 +327,16 @@ class HistoryStore:
                 (uuid,))]
         return task
 
+    def known(self, uuids: list[str]) -> set[str]:
+        """The ids among ``uuids`` that the store has a row for."""
+        found: set[str] = set()
+        with self._db.cursor() as cur:
+            for chunk in _chunks(uuids, 500):
+                found.update(r[0] for r in self._db.query(
+                    cur, f"SELECT uuid FROM {{p}}tasks WHERE uuid IN "
+                         f"({','.join('?' * len(chunk))})", chunk))
+        return found
+
     def group_members(self, group_id: str) -> list[str]:
         """The ids of the tasks known to belong to the group ``group_id``."""
         with self._db.cursor() as cur:
