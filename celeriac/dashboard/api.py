@@ -589,24 +589,23 @@ def _required(params: Params, name: str) -> str:
     return str(value)
 
 
-def _int(params: Params, name: str, default: Any) -> Any:
+def _number(params: Params, name: str, default: Any, kind: type, what: str) -> Any:
+    """``kind(params[name])``, ``default`` when absent or empty; 400 when it does not parse."""
     value = params.get(name)
     if value in (None, ""):
         return default
     try:
-        return int(value)
+        return kind(value)
     except (TypeError, ValueError) as exc:
-        raise BadRequest(f"'{name}' must be an integer, not {value!r}") from exc
+        raise BadRequest(f"'{name}' must be {what}, not {value!r}") from exc
+
+
+def _int(params: Params, name: str, default: Any) -> Any:
+    return _number(params, name, default, int, "an integer")
 
 
 def _float(params: Params, name: str, default: Any) -> Any:
-    value = params.get(name)
-    if value in (None, ""):
-        return default
-    try:
-        return float(value)
-    except (TypeError, ValueError) as exc:
-        raise BadRequest(f"'{name}' must be a number, not {value!r}") from exc
+    return _number(params, name, default, float, "a number")
 
 
 def _bool(params: Params, name: str) -> bool:
