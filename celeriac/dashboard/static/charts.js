@@ -24,6 +24,21 @@ function niceTicks(max, count = 4) {
   return ticks;
 }
 
+// The vertical axis both charts share: grid lines and labels at round values up to
+// `max`, and `y` mapping a value to its height.
+function valueAxis(max, width, pad, plotH) {
+  const ticks = niceTicks(max);
+  const top = ticks[ticks.length - 1] || 1;
+  const y = (v) => pad.top + plotH - (v / top) * plotH;
+  const axes = s("g", {class: "axes"});
+  for (const tick of ticks) {
+    axes.append(s("line", {x1: pad.left, x2: width - pad.right, y1: y(tick), y2: y(tick), class: "grid"}));
+    axes.append(s("text", {x: pad.left - 6, y: y(tick) + 4, "text-anchor": "end"},
+      document.createTextNode(shortNumber(tick))));
+  }
+  return {y, axes};
+}
+
 function clock(epoch, seconds = false) {
   const d = new Date(epoch * 1000);
   const two = (n) => String(n).padStart(2, "0");
@@ -64,19 +79,10 @@ function drawTime(series, {width, height = 220, label = "chart", area = false, u
   let t0 = Math.min(...all.map((p) => p[0]));
   let t1 = Math.max(...all.map((p) => p[0]));
   if (t1 === t0) { t0 -= 30; t1 += 30; }
-  const ticks = niceTicks(Math.max(...all.map((p) => p[1])));
-  const top = ticks[ticks.length - 1] || 1;
   const plotW = width - pad.left - pad.right;
   const plotH = height - pad.top - pad.bottom;
   const x = (t) => pad.left + ((t - t0) / (t1 - t0)) * plotW;
-  const y = (v) => pad.top + plotH - (v / top) * plotH;
-
-  const axes = s("g", {class: "axes"});
-  for (const tick of ticks) {
-    axes.append(s("line", {x1: pad.left, x2: width - pad.right, y1: y(tick), y2: y(tick), class: "grid"}));
-    axes.append(s("text", {x: pad.left - 6, y: y(tick) + 4, "text-anchor": "end"},
-      document.createTextNode(shortNumber(tick))));
-  }
+  const {y, axes} = valueAxis(Math.max(...all.map((p) => p[1])), width, pad, plotH);
   const timeTicks = 5;
   for (let i = 0; i <= timeTicks; i++) {
     const t = t0 + ((t1 - t0) * i) / timeTicks;
@@ -173,17 +179,9 @@ function drawBars(labels, values, {width, height = 220, label = "bar chart", col
   const pad = {left: 44, right: 12, top: 12, bottom: 30};
   const svg = frame(width, height, label);
   if (!values.length || values.every((v) => !v)) return empty(svg, width, height, emptyText);
-  const ticks = niceTicks(Math.max(...values));
-  const top = ticks[ticks.length - 1] || 1;
   const plotW = width - pad.left - pad.right;
   const plotH = height - pad.top - pad.bottom;
-  const y = (v) => pad.top + plotH - (v / top) * plotH;
-  const axes = s("g", {class: "axes"});
-  for (const tick of ticks) {
-    axes.append(s("line", {x1: pad.left, x2: width - pad.right, y1: y(tick), y2: y(tick), class: "grid"}));
-    axes.append(s("text", {x: pad.left - 6, y: y(tick) + 4, "text-anchor": "end"},
-      document.createTextNode(shortNumber(tick))));
-  }
+  const {y, axes} = valueAxis(Math.max(...values), width, pad, plotH);
   svg.append(axes);
   const slot = plotW / values.length;
   const every = Math.ceil(values.length / 10);
