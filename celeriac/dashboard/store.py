@@ -26,6 +26,7 @@ from typing import Any, Iterable
 
 from .. import states
 from ..events.state import HEARTBEAT_EXPIRE_WINDOW, TASK_EVENT_TO_STATE
+from ..utils.sqlite import placeholders
 from .store_sql import (_COLUMNS, TASK_FIELDS, WORKER_FIELDS, _Backend, _check_prefix,
                         _chunks, _field, _number, _Postgres, _split_prefix, _SQLite,
                         _timeline_row, _worker_values)
@@ -287,7 +288,7 @@ class HistoryStore:
 
     def _load_rows(self, cur: Any, uuids: list[str]) -> None:
         for chunk in _chunks(uuids, 500):
-            marks = ",".join("?" * len(chunk))
+            marks = placeholders(chunk)
             rows = self._db.query(cur, f"SELECT {_COLUMNS} FROM {{p}}tasks "
                                        f"WHERE uuid IN ({marks})", chunk)
             for values in rows:
@@ -334,7 +335,7 @@ class HistoryStore:
             for chunk in _chunks(uuids, 500):
                 found.update(r[0] for r in self._db.query(
                     cur, f"SELECT uuid FROM {{p}}tasks WHERE uuid IN "
-                         f"({','.join('?' * len(chunk))})", chunk))
+                         f"({placeholders(chunk)})", chunk))
         return found
 
     def group_members(self, group_id: str) -> list[str]:
@@ -365,7 +366,7 @@ class HistoryStore:
         params: list[Any] = []
         if state:
             chosen = [state] if isinstance(state, str) else list(state)
-            where.append(f"state IN ({','.join('?' * len(chosen))})")
+            where.append(f"state IN ({placeholders(chosen)})")
             params += chosen
         if name:
             where.append("name = ?")
@@ -435,7 +436,7 @@ class HistoryStore:
             with self._write_lock, self._db.transaction() as cur:
                 for chunk in _chunks(gone, 500):
                     self._db.execute(cur, "DELETE FROM {p}workers WHERE hostname IN "
-                                          f"({','.join('?' * len(chunk))})", chunk)
+                                          f"({placeholders(chunk)})", chunk)
                 self._workers.clear()
                 self._workers_loaded = False
                 self._sync_generation(cur)
@@ -555,7 +556,7 @@ class HistoryStore:
         uuids = [r[0] for r in self._db.query(cur, f"SELECT uuid FROM {{p}}tasks WHERE {where}",
                                               params)]
         for chunk in _chunks(uuids, 500):
-            marks = ",".join("?" * len(chunk))
+            marks = placeholders(chunk)
             self._db.execute(cur, f"DELETE FROM {{p}}task_events WHERE uuid IN ({marks})", chunk)
             self._db.execute(cur, f"DELETE FROM {{p}}tasks WHERE uuid IN ({marks})", chunk)
         for uuid in uuids:
