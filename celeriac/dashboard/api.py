@@ -248,9 +248,7 @@ class Dashboard:
         return dict(row, **{"task-id": task_id})
 
     def flower_task_result(self, request: Request, params: Params) -> Any:
-        from ..backends.disabled import DisabledBackend
-
-        if isinstance(self.app.backend, DisabledBackend):
+        if not self._has_backend():
             raise ActionError(503, "no result backend is configured (result_backend)")
         result = self.app.AsyncResult(request.path_params["id"])
         return actions.result_answer(result, _float(params, "timeout", None))
@@ -284,23 +282,27 @@ class Dashboard:
                                             kwargs, options))
 
     def _sent(self, result: Any) -> dict[str, Any]:
-        from ..backends.disabled import DisabledBackend
-
         answer: dict[str, Any] = {"task-id": result.id}
-        if not isinstance(self.app.backend, DisabledBackend):
+        if self._has_backend():
             answer["state"] = result.state
         return answer
 
+    def _has_backend(self) -> bool:
+        """Whether a result backend is configured (``result_backend``)."""
+        from ..backends.disabled import DisabledBackend
+
+        return not isinstance(self.app.backend, DisabledBackend)
+
     def revoke(self, request: Request, params: Params) -> Any:
-        message = actions.revoke(self.app, request.path_params["id"],
-                                 terminate=_bool(params, "terminate"),
-                                 signal=params.get("signal") or "SIGTERM")
-        return {"message": message}
+        return self._revoke(request, params, terminate=_bool(params, "terminate"))
 
     def terminate(self, request: Request, params: Params) -> Any:
-        message = actions.revoke(self.app, request.path_params["id"], terminate=True,
-                                 signal=params.get("signal") or "SIGTERM")
-        return {"message": message}
+        return self._revoke(request, params, terminate=True)
+
+    def _revoke(self, request: Request, params: Params, terminate: bool) -> dict[str, str]:
+        return {"message": actions.revoke(self.app, request.path_params["id"],
+                                          terminate=terminate,
+                                          signal=params.get("signal") or "SIGTERM")}
 
     def rate_limit(self, request: Request, params: Params) -> Any:
         if "ratelimit" not in params:
