@@ -80,13 +80,13 @@ class SecurityMiddleware:
             await self._deny(send, 401, "authentication needed: send HTTP basic auth "
                              "credentials or 'Authorization: Bearer <token>'")
             return
+        cookie = _cookie(headers, CSRF_COOKIE)
         method = scope["method"].upper()
         if method in UNSAFE_METHODS:
-            refusal = self.refuse_action(headers, bearer)
+            refusal = self.refuse_action(headers, bearer, cookie)
             if refusal is not None:
                 await self._deny(send, 403, refusal)
                 return
-        cookie = _cookie(headers, CSRF_COOKIE)
         fresh = None if cookie else secrets.token_urlsafe(24)
         scope.setdefault("state", {})[STATE_KEY] = {
             "user": user, "bearer": bearer, "csrf_token": cookie or fresh}
@@ -118,8 +118,10 @@ class SecurityMiddleware:
                 return found.decode(errors="replace"), False
         return None, False
 
-    def refuse_action(self, headers: dict[bytes, bytes], bearer: bool) -> str | None:
-        """Why a state-changing request may not go on, or None when it may."""
+    def refuse_action(self, headers: dict[bytes, bytes], bearer: bool,
+                      cookie: str | None) -> str | None:
+        """Why a state-changing request may not go on, or None when it may (``cookie``:
+        the request's ``celeriac_csrf`` cookie, parsed once by the caller)."""
         if not self.options.auth_enabled:
             return NO_USER
         if self.options.read_only:
@@ -127,7 +129,6 @@ class SecurityMiddleware:
         if bearer:
             return None
         sent = headers.get(CSRF_HEADER, b"").decode("latin-1")
-        cookie = _cookie(headers, CSRF_COOKIE)
         if sent and cookie and hmac.compare_digest(sent.encode(), cookie.encode()):
             return None
         if b"origin" not in headers and b"sec-fetch-site" not in headers:
