@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from support import load_proj, postgresql_answers, require, wait_until
+from support import postgresql_answers, require, wait_until
 
 from celeriac.contrib.testing import WorkerProcess
 from celeriac.dashboard.ingest import Ingestor
@@ -41,14 +41,6 @@ def node(project: Path) -> Iterator[str]:
     name = f"hist-{uuid.uuid4().hex[:8]}@localhost"
     with WorkerProcess("proj", cwd=project, args=["-P", "threads", "-c", "4", "-n", name]):
         yield name
-
-
-@pytest.fixture
-def proj(project: Path) -> Iterator[Any]:
-    module = load_proj(project)
-    yield module
-    module.app.close()
-    sys.modules.pop("proj", None)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
