@@ -128,9 +128,7 @@ class HistoryStore:
             return self._ingest_batch(events)
         except Exception:
             # the transaction rolled back: the cached rows may hold what was not stored
-            self._cache.clear()
-            self._workers.clear()
-            self._workers_loaded = False
+            self._forget_cached()
             self._generation = -1
             raise
 
@@ -277,10 +275,13 @@ class HistoryStore:
         """Forget cached rows when another process wrote since our last batch."""
         generation = self._db.generation(cur)
         if generation != self._generation:
-            self._cache.clear()
-            self._workers.clear()
-            self._workers_loaded = False
+            self._forget_cached()
         self._generation = generation
+
+    def _forget_cached(self) -> None:
+        self._cache.clear()
+        self._workers.clear()
+        self._workers_loaded = False
 
     def _bump_generation(self, cur: Any) -> None:
         self._generation += 1
@@ -299,8 +300,7 @@ class HistoryStore:
             return
         for values in self._db.query(cur, f"SELECT {', '.join(WORKER_FIELDS)} "
                                           "FROM {p}workers", ()):
-            worker = dict(zip(WORKER_FIELDS, values))
-            worker["loadavg"] = json.loads(worker["loadavg"]) if worker["loadavg"] else None
+            worker = _worker_row(values)
             self._workers[worker["hostname"]] = worker
         self._workers_loaded = True
 
@@ -418,12 +418,7 @@ class HistoryStore:
             rows = self._db.query(cur, f"SELECT {', '.join(WORKER_FIELDS)} FROM {{p}}workers "
                                        "ORDER BY hostname", ())
         now = time.time()
-        out = []
-        for values in rows:
-            worker = dict(zip(WORKER_FIELDS, values))
-            worker["loadavg"] = json.loads(worker["loadavg"]) if worker["loadavg"] else None
-            out.append(_public_worker(worker, now))
-        return out
+        return [_public_worker(_worker_row(values), now) for values in rows]
 
     def forget_offline_workers(self, older_than: float) -> list[str]:
         """Forget the workers offline whose last sign of life is more than
@@ -607,6 +602,13 @@ _NEVER_NULL = frozenset({"uuid", "state", "timestamp"})
 # What every event carries about its sender, not about the task.
 _ENVELOPE = frozenset({"type", "uuid", "hostname", "timestamp", "clock", "local_received",
                        "pid", "utcoffset", "state", "worker", "client"})
+
+
+def _worker_row(values: tuple[Any, ...]) -> dict[str, Any]:
+    """A workers table row as a dict, its loadavg decoded."""
+    worker = dict(zip(WORKER_FIELDS, values))
+    worker["loadavg"] = json.loads(worker["loadavg"]) if worker["loadavg"] else None
+    return worker
 
 
 def _public_worker(worker: dict[str, Any], now: float) -> dict[str, Any]:
