@@ -92,14 +92,15 @@ def render(store: HistoryStore, counters: EventCounters | None,
              for name, by_state in sorted(counts.get("by_name", {}).items())
              for state, n in sorted(by_state.items())))
     workers = store.workers()
-    online = [w for w in workers if w.get("alive")]
+    # Each is written twice, under celeriac's name and Flower's.
+    worker_online = [({"worker": w["hostname"]}, int(bool(w.get("alive")))) for w in workers]
+    worker_active = [({"worker": w["hostname"]}, w.get("active") or 0) for w in workers]
     _family(out, "celeriac_workers_online", "gauge", "Workers sending heartbeats.",
-            [({}, len(online))])
+            [({}, sum(online for _, online in worker_online))])
     _family(out, "celeriac_worker_online", "gauge", "1 for a worker online, 0 offline.",
-            (({"worker": w["hostname"]}, int(bool(w.get("alive")))) for w in workers))
+            worker_online)
     _family(out, "celeriac_worker_active_tasks", "gauge",
-            "Tasks a worker runs now (from its heartbeats).",
-            (({"worker": w["hostname"]}, w.get("active") or 0) for w in workers))
+            "Tasks a worker runs now (from its heartbeats).", worker_active)
     _family(out, "celeriac_queue_messages", "gauge", "Messages waiting in a queue.",
             (({"queue": queue}, depth) for queue, depth in _latest_depths(store).items()))
     if counters is not None:
@@ -131,10 +132,9 @@ def render(store: HistoryStore, counters: EventCounters | None,
         _family(out, "celeriac_dashboard_ingest_lag_seconds", "gauge",
                 "How far behind the event stream the store is.", [({}, lag)])
     _family(out, "flower_worker_online", "gauge", "Flower's name: worker online.",
-            (({"worker": w["hostname"]}, int(bool(w.get("alive")))) for w in workers))
+            worker_online)
     _family(out, "flower_worker_number_of_currently_executing_tasks", "gauge",
-            "Flower's name: tasks a worker runs now.",
-            (({"worker": w["hostname"]}, w.get("active") or 0) for w in workers))
+            "Flower's name: tasks a worker runs now.", worker_active)
     return "\n".join(out) + "\n"
 
 
