@@ -568,9 +568,9 @@ class HistoryStore:
         """``(uuid, timestamp)`` of tasks not in a ready state whose last event came
         after ``after`` and before ``before``, oldest first (a backfill goes round
         them in slices)."""
-        sql = ("SELECT uuid, timestamp FROM {p}tasks "
-               "WHERE state NOT IN ('SUCCESS', 'FAILURE', 'REVOKED')")
-        params: list[Any] = []
+        ready = sorted(states.READY_STATES)
+        sql = f"SELECT uuid, timestamp FROM {{p}}tasks WHERE state NOT IN ({placeholders(ready)})"
+        params: list[Any] = list(ready)
         if after is not None:
             sql += " AND timestamp > ?"
             params.append(float(after))
