@@ -53,10 +53,7 @@ def build_app(app: Celery, options: DashboardOptions, store: HistoryStore | None
     options.check()
     owned = store is None
     if store is None:
-        from .store import HistoryStore
-
-        store = HistoryStore.open(options.db, max_tasks=options.max_tasks,
-                                  max_age=options.max_age)
+        store = open_store(options)
     dashboard = Dashboard(app, options, store, ingestor)
 
     async def page(request: Any) -> Any:
@@ -89,6 +86,14 @@ def build_app(app: Celery, options: DashboardOptions, store: HistoryStore | None
     return web
 
 
+def open_store(options: DashboardOptions) -> HistoryStore:
+    """The history store ``options`` name (``--db``, ``--max-tasks``, ``--max-age``)."""
+    from .store import HistoryStore
+
+    return HistoryStore.open(options.db, max_tasks=options.max_tasks,
+                             max_age=options.max_age)
+
+
 class BrokerUnreachable(RuntimeError):
     """The broker did not answer at start; the message is one line."""
 
@@ -118,14 +123,12 @@ def serve(app: Celery, options: DashboardOptions,
     import uvicorn
 
     from .ingest import Ingestor
-    from .store import HistoryStore
 
     options.check()
     logging.basicConfig(level=options.log_level.upper(),
                         format="[%(asctime)s: %(levelname)s/%(name)s] %(message)s")
     check_broker(app)
-    store = HistoryStore.open(options.db, max_tasks=options.max_tasks,
-                              max_age=options.max_age)
+    store = open_store(options)
     try:
         # The sampler is called from the ingestor's chores thread, once the app exists.
         ingestor = Ingestor(app, store, purge_offline_workers=options.purge_offline_workers,
