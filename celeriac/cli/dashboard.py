@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from ..dashboard.options import LOG_LEVELS
+
 ENV = "CELERIAC_DASHBOARD_"
 # Flower's options celeriac does not take, and why (said when one is given).
 REFUSED = {
@@ -109,8 +111,7 @@ def _persistent(ctx: click.Context, param: click.Parameter, value: Any) -> None:
               help="TLS private key (PEM) for --certfile.")
 @click.option("-l", "--loglevel", "--logging", "loglevel", default="warning",
               show_default=True, envvar=ENV + "LOGLEVEL",
-              type=click.Choice(["debug", "info", "warning", "error", "critical"],
-                                case_sensitive=False),
+              type=click.Choice(LOG_LEVELS, case_sensitive=False),
               help="Log level (info also logs each request line; never a header).")
 @_with_refused
 @click.pass_obj
