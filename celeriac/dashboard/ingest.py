@@ -28,7 +28,6 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
 from .. import states
@@ -554,7 +553,7 @@ def _event_from_meta(backend: Any, uuid: str, meta: Any) -> dict[str, Any] | Non
     if type_ is None:
         return None
     now = time.time()
-    event: dict[str, Any] = {"type": type_, "uuid": uuid, "timestamp": _epoch(meta, now),
+    event: dict[str, Any] = {"type": type_, "uuid": uuid, "timestamp": _done_or(meta, now),
                              "local_received": now, "backfilled": True}
     result = meta.get("result")
     if type_ == "task-succeeded":
@@ -583,16 +582,9 @@ def _with_request(event: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]
     return event
 
 
-def _epoch(meta: dict[str, Any], default: float) -> float:
-    done = meta.get("date_done")
-    if isinstance(done, datetime):
-        return done.timestamp()
-    if isinstance(done, str):
-        try:
-            return datetime.fromisoformat(done).timestamp()
-        except ValueError:
-            return default
-    return default
+def _done_or(meta: dict[str, Any], default: float) -> float:
+    done = done_at(meta)  # the backends' reading of date_done (naive means UTC)
+    return default if done is None else done
 
 
 __all__ = ["Ingestor", "Subscription"]
