@@ -127,7 +127,7 @@ def active_queues(node: Node, **_: Any) -> list[dict[str, Any]]:
 def conf(node: Node, with_defaults: bool = False, **_: Any) -> dict[str, Any]:
     """List configuration."""
     table = node.app.conf.table(with_defaults=with_defaults, censored=True)
-    return {key: _jsonable(value) for key, value in table.items()}
+    return {key: jsonable(value) for key, value in table.items()}
 
 
 @command("inspect")
@@ -315,7 +315,8 @@ def _ids(value: Any) -> set[str]:
     return out
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` when JSON can carry it, else its repr (an exception, an object)."""
     import json
 
     try:

@@ -9,11 +9,11 @@ done, with a message that says why; a worker's own refusal is passed on as it sa
 from __future__ import annotations
 
 import ast
-import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..control import signal_name
+from ..control.commands import jsonable
 from . import queues
 
 if TYPE_CHECKING:
@@ -107,15 +107,6 @@ def result_answer(result: AsyncResult[Any], wait: float | None = None) -> dict[s
         if result.state == "FAILURE":
             answer["traceback"] = result.traceback
     return answer
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` when JSON can carry it, else its repr (an exception, an object)."""
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-    return value
 
 
 def retry(app: Celery, store: HistoryStore, task_id: str) -> dict[str, Any]:

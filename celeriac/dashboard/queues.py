@@ -8,11 +8,11 @@ what it can: a depth from ``size``, no dead letters.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..brokers import DeadLetter, DeadLetters, QueueStats, capability
+from ..control.commands import jsonable
 from ..routing import Queue
 
 #: how much of a dead letter's envelope the page shows as it is
@@ -136,18 +136,9 @@ def _read_task(payload: str) -> dict[str, Any]:
         task = messages.decode_task(message, SAFE_CONTENT)
     except Exception:  # noqa: BLE001 - a dead letter is often one that does not decode
         return found
-    found.update(task_id=task.id, task_name=task.name, args=_jsonable(task.args),
-                 kwargs=_jsonable(task.kwargs))
+    found.update(task_id=task.id, task_name=task.name, args=jsonable(task.args),
+                 kwargs=jsonable(task.kwargs))
     return found
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` if JSON can carry it to the page, else its repr."""
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-    return value
 
 
 def requeue_dead_letter(app: Any, id: str) -> bool:
